@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -99,28 +98,23 @@ class CrossModalHasher(nn.Module):
 
     # ---- persistence -----------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write config.json + model.safetensors into ``folder`` atomically (via a
-        temporary sibling folder renamed into place)."""
+        """Write config.json + model.safetensors (+ encoder extras) into ``folder``.
+
+        Each file is written to a temporary name and renamed into place, weights first
+        and config last, so a reader never sees a half-written file; other files in the
+        folder (training logs, checkpoints) are left alone."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format_version": str(FORMAT_VERSION)})
-        cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
-        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        tmp = folder / f".{WEIGHTS_NAME}.tmp"
+        save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
+        os.replace(tmp, folder / WEIGHTS_NAME)
         if hasattr(self.text_encoder, "save_extra"):
-            self.text_encoder.save_extra(tmp)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            if old.exists():
-                _rmtree(old)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            _rmtree(old)
-        else:
-            os.replace(tmp, folder)
+            self.text_encoder.save_extra(folder)
+        cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
+        atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True))
         return folder
 
     @classmethod
@@ -158,9 +152,10 @@ class CrossModalHasher(nn.Module):
         return h.hexdigest()[:16]
 
 
-def _rmtree(path: Path) -> None:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def create_model(config: ModelConfig | None = None) -> CrossModalHasher:

@@ -124,7 +124,9 @@ class GRUTextEncoder(nn.Module):
         return [self.embed, self.gru]
 
     def save_extra(self, folder: Path) -> None:
-        (folder / "vocab.json").write_text(json.dumps(self.vocab))
+        tmp = folder / ".vocab.json.tmp"
+        tmp.write_text(json.dumps(self.vocab))
+        tmp.replace(folder / "vocab.json")
 
     def load_extra(self, folder: Path) -> None:
         path = folder / "vocab.json"

@@ -1,0 +1,172 @@
+"""The ``crossmodal`` command: one subcommand per user task.
+
+This is the one place where the model library, ``training`` and ``retrieval`` meet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+
+def _bits(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bits must be comma-separated integers, got {s!r}") from None
+
+
+# ---- train ---------------------------------------------------------------------------
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from training import TrainConfig
+    from training.losses import LossConfig
+
+    d, dl = TrainConfig(), LossConfig()
+    p.add_argument("--data", required=True, help="prepared dataset folder (data_scripts/prepare_*.py)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--image-encoder", default="efficientnet-lite0")
+    p.add_argument("--image-weights", default="default", help="'default', 'none' or a local weights file")
+    p.add_argument("--image-trainable", default="frozen", help="frozen | full | last:N")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--text-encoder", default="minilm", help="minilm | gru | a transformers name or folder")
+    p.add_argument("--text-trainable", default="frozen", help="frozen | full | last:N")
+    p.add_argument("--bits", type=_bits, default=(16, 32, 64, 128))
+    p.add_argument("--quantizer", default="sign", choices=["sign", "itq", "kmeans"])
+    p.add_argument("--head-depth", type=int, default=None)
+    p.add_argument("--head-hidden", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--supervision", default=d.supervision, choices=["auto", "pairs", "labels"])
+    p.add_argument("--val-split", default=d.val_split)
+    p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/crossmodal/features)")
+    p.add_argument("--loss", default=None,
+                   help=f"JSON of loss weights to override, e.g. '{{\"triplet\": 0.5}}'; fields: "
+                        f"{', '.join(asdict(dl))}")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+
+
+def run_train(args) -> dict:
+    from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+    from crossmodal.data import load_prepared
+    from crossmodal.model import CrossModalHasher
+    from retrieval.evaluation import validation_scorer
+    from training import TrainConfig, Trainer, init_distributed_from_env
+    from training.losses import LossConfig
+
+    init_distributed_from_env()
+    head = HeadConfig()
+    if args.head_depth is not None:
+        head.depth = args.head_depth
+    if args.head_hidden is not None:
+        head.hidden_dim = args.head_hidden
+    config = ModelConfig(
+        image_encoder=ImageEncoderConfig(name=args.image_encoder, weights=args.image_weights,
+                                         trainable=args.image_trainable, image_size=args.image_size),
+        text_encoder=TextEncoderConfig(name=args.text_encoder, trainable=args.text_trainable),
+        head=head, bits=args.bits, quantizer=args.quantizer)
+    loss = asdict(LossConfig())
+    if args.loss:
+        override = json.loads(args.loss)
+        unknown = set(override) - set(loss)
+        if unknown:
+            raise SystemExit(f"--loss: unknown field(s) {sorted(unknown)}; known: {sorted(loss)}")
+        loss.update(override)
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                       seed=args.seed, supervision=args.supervision, val_split=args.val_split,
+                       cache_dir=args.cache_dir, loss=LossConfig(**loss))
+    data = load_prepared(args.data, splits=[tcfg.train_split])
+    import torch
+    torch.manual_seed(args.seed)
+    model = CrossModalHasher(config)
+    trainer = Trainer(model, data, args.out, tcfg, scorer=validation_scorer)
+    summary = trainer.fit(resume=args.resume)
+    if trainer.rank == 0:
+        print(f"model written to {args.out} (best epoch {summary['best_epoch']}, "
+              f"validation score {summary['best_score']:.3f})")
+    return summary
+
+
+# ---- encode --------------------------------------------------------------------------
+ENCODE_LAYOUT = """NPZ layout written by `crossmodal encode`:
+  bits              int array: the code lengths present
+  image_ids         str [N]: item ids
+  text_ids          str [M]: caption ids, '<item id>#<n>'
+  text_item_ids     str [M]: the item each caption describes
+  texts             str [M]: the captions
+  image_codes_<K>   uint8 [N, K/8]: packed codes (numpy packbits, big-endian)
+  text_codes_<K>    uint8 [M, K/8]
+  model_fingerprint str: the model that made them"""
+
+
+def run_encode(args) -> Path:
+    from datasets import Image as HFImage
+
+    from crossmodal.data import load_prepared
+    from crossmodal.data.splits import flatten_split
+    from crossmodal.model import CrossModalHasher
+    from training.features import decode_image
+
+    model = CrossModalHasher.from_pretrained(args.model)
+    bits = args.bits or model.config.bits
+    ds = load_prepared(args.data, splits=[args.split])[args.split]
+    flat = flatten_split(ds)
+    rows = ds.cast_column("image", HFImage(decode=False))["image"]
+    img = model.embed_images(decode_image(v) for v in rows)
+    txt = model.embed_texts(flat.captions)
+    counters: dict[int, int] = {}
+    text_ids = []
+    for i in flat.caption_item:
+        n = counters.get(int(i), 0)
+        counters[int(i)] = n + 1
+        text_ids.append(f"{flat.ids[i]}#{n}")
+    arrays = {"bits": np.array(bits), "image_ids": np.array(flat.ids), "text_ids": np.array(text_ids),
+              "text_item_ids": np.array([flat.ids[i] for i in flat.caption_item]),
+              "texts": np.array(flat.captions), "model_fingerprint": np.array(model.fingerprint())}
+    for k in bits:
+        arrays[f"image_codes_{k}"] = model.quantize(img, k)
+        arrays[f"text_codes_{k}"] = model.quantize(txt, k)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+    print(f"wrote {out}: {len(flat.ids)} images, {len(flat.captions)} captions, bits {list(bits)}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a model on a prepared dataset")
+    add_train_args(p)
+    p.set_defaults(func=run_train)
+    p = sub.add_parser("encode", help="write packed codes of a split to an .npz",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENCODE_LAYOUT)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--bits", type=_bits, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run_encode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
+        print(f"crossmodal {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

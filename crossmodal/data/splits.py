@@ -1,0 +1,50 @@
+"""A prepared split flattened for training and evaluation: items, and every caption
+with the index of the item it describes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FlatSplit:
+    ids: list[str]
+    captions: list[str]
+    #: index into ``ids`` of the item each caption describes
+    caption_item: np.ndarray
+    labels: list[list[str]]
+
+    @property
+    def has_labels(self) -> bool:
+        return any(self.labels)
+
+    def label_matrix(self, vocab: list[str]) -> np.ndarray:
+        """Multi-hot [N, len(vocab)] (labels outside the vocabulary are ignored)."""
+        index = {v: i for i, v in enumerate(vocab)}
+        m = np.zeros((len(self.ids), len(vocab)), dtype=bool)
+        for i, labs in enumerate(self.labels):
+            for lab in labs:
+                if lab in index:
+                    m[i, index[lab]] = True
+        return m
+
+    def captions_of(self) -> list[np.ndarray]:
+        """For each item, the indices of its captions."""
+        order = np.argsort(self.caption_item, kind="stable")
+        bounds = np.searchsorted(self.caption_item[order], np.arange(len(self.ids) + 1))
+        return [order[bounds[i]:bounds[i + 1]] for i in range(len(self.ids))]
+
+
+def flatten_split(ds) -> FlatSplit:
+    cols = ds.select_columns(["id", "captions", "labels"])[:]
+    caps, owner = [], []
+    for i, cs in enumerate(cols["captions"]):
+        caps.extend(cs)
+        owner.extend([i] * len(cs))
+    return FlatSplit(ids=list(cols["id"]), captions=caps, caption_item=np.asarray(owner, dtype=np.int64),
+                     labels=[list(x) for x in cols["labels"]])
+
+
+def label_vocab(*splits: FlatSplit) -> list[str]:
+    return sorted({lab for s in splits for labs in s.labels for lab in labs})

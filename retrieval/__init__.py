@@ -1,0 +1,1 @@
+"""Retrieval: binary indexes, search in every direction, evaluation metrics and reports."""

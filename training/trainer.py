@@ -1,0 +1,429 @@
+"""The trainer: heads (and any unfrozen encoder blocks) learn the shared Hamming space.
+
+* Frozen encoders are run once: their features come from the on-disk cache
+  (``features.py``), so an epoch over Flickr8k takes seconds on two CPU cores.
+  Unfrozen encoders run end to end on raw images / captions.
+* AdamW with linear warm-up and cosine decay; validation each epoch through a
+  ``scorer`` (injected, so this package does not depend on ``retrieval``) with early
+  stopping; everything seeded: batch order and caption choice are functions of
+  (seed, epoch, batch), so a resumed run continues exactly where it stopped.
+* Checkpoints are safetensors + JSON, written atomically each epoch and every
+  ``checkpoint_every`` steps; ``resume=True`` continues from the last one.
+* Data-parallel across processes under ``torchrun`` (DDP; gloo on CPU): every rank
+  takes its share of each global batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from crossmodal.data.splits import FlatSplit, flatten_split, label_vocab
+from crossmodal.model import CrossModalHasher
+
+from . import features as feature_cache
+from .losses import HashingLoss, LossConfig, label_positives
+
+Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None"], dict]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 512
+    lr: float = 1e-3
+    encoder_lr: float = 2e-5
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    patience: int = 6
+    seed: int = 0
+    train_split: str = "train"
+    val_split: str = "dev"
+    val_bits: int = 64
+    #: "auto": labels as positives when the dataset has labels; "pairs": only matched pairs
+    supervision: str = "auto"
+    feature_noise: float = 0.1
+    checkpoint_every: int = 500
+    cache_dir: str | None = None
+    num_threads: int | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        loss = LossConfig(**d.pop("loss", {}))
+        return cls(**d, loss=loss)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed_from_env() -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+        return True
+    return False
+
+
+class _TrainModule(nn.Module):
+    """Model + loss in one module, so DDP syncs every trainable parameter."""
+
+    def __init__(self, model: CrossModalHasher, loss: HashingLoss):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, img_in, img2_in, txt_in, txt2_in, image_cached: bool, text_cached: bool, pos, txt_pos):
+        m = self.model
+        img_fn = m.image_relaxed_from_features if image_cached else m.image_relaxed
+        txt_fn = m.text_relaxed_from_features if text_cached else m.text_relaxed
+        img = img_fn(img_in)
+        img2 = img_fn(img2_in) if img2_in is not None else None
+        txt = txt_fn(txt_in)
+        txt2 = txt_fn(txt2_in) if txt2_in is not None else None
+        return self.loss(img, txt, pos, image_view2=img2, text_positives=txt_pos, text2=txt2)
+
+
+class Trainer:
+    def __init__(self, model: CrossModalHasher, dataset, out_dir: str | Path, config: TrainConfig | None = None,
+                 scorer: Scorer | None = None):
+        self.model = model
+        self.cfg = config or TrainConfig()
+        self.out = Path(out_dir)
+        self.scorer = scorer
+        self.rank, self.world = _world()
+        self.train_ds = dataset[self.cfg.train_split]
+        self.val_ds = dataset[self.cfg.val_split] if self.cfg.val_split and self.cfg.val_split in dataset else None
+        if self.cfg.val_bits not in model.config.bits:
+            self.cfg.val_bits = model.config.bits[-1]
+        if self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)
+
+    # ---- data ----------------------------------------------------------------------
+    def _prepare_data(self) -> None:
+        cfg, m = self.cfg, self.model
+        self.train = flatten_split(self.train_ds)
+        self.val = flatten_split(self.val_ds) if self.val_ds is not None else None
+        if hasattr(m.text_encoder, "build_vocab") and not m.text_encoder.vocab:
+            m.text_encoder.build_vocab(self.train.captions)
+        use_labels = cfg.supervision == "labels" or (cfg.supervision == "auto" and self.train.has_labels)
+        self.vocab = label_vocab(self.train) if use_labels else []
+        self.train_labels = torch.from_numpy(self.train.label_matrix(self.vocab)) if self.vocab else None
+        self.captions_of = self.train.captions_of()
+        self.image_cached = bool(getattr(m.image_encoder, "is_frozen", False))
+        self.text_cached = bool(getattr(m.text_encoder, "is_frozen", False))
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache.default_cache_dir()
+        img_cfg, txt_cfg = asdict(m.config.image_encoder), asdict(m.config.text_encoder)
+
+        def compute_all():
+            out = {}
+            for name, ds, flat in (("train", self.train_ds, self.train), ("val", self.val_ds, self.val)):
+                if ds is None:
+                    continue
+                if self.image_cached:
+                    out[f"{name}_img"] = feature_cache.image_features(m.image_encoder, img_cfg, ds, cache,
+                                                                      desc=f"{name} image features")
+                if self.text_cached:
+                    out[f"{name}_txt"] = feature_cache.text_features(m.text_encoder, txt_cfg, ds, flat.captions,
+                                                                     cache, desc=f"{name} text features")
+            return out
+
+        # Rank 0 fills the cache first; the others then read it.
+        if self.rank == 0:
+            self.feats = compute_all()
+        if self.world > 1:
+            dist.barrier()
+        if self.rank != 0:
+            self.feats = compute_all()
+        self._decoded: dict[int, object] = {}
+
+    def _image_inputs(self, idx: np.ndarray, views: np.ndarray, train: bool):
+        if self.image_cached:
+            x = self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)]
+            if train and self.cfg.feature_noise:
+                x = nn.functional.dropout(x, self.cfg.feature_noise)
+            return x
+        tf = self.model.image_transform(train=train)
+        rows = self.train_ds.select(idx.tolist())["image"]
+        return torch.stack([tf(feature_cache.decode_image(v)) for v in rows])
+
+    def _text_inputs(self, cap_idx: np.ndarray, train: bool):
+        if self.text_cached:
+            x = self.feats["train_txt"][torch.from_numpy(cap_idx)]
+            if train and self.cfg.feature_noise:
+                x = nn.functional.dropout(x, self.cfg.feature_noise)
+            return x
+        return self.model.text_encoder.tokenize([self.train.captions[i] for i in cap_idx])
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        order = rng.permutation(len(self.train.ids))
+        bs = self.cfg.batch_size
+        return [order[s:s + bs] for s in range(0, len(order), bs) if len(order[s:s + bs]) >= 2]
+
+    def _batch_inputs(self, epoch: int, b: int, idx: np.ndarray):
+        rng = np.random.default_rng([self.cfg.seed, epoch, b, 1])
+        idx = idx[self.rank::self.world]
+        cap1 = np.empty(len(idx), dtype=np.int64)
+        cap2 = np.empty(len(idx), dtype=np.int64)
+        for j, i in enumerate(idx):
+            caps = self.captions_of[i]
+            pick = rng.permutation(len(caps))
+            cap1[j] = caps[pick[0]]
+            cap2[j] = caps[pick[1 % len(caps)]]
+        v1 = rng.integers(0, 2, len(idx))
+        lw = self.cfg.loss
+        img = self._image_inputs(idx, v1, True)
+        img2 = self._image_inputs(idx, 1 - v1, True) if (lw.intra_image or lw.intra_triplet) else None
+        txt = self._text_inputs(cap1, True)
+        txt2 = self._text_inputs(cap2, True) if (lw.intra_text or lw.intra_triplet) else None
+        pos = torch.eye(len(idx), dtype=torch.bool)
+        if self.train_labels is not None:
+            lab = self.train_labels[torch.from_numpy(idx)]
+            pos = pos | label_positives(lab, lab)
+        return img, img2, txt, txt2, pos
+
+    # ---- optimisation -----------------------------------------------------------------
+    def _build_optimizer(self, module: _TrainModule, total_steps: int):
+        cfg = self.cfg
+        head_params, enc_params = [], []
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_encoder = ".image_encoder." in f".{name}" or ".text_encoder." in f".{name}"
+            scratch = any(getattr(e, "always_trainable", False) and f"{part}." in name
+                          for part, e in (("image_encoder", self.model.image_encoder),
+                                          ("text_encoder", self.model.text_encoder)))
+            (enc_params if is_encoder and not scratch else head_params).append(p)
+        groups = [{"params": head_params, "lr": cfg.lr}]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": cfg.encoder_lr})
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        warmup = max(1, int(cfg.warmup_fraction * total_steps))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+    # ---- validation -----------------------------------------------------------------
+    @torch.inference_mode()
+    def validation_relaxed(self) -> tuple[np.ndarray, np.ndarray]:
+        m = self.model
+        m.eval()
+        if self.image_cached:
+            img = torch.cat([m.image_relaxed_from_features(self.feats["val_img"][s:s + 1024, 0])
+                             for s in range(0, len(self.val.ids), 1024)]).numpy()
+        else:
+            from datasets import Image as HFImage
+            rows = self.val_ds.cast_column("image", HFImage(decode=False))["image"]
+            img = m.embed_images(feature_cache.decode_image(v) for v in rows)
+        if self.text_cached:
+            txt = torch.cat([m.text_relaxed_from_features(self.feats["val_txt"][s:s + 4096])
+                             for s in range(0, len(self.val.captions), 4096)]).numpy()
+        else:
+            txt = m.embed_texts(self.val.captions)
+        return img, txt
+
+    def validate(self) -> dict:
+        if self.val is None or self.scorer is None:
+            return {}
+        img, txt = self.validation_relaxed()
+        labels = self.val.label_matrix(self.vocab) if self.vocab else None
+        return self.scorer(m_bits(img, self.cfg.val_bits), m_bits(txt, self.cfg.val_bits), self.val, labels)
+
+    # ---- checkpoints ----------------------------------------------------------------
+    def _save_checkpoint(self, module, opt, sched, state: dict) -> None:
+        if self.rank != 0:
+            return
+        from safetensors.torch import save_file
+
+        final = self.out / "checkpoint"
+        tmp = self.out / ".checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp)
+        tensors, meta = _flatten_optimizer(opt.state_dict())
+        tensors["loss.log_inv_temperature"] = module.loss.log_inv_temperature.detach().clone().reshape(1)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(
+            {**state, "optimizer": meta, "scheduler": sched.state_dict(), "train_config": asdict(self.cfg)}))
+        old = self.out / ".checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_checkpoint(self, module, opt, sched) -> dict | None:
+        from safetensors.torch import load_file
+
+        ck = self.out / "checkpoint"
+        if not (ck / "trainer_state.json").is_file():
+            return None
+        state = json.loads((ck / "trainer_state.json").read_text())
+        weights = load_file(str(ck / "model.safetensors"))
+        self.model.load_state_dict(weights)
+        if hasattr(self.model.text_encoder, "load_extra"):
+            self.model.text_encoder.load_extra(ck)
+        tensors = load_file(str(ck / "optimizer.safetensors"))
+        with torch.no_grad():
+            module.loss.log_inv_temperature.copy_(tensors.pop("loss.log_inv_temperature")[0])
+        opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+        sched.load_state_dict(state["scheduler"])
+        return state
+
+    # ---- the loop -------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self._prepare_data()
+        loss = HashingLoss(cfg.loss, self.model.config.bits)
+        module = _TrainModule(self.model, loss)
+        steps_per_epoch = len(self._batches(0))
+        opt, sched = self._build_optimizer(module, steps_per_epoch * cfg.epochs)
+        ddp = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True) if self.world > 1 else module
+
+        state = {"epoch": 0, "batch": 0, "step": 0, "best_score": -float("inf"), "best_epoch": -1, "bad_epochs": 0}
+        if resume:
+            loaded = self._load_checkpoint(module, opt, sched)
+            if loaded:
+                state.update({k: loaded[k] for k in state})
+                if self.rank == 0:
+                    print(f"resumed from {self.out / 'checkpoint'}: epoch {state['epoch']}, batch {state['batch']}")
+        log_path = self.out / "train_log.jsonl"
+        best_dir = self.out / ".best"
+        start = time.time()
+        for epoch in range(state["epoch"], cfg.epochs):
+            batches = self._batches(epoch)
+            module.train()
+            _frozen_to_eval(self.model)
+            bar = tqdm(range(state["batch"], len(batches)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=self.rank != 0, leave=False)
+            sums: dict[str, float] = {}
+            for b in bar:
+                torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
+                img, img2, txt, txt2, pos = self._batch_inputs(epoch, b, batches[b])
+                parts = ddp(img, img2, txt, txt2, self.image_cached, self.text_cached, pos, pos)
+                opt.zero_grad(set_to_none=True)
+                parts["total"].backward()
+                opt.step()
+                sched.step()
+                state["step"] += 1
+                state["batch"] = b + 1
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                bar.set_postfix(loss=f"{float(parts['total']):.3f}")
+                if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < len(batches):
+                    self._save_checkpoint(module, opt, sched, state)
+            n = max(1, len(batches) - (0 if not sums else 0))
+            scores = self.validate()
+            score = scores.get("score", -float(sums.get("total", 0.0)) / n)
+            record = {"epoch": epoch + 1, "step": state["step"], "time_s": round(time.time() - start, 1),
+                      "lr": sched.get_last_lr()[0], "temperature": float(loss.temperature),
+                      **{f"loss_{k}": v / n for k, v in sums.items()}, **{f"val_{k}": v for k, v in scores.items()}}
+            improved = score > state["best_score"]
+            if improved:
+                state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
+                if self.rank == 0:
+                    self.model.save_pretrained(best_dir)
+            else:
+                state["bad_epochs"] += 1
+            state.update(epoch=epoch + 1, batch=0)
+            if self.rank == 0:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                shown = ", ".join(f"{k[4:]}={v:.2f}" for k, v in record.items()
+                                  if k.startswith("val_") and isinstance(v, float))
+                print(f"epoch {epoch + 1}: loss {record.get('loss_total', 0):.4f}  {shown}"
+                      f"{'  *' if improved else ''}", flush=True)
+            self._save_checkpoint(module, opt, sched, state)
+            if state["bad_epochs"] >= cfg.patience:
+                if self.rank == 0:
+                    print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)
+                break
+        return self._finish(state, best_dir)
+
+    def _finish(self, state: dict, best_dir: Path) -> dict:
+        if self.world > 1:
+            dist.barrier()
+        if (best_dir / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+            self.model.load_state_dict(load_file(str(best_dir / "model.safetensors")))
+        if self.model.quantizer.needs_fit:
+            self._fit_quantizer()
+        summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "steps": state["step"]}
+        if self.rank == 0:
+            self.model.save_pretrained(self.out)
+            (self.out / "train_summary.json").write_text(json.dumps(
+                {**summary, "train_config": asdict(self.cfg), "label_vocab": self.vocab}, indent=2))
+            shutil.rmtree(best_dir, ignore_errors=True)
+        return summary
+
+    @torch.inference_mode()
+    def _fit_quantizer(self) -> None:
+        m = self.model
+        m.eval()
+        if self.image_cached and self.text_cached:
+            img = m.image_relaxed_from_features(self.feats["train_img"][:, 0]).numpy()
+            txt = m.text_relaxed_from_features(self.feats["train_txt"]).numpy()
+        else:
+            from datasets import Image as HFImage
+            rows = self.train_ds.cast_column("image", HFImage(decode=False))["image"]
+            img = m.embed_images(feature_cache.decode_image(v) for v in rows)
+            txt = m.embed_texts(self.train.captions)
+        m.fit_quantizer(img, txt)
+
+
+def m_bits(relaxed: np.ndarray, nbits: int) -> np.ndarray:
+    """Validation uses sign codes of the first ``nbits`` outputs."""
+    return np.packbits(relaxed[:, :nbits] >= 0, axis=1)
+
+
+def _frozen_to_eval(model: CrossModalHasher) -> None:
+    """Frozen encoders keep eval mode (BatchNorm statistics, dropout) while heads train."""
+    for enc in (model.image_encoder, model.text_encoder):
+        if getattr(enc, "is_frozen", False):
+            enc.eval()
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta_state = {}, {}
+    for pid, st in sd["state"].items():
+        meta_state[str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"state.{pid}.{k}"] = v.detach().clone().contiguous()
+            else:
+                meta_state[str(pid)][k] = v
+    return tensors, {"state": meta_state, "param_groups": sd["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {int(pid): dict(v) for pid, v in meta["state"].items()}
+    for key, t in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = t
+    return {"state": state, "param_groups": meta["param_groups"]}
