@@ -34,6 +34,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--text-encoder", default="minilm", help="minilm | gru | a transformers name or folder")
     p.add_argument("--text-trainable", default="frozen", help="frozen | full | last:N")
+    p.add_argument("--text-vocab-size", type=int, default=None, help="GRU vocabulary size")
+    p.add_argument("--text-hidden", type=int, default=None, help="GRU hidden size (embedding size too)")
     p.add_argument("--bits", type=_bits, default=(16, 32, 64, 128))
     p.add_argument("--quantizer", default="sign", choices=["sign", "itq", "kmeans"])
     p.add_argument("--head-depth", type=int, default=None)
@@ -49,6 +51,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default=None,
                    help=f"JSON of loss weights to override, e.g. '{{\"triplet\": 0.5}}'; fields: "
                         f"{', '.join(asdict(dl))}")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
 
 
@@ -66,10 +69,15 @@ def run_train(args) -> dict:
         head.depth = args.head_depth
     if args.head_hidden is not None:
         head.hidden_dim = args.head_hidden
+    text_cfg = TextEncoderConfig(name=args.text_encoder, trainable=args.text_trainable)
+    if args.text_vocab_size:
+        text_cfg.vocab_size = args.text_vocab_size
+    if args.text_hidden:
+        text_cfg.hidden_dim = text_cfg.embed_dim = args.text_hidden
     config = ModelConfig(
         image_encoder=ImageEncoderConfig(name=args.image_encoder, weights=args.image_weights,
                                          trainable=args.image_trainable, image_size=args.image_size),
-        text_encoder=TextEncoderConfig(name=args.text_encoder, trainable=args.text_trainable),
+        text_encoder=text_cfg,
         head=head, bits=args.bits, quantizer=args.quantizer)
     loss = asdict(LossConfig())
     if args.loss:
@@ -80,7 +88,8 @@ def run_train(args) -> dict:
         loss.update(override)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                        seed=args.seed, supervision=args.supervision, val_split=args.val_split,
-                       cache_dir=args.cache_dir, loss=LossConfig(**loss))
+                       cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
+                       loss=LossConfig(**loss))
     data = load_prepared(args.data, splits=[tcfg.train_split])
     import torch
     torch.manual_seed(args.seed)

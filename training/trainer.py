@@ -334,7 +334,7 @@ class Trainer:
                 state["step"] += 1
                 state["batch"] = b + 1
                 for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
                 bar.set_postfix(loss=f"{float(parts['total']):.3f}")
                 if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < len(batches):
                     self._save_checkpoint(module, opt, sched, state)

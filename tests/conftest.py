@@ -1,0 +1,45 @@
+"""Shared fixtures: small data generated on the fly, and the real data where present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A prepared synthetic dataset: 48 train / 16 dev / 16 test scenes of 64x64 pixels."""
+    from crossmodal.data import build_dataset_dict, write_prepared
+    from crossmodal.data.synthetic import synthetic_splits
+
+    out = tmp_path_factory.mktemp("data") / "shapes"
+    dd, report = build_dataset_dict(synthetic_splits(train=48, dev=16, test=16, seed=1, size=64))
+    write_prepared(dd, report, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def feature_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("features")
+
+
+def tiny_config(quantizer: str = "sign", bits=(16, 32)):
+    from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+
+    return ModelConfig(image_encoder=ImageEncoderConfig(name="small-cnn", weights="none", image_size=32),
+                       text_encoder=TextEncoderConfig(name="gru", vocab_size=200, embed_dim=32, hidden_dim=32),
+                       head=HeadConfig(hidden_dim=64, depth=2, dropout=0.0), bits=bits, quantizer=quantizer)
+
+
+def shared_path(*parts: str) -> Path:
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p} is absent (tests that need ../shared/data skip without it)")
+    return p

@@ -1,0 +1,120 @@
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from crossmodal.config import ImageEncoderConfig, TextEncoderConfig
+from crossmodal.encoders import (apply_trainable, create_image_encoder, create_text_encoder, list_image_encoders,
+                                 list_text_encoders)
+
+TV = ["resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"]
+
+
+def test_registry_lists_required_encoders():
+    assert set(TV + ["efficientnet-lite0", "small-cnn"]) <= set(list_image_encoders())
+    assert {"minilm", "gru", "transformers"} <= set(list_text_encoders())
+
+
+def test_efficientnet_lite0_pretrained_offline_gives_distinct_features():
+    enc = create_image_encoder(ImageEncoderConfig())
+    enc.eval()
+    tf = enc.transform()
+    red = tf(Image.new("RGB", (100, 80), (255, 0, 0)))
+    noise = tf(Image.fromarray((torch.rand(80, 100, 3) * 255).byte().numpy()))
+    assert red.shape == (3, 224, 224)
+    with torch.no_grad():
+        f = enc(torch.stack([red, noise]))
+    assert f.shape == (2, 1280)
+    assert not torch.allclose(f[0], f[1])
+    # ImageNet weights, not random init: BN statistics are loaded
+    assert enc.net._bn0.running_var.mean().item() != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", TV)
+def test_torchvision_cnn_from_local_weights_file(name, tmp_path):
+    from safetensors.torch import save_file
+    import torchvision
+
+    ref = torchvision.models.get_model(name, weights=None)
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    enc = create_image_encoder(ImageEncoderConfig(name=name, weights=str(path), image_size=64))
+    enc.eval()
+    with torch.no_grad():
+        out = enc(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, enc.output_dim)
+    # the backbone's weights are the file's
+    first = next(iter(ref.state_dict().items()))
+    assert torch.equal(enc.net.state_dict()[first[0]], first[1])
+
+
+def test_torchvision_default_weights_offline_error_says_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty hub cache
+    try:
+        create_image_encoder(ImageEncoderConfig(name="mobilenet_v3_large"))
+    except RuntimeError as e:
+        assert "--image-weights" in str(e) and "mobilenet_v3_large" in str(e)
+    else:
+        pytest.skip("torchvision weights were downloadable: this machine has a network")
+
+
+def test_missing_weights_file_is_clear_error():
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        create_image_encoder(ImageEncoderConfig(name="resnet50", weights="/nonexistent/w.pth"))
+
+
+def test_small_cnn_is_trained_from_scratch():
+    enc = create_image_encoder(ImageEncoderConfig(name="small-cnn", weights="none"))
+    assert all(p.requires_grad for p in enc.parameters())
+    assert enc(torch.randn(3, 3, 64, 64)).shape == (3, enc.output_dim)
+
+
+def test_minilm_offline_embeds_similar_captions_closer():
+    enc = create_text_encoder(TextEncoderConfig())
+    enc.eval()
+    with torch.no_grad():
+        f = enc(**enc.tokenize(["a dog runs on the beach", "a puppy running along the sand", "a stock market report"]))
+    f = torch.nn.functional.normalize(f, dim=-1)
+    assert f.shape == (3, 384)
+    assert (f[0] @ f[1]) > (f[0] @ f[2]) + 0.2
+
+
+def test_transformers_encoder_by_local_folder():
+    from crossmodal.encoders.text import minilm_path
+
+    enc = create_text_encoder(TextEncoderConfig(name=str(minilm_path())))
+    assert enc(**enc.tokenize(["hello"])).shape == (1, 384)
+
+
+def test_unknown_transformers_name_offline_is_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="local folder"):
+        create_text_encoder(TextEncoderConfig(name="nobody/no-such-model-xyz"))
+
+
+def test_gru_needs_vocab_then_encodes():
+    enc = create_text_encoder(TextEncoderConfig(name="gru", vocab_size=50, embed_dim=8, hidden_dim=8))
+    with pytest.raises(RuntimeError, match="vocabulary"):
+        enc.tokenize(["a cat"])
+    enc.build_vocab(["a cat", "a dog", "the cat sat"])
+    batch = enc.tokenize(["a cat", "unknown words here ok"])
+    assert batch["input_ids"][0, 0] != enc.UNK and batch["input_ids"][1, 0] == enc.UNK
+    assert enc(**batch).shape == (2, 16)
+
+
+def test_trainable_modes_frozen_last_full():
+    enc = create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0", weights="none"))
+    assert enc.is_frozen and not any(p.requires_grad for p in enc.parameters())
+    apply_trainable(enc, "last:2")
+    blocks = enc.blocks()
+    trainable = {id(p) for b in blocks[-2:] for p in b.parameters()}
+    assert all(p.requires_grad == (id(p) in trainable) for p in enc.parameters())
+    apply_trainable(enc, "full")
+    assert all(p.requires_grad for p in enc.parameters())
+    with pytest.raises(ValueError, match="last:N"):
+        apply_trainable(enc, "some")
+
+    txt = create_text_encoder(TextEncoderConfig(trainable="last:1"))
+    layer_params = {id(p) for p in txt.blocks()[-1].parameters()}
+    assert layer_params and all(p.requires_grad == (id(p) in layer_params) for p in txt.parameters())

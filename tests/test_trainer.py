@@ -1,0 +1,132 @@
+"""The trainer on small generated data: it learns, saves, resumes after a kill, and
+runs data-parallel under torchrun."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crossmodal.config import HeadConfig, ModelConfig
+from crossmodal.data import load_prepared
+from crossmodal.model import CrossModalHasher
+from retrieval.evaluation import validation_scorer
+from training import TrainConfig, Trainer
+from training.losses import LossConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ARGS = ["--image-encoder", "small-cnn", "--image-weights", "none", "--image-size", "32",
+             "--text-encoder", "gru", "--text-vocab-size", "200", "--text-hidden", "32",
+             "--head-hidden", "64", "--bits", "16,32"]
+
+
+def _frozen_model(bits=(16, 32, 64)):
+    torch.manual_seed(0)
+    return CrossModalHasher(ModelConfig(head=HeadConfig(hidden_dim=256), bits=bits))
+
+
+def test_cached_training_learns_and_beats_untrained_model(tiny_data, feature_cache_dir, tmp_path):
+    data = load_prepared(tiny_data)
+    cfg = TrainConfig(epochs=25, batch_size=16, lr=2e-3, patience=25, cache_dir=str(feature_cache_dir),
+                      supervision="pairs", val_bits=64)
+    untrained = Trainer(_frozen_model(), data, tmp_path / "u", cfg, scorer=validation_scorer)
+    untrained._prepare_data()
+    base = untrained.validate()["score"]
+    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=validation_scorer)
+    summary = trainer.fit()
+    assert summary["best_score"] > max(2 * base, 30.0), (base, summary)
+    log = [json.loads(line) for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 25 and log[-1]["loss_total"] < log[0]["loss_total"]
+    assert {"val_i2t_R@1", "val_t2i_R@10", "temperature", "lr"} <= set(log[0])
+    # the saved model is the best epoch's, and it reloads to the same codes
+    loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
+    texts = ["a large red circle left of a small blue square"]
+    assert np.array_equal(loaded.encode_texts(texts, 64), trainer.model.encode_texts(texts, 64))
+    # features were cached on disk: a second trainer reads them back instead of recomputing
+    assert len(list(Path(feature_cache_dir).glob("img-*.safetensors"))) == 2  # train and dev
+
+
+def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_dir, tmp_path):
+    data = load_prepared(tiny_data)
+    cfg = TrainConfig(epochs=2, batch_size=16, cache_dir=str(feature_cache_dir))
+    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=validation_scorer)
+    trainer.fit()
+    assert trainer.vocab and trainer.train_labels is not None
+    log = json.loads((tmp_path / "m" / "train_log.jsonl").read_text().splitlines()[0])
+    assert "val_i2t_mAP" in log  # label-based validation
+
+
+def test_itq_quantizer_is_fitted_after_training(tiny_data, feature_cache_dir, tmp_path):
+    data = load_prepared(tiny_data)
+    torch.manual_seed(0)
+    model = CrossModalHasher(ModelConfig(head=HeadConfig(hidden_dim=64), bits=(16, 32), quantizer="itq"))
+    Trainer(model, data, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, cache_dir=str(feature_cache_dir)),
+            scorer=validation_scorer).fit()
+    rot = CrossModalHasher.from_pretrained(tmp_path / "m").quantizer.rotation_32
+    assert not torch.allclose(rot, torch.eye(32))
+    assert torch.allclose(rot @ rot.T, torch.eye(32), atol=1e-4)
+
+
+def _train_cmd(data: Path, out: Path, epochs: int, extra=()):
+    return [sys.executable, "-m", "crossmodal.cli", "train", "--data", str(data), "--out", str(out),
+            "--epochs", str(epochs), "--batch-size", "4", "--patience", "100", "--checkpoint-every", "2",
+            *TINY_ARGS, *extra]
+
+
+def test_end_to_end_finetuning_resumes_after_kill_with_identical_result(tiny_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    epochs = 4
+    # uninterrupted reference run
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(tiny_data, ref, epochs), check=True, env=env, capture_output=True, timeout=600)
+    # a run killed in the middle of an epoch, after a mid-epoch checkpoint
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(tiny_data, run, epochs), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state_file = run / "checkpoint" / "trainer_state.json"
+    killed_at = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            st = json.loads(state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            time.sleep(0.02)
+            continue
+        if st["epoch"] >= 1 and st["batch"] > 0:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_at = st
+            break
+        time.sleep(0.02)
+    if killed_at is None:
+        proc.kill()
+        pytest.fail("training finished before a mid-epoch checkpoint could be observed")
+    assert not (run / "train_summary.json").exists()
+    out = subprocess.run(_train_cmd(tiny_data, run, epochs, ["--resume"]), check=True, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert "resumed from" in out.stdout
+    from safetensors.torch import load_file
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    assert (run / "vocab.json").is_file()  # the GRU's vocabulary travels with the model
+
+
+def test_two_process_ddp_training(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "crossmodal.cli", "train", "--data", str(tiny_data), "--out", str(out), "--epochs", "2",
+           "--batch-size", "8", *TINY_ARGS]
+    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 2 * 6  # 48 items / global batch 8 per epoch, shared by both ranks
+    model = CrossModalHasher.from_pretrained(out)
+    assert model.encode_texts(["a red circle"], 32).shape == (1, 4)
