@@ -1,0 +1,37 @@
+"""The ``crossmodal`` command as a user runs it."""
+import subprocess
+import sys
+
+import numpy as np
+
+from crossmodal.cli import main
+from crossmodal.model import CrossModalHasher
+from test_trainer import TINY_ARGS
+
+
+def test_train_then_encode_writes_documented_npz(tiny_data, tmp_path):
+    model_dir = tmp_path / "model"
+    assert main(["train", "--data", str(tiny_data), "--out", str(model_dir), "--epochs", "2", "--batch-size", "8",
+                 *TINY_ARGS]) == 0
+    npz = tmp_path / "codes.npz"
+    assert main(["encode", "--model", str(model_dir), "--data", str(tiny_data), "--split", "test",
+                 "--out", str(npz)]) == 0
+    z = np.load(npz)
+    assert z["bits"].tolist() == [16, 32]
+    assert z["image_ids"].shape == (16,) and z["text_ids"].shape == (80,)
+    assert z["text_ids"][0].endswith("#0") and z["text_item_ids"][0] == z["image_ids"][0]
+    assert z["image_codes_32"].dtype == np.uint8 and z["image_codes_32"].shape == (16, 4)
+    assert z["text_codes_16"].shape == (80, 2)
+    model = CrossModalHasher.from_pretrained(model_dir)
+    assert str(z["model_fingerprint"]) == model.fingerprint()
+    assert np.array_equal(model.encode_texts([str(z["texts"][3])], 32), z["text_codes_32"][3:4])
+
+
+def test_bad_input_gives_clear_error_not_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "train", "--data", str(tmp_path / "none"),
+                          "--out", str(tmp_path / "m")], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "not a prepared crossmodal dataset" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "train", "--data", "x", "--out", "y",
+                          "--bits", "12"], capture_output=True, text=True)
+    assert res.returncode == 2 and "multiple of 8" in res.stderr
