@@ -69,3 +69,140 @@ def mean_average_precision(ranking: np.ndarray, relevance: np.ndarray, k: int | 
     ap_valid = np.where(np.isnan(ap_valid), 0.0, ap_valid)
     return {name: float(ap_valid.mean()) if len(ap_valid) else float("nan"),
             "queries_without_relevant": int((~valid).sum())}
+
+
+# ---- tie-aware AP (McSherry & Najork, ECIR 2008) -------------------------------------------
+def _tie_groups(sorted_distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For distances sorted ascending per row: the start position of each position's tie
+    group and the group's size, both [Q, N]."""
+    q, n = sorted_distances.shape
+    new_group = np.ones((q, n), dtype=bool)
+    new_group[:, 1:] = sorted_distances[:, 1:] != sorted_distances[:, :-1]
+    pos = np.broadcast_to(np.arange(n), (q, n))
+    start = np.maximum.accumulate(np.where(new_group, pos, 0), axis=1)
+    # group end: reverse accumulate of "last position of group"
+    last = np.ones((q, n), dtype=bool)
+    last[:, :-1] = new_group[:, 1:]
+    end_rev = np.minimum.accumulate(np.where(last, pos, n)[:, ::-1], axis=1)[:, ::-1]
+    return start, end_rev - start + 1
+
+
+def tie_aware_average_precision(distances: np.ndarray, relevance: np.ndarray) -> dict[str, np.ndarray]:
+    """Expected AP when items at equal distance come in uniformly random order, computed
+    exactly, with the best case (relevant first within ties) and worst case (last).
+
+    For a tie group of n items holding t relevant ones, with i items and r relevant items
+    ranked before it, a relevant item at in-group position k has precision
+    (r + 1 + E[relevant among the k-1 before it]) / (i + k), where that expectation is
+    (k-1)(t-1)/(n-1); position k is relevant with probability t/n. Summing over k and
+    dividing by the total number of relevant items gives the expected AP. Queries with
+    no relevant item get NaN.
+    """
+    distances = np.asarray(distances)
+    relevance = np.asarray(relevance, dtype=bool)
+    order = np.argsort(distances, axis=1, kind="stable")
+    d = np.take_along_axis(distances, order, axis=1)
+    rel = np.take_along_axis(relevance, order, axis=1)
+    q, n = d.shape
+    start, size = _tie_groups(d)
+    cum = np.cumsum(rel, axis=1)
+    rows = np.arange(q)[:, None]
+    end = start + size - 1
+    t = cum[rows, end] - np.where(start > 0, cum[rows, np.maximum(start - 1, 0)], 0)
+    r_before = cum[rows, end] - t
+    pos = np.arange(1, n + 1)[None, :]
+    k = pos - start  # 1-based position inside the group
+    other = np.where(size > 1, (k - 1) * (t - 1) / np.maximum(size - 1, 1), 0.0)
+    contrib = (t / size) * (r_before + 1 + other) / pos
+    n_rel = rel.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = np.where(n_rel > 0, contrib.sum(1) / n_rel, np.nan)
+    best = average_precision(np.argsort(distances - 0.5 * relevance, axis=1, kind="stable"), relevance)
+    worst = average_precision(np.argsort(distances + 0.5 * relevance, axis=1, kind="stable"), relevance)
+    return {"expected": expected, "best": best, "worst": worst}
+
+
+def tie_aware_map(distances: np.ndarray, relevance: np.ndarray) -> dict[str, float]:
+    """Mean of :func:`tie_aware_average_precision` over queries with a relevant item."""
+    valid = relevance.any(1)
+    res = tie_aware_average_precision(distances[valid], relevance[valid])
+    return {"mAP_tie_aware": _nanmean(res["expected"]), "mAP_best_case": _nanmean(res["best"]),
+            "mAP_worst_case": _nanmean(res["worst"]), "queries_without_relevant": int((~valid).sum())}
+
+
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.nanmean(x)) if len(x) and not np.all(np.isnan(x)) else float("nan")
+
+
+# ---- precision / recall ----------------------------------------------------------------------
+def precision_at_k(ranking: np.ndarray, relevance: np.ndarray, ks=(1, 5, 10, 100)) -> dict[str, float]:
+    """Share of relevant items among the top k, averaged over queries with a relevant item.
+    When k exceeds the database size, the denominator is still k (missing slots count as
+    misses), as in faiss' and most papers' convention."""
+    rel_sorted = np.take_along_axis(relevance, ranking, axis=1)
+    valid = relevance.any(1)
+    return {f"P@{k}": float(rel_sorted[valid, :k].sum(1).mean() / k) if valid.any() else float("nan") for k in ks}
+
+
+def item_recall_at_k(ranking: np.ndarray, relevance: np.ndarray, ks=(1, 5, 10, 100)) -> dict[str, float]:
+    """Share of a query's relevant items found in the top k (item-based recall)."""
+    rel_sorted = np.take_along_axis(relevance, ranking, axis=1)
+    valid = relevance.any(1)
+    total = relevance.sum(1)
+    return {f"itemR@{k}": float((rel_sorted[valid, :k].sum(1) / total[valid]).mean()) if valid.any()
+            else float("nan") for k in ks}
+
+
+def radius_precision_recall(distances: np.ndarray, relevance: np.ndarray, radii) -> dict[str, list[float]]:
+    """Precision and recall of the items within Hamming radius r, for each r.
+
+    A query that retrieves nothing within r has precision 0 (the DPSH / DeepHash
+    convention: an empty answer is a failed answer); queries with no relevant item are
+    excluded. ``retrieved`` is the mean number of items within the radius."""
+    valid = relevance.any(1)
+    d, rel = distances[valid], relevance[valid]
+    total_rel = rel.sum(1)
+    prec, rec, retrieved = [], [], []
+    for r in radii:
+        within = d <= r
+        n = within.sum(1)
+        hits = (within & rel).sum(1)
+        prec.append(float(np.where(n > 0, hits / np.maximum(n, 1), 0.0).mean()) if len(d) else float("nan"))
+        rec.append(float((hits / total_rel).mean()) if len(d) else float("nan"))
+        retrieved.append(float(n.mean()) if len(d) else float("nan"))
+    return {"radius": [int(r) for r in radii], "precision": prec, "recall": rec, "retrieved": retrieved}
+
+
+def ndcg_at_k(ranking: np.ndarray, gains: np.ndarray, k: int = 100) -> float:
+    """NDCG@k with graded relevance ``gains`` [Q, N] (e.g. the number of shared labels),
+    gain (2^g - 1), log2 discount. Queries whose ideal DCG is 0 are excluded."""
+    g = np.take_along_axis(gains.astype(np.float64), ranking, axis=1)[:, :k]
+    disc = 1.0 / np.log2(np.arange(2, g.shape[1] + 2))
+    dcg = ((2 ** g - 1) * disc).sum(1)
+    ideal = -np.sort(-gains.astype(np.float64), axis=1)[:, :k]
+    idcg = ((2 ** ideal - 1) * disc[: ideal.shape[1]]).sum(1)
+    valid = idcg > 0
+    return float((dcg[valid] / idcg[valid]).mean()) if valid.any() else float("nan")
+
+
+# ---- code health -------------------------------------------------------------------------------
+def code_health(codes: np.ndarray, nbits: int) -> dict[str, float]:
+    """Collision rate (share of items whose code equals another item's), per-bit balance
+    (mean of |share of ones - 0.5|, 0 is perfect) and mean bit entropy (1 is perfect)."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    if len(codes) == 0:
+        return {"collision_rate": float("nan"), "bit_imbalance": float("nan"), "bit_entropy": float("nan")}
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    collided = counts[inverse.ravel()] > 1
+    bits = np.unpackbits(codes, axis=1)[:, :nbits].astype(np.float64)
+    p = bits.mean(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -(np.where(p > 0, p * np.log2(p), 0) + np.where(p < 1, (1 - p) * np.log2(1 - p), 0))
+    return {"collision_rate": float(collided.mean()), "bit_imbalance": float(np.abs(p - 0.5).mean()),
+            "bit_entropy": float(ent.mean()), "distinct_codes": int(len(counts))}
+
+
+def matched_distance_gap(distances: np.ndarray, relevance: np.ndarray) -> dict[str, float]:
+    """Mean Hamming distance of relevant (matched) and irrelevant (unmatched) pairs."""
+    return {"mean_distance_matched": float(distances[relevance].mean()) if relevance.any() else float("nan"),
+            "mean_distance_unmatched": float(distances[~relevance].mean()) if (~relevance).any() else float("nan")}
