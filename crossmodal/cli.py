@@ -150,6 +150,119 @@ def run_encode(args) -> Path:
     return out
 
 
+# ---- eval ----------------------------------------------------------------------------
+def split_outputs(model, ds, flat, cache_dir, vocab):
+    """Relaxed outputs and raw backbone features of one split, as two ``Side``s.
+
+    A frozen encoder's features come from the feature cache (shared with training);
+    a fine-tuned encoder is run directly (its weights are not in the cache key)."""
+    import torch
+    from dataclasses import asdict as _asdict
+
+    from retrieval.protocol import Side
+    from training import features as fc
+
+    img_cache = cache_dir if getattr(model.image_encoder, "is_frozen", False) else None
+    txt_cache = cache_dir if getattr(model.text_encoder, "is_frozen", False) else None
+    img_raw = fc.image_features(model.image_encoder, _asdict(model.config.image_encoder), ds, img_cache)[:, 0]
+    txt_raw = fc.text_features(model.text_encoder, _asdict(model.config.text_encoder), ds, flat.captions, txt_cache)
+    model.eval()
+    with torch.inference_mode():
+        img = torch.cat([model.image_relaxed_from_features(img_raw[s:s + 2048])
+                         for s in range(0, len(img_raw), 2048)]).numpy()
+        txt = torch.cat([model.text_relaxed_from_features(txt_raw[s:s + 4096])
+                         for s in range(0, len(txt_raw), 4096)]).numpy()
+    labels = flat.label_matrix(vocab) if vocab else None
+    images = Side(img, list(flat.ids), labels, img_raw.numpy())
+    texts = Side(txt, [flat.ids[i] for i in flat.caption_item], labels[flat.caption_item] if labels is not None
+                 else None, txt_raw.numpy(), texts=list(flat.captions))
+    return images, texts
+
+
+def _concat_sides(sides):
+    from retrieval.protocol import Side
+
+    cat = lambda xs: None if any(x is None for x in xs) else np.concatenate(xs)  # noqa: E731
+    return Side(np.concatenate([s.relaxed for s in sides]), [i for s in sides for i in s.item_ids],
+                cat([s.labels for s in sides]), cat([s.raw for s in sides]),
+                None if any(s.texts is None for s in sides) else [t for s in sides for t in s.texts])
+
+
+def run_eval(args) -> dict:
+    from datasets import Image as HFImage
+
+    from crossmodal.data import load_prepared
+    from crossmodal.data.splits import flatten_split, label_vocab
+    from crossmodal.model import CrossModalHasher
+    from retrieval.protocol import EvalConfig, ItemSet, evaluate
+    from retrieval.report import summary_table, write_report
+    from training.features import decode_image, default_cache_dir
+
+    model = CrossModalHasher.from_pretrained(args.model)
+    bits = args.bits or tuple(b for b in model.config.bits if b <= 64) or model.config.bits
+    db_splits = [s for s in (args.database or "").split(",") if s]
+    ds = load_prepared(args.data, splits=[args.split, *db_splits])
+    if args.split in db_splits:
+        raise ValueError(f"--database must not include the query split {args.split!r}")
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    flats = {s: flatten_split(ds[s]) for s in [args.split, *db_splits]}
+    use_labels = args.relevance == "labels" or (args.relevance == "auto" and flats[args.split].has_labels)
+    vocab = label_vocab(*flats.values()) if use_labels else []
+    outputs = {s: split_outputs(model, ds[s], flats[s], cache, vocab) for s in flats}
+    query = ItemSet(*outputs[args.split], splits=[args.split])
+    database = None
+    if db_splits:
+        database = ItemSet(_concat_sides([outputs[s][0] for s in db_splits]),
+                           _concat_sides([outputs[s][1] for s in db_splits]), splits=db_splits)
+    train_raw = None
+    if args.baselines and "train" in ds:
+        tflat = flats.get("train") or flatten_split(ds["train"])
+        timg, ttxt = outputs["train"] if "train" in outputs else split_outputs(model, ds["train"], tflat, cache, [])
+        train_raw = (timg.raw[tflat.caption_item], ttxt.raw)
+    cfg = EvalConfig(bits=tuple(bits), relevance="labels" if use_labels else "pairs", within=args.within,
+                     baselines=args.baselines)
+    report = evaluate(model.quantize, query, database, cfg, train_raw)
+    report["model"] = {"path": str(args.model), "fingerprint": model.fingerprint(), "quantizer": model.config.quantizer}
+    report["data"] = str(args.data)
+
+    # example queries at the longest evaluated length
+    from crossmodal.codes import hamming_distances
+    k = max(bits)
+    db = database or query
+    img_codes_q, txt_codes_q = model.quantize(query.images.relaxed, k), model.quantize(query.texts.relaxed, k)
+    img_codes_d, txt_codes_d = model.quantize(db.images.relaxed, k), model.quantize(db.texts.relaxed, k)
+    examples = []
+    rng = np.random.default_rng(0)
+    for qi in rng.choice(len(query.texts), size=min(3, len(query.texts)), replace=False):
+        d = hamming_distances(txt_codes_q[qi:qi + 1], img_codes_d)[0]
+        top = np.argsort(d, kind="stable")[:5]
+        examples.append({"direction": "t2i", "query": query.texts.texts[qi], "results": [
+            {"id": db.images.item_ids[j], "distance": int(d[j]),
+             "relevant": _is_relevant(query.texts, qi, db.images, j, use_labels)} for j in top]})
+    for qi in rng.choice(len(query.images), size=min(3, len(query.images)), replace=False):
+        d = hamming_distances(img_codes_q[qi:qi + 1], txt_codes_d)[0]
+        top = np.argsort(d, kind="stable")[:5]
+        examples.append({"direction": "i2t", "query": query.images.item_ids[qi], "results": [
+            {"id": db.texts.item_ids[j], "distance": int(d[j]), "text": db.texts.texts[j],
+             "relevant": _is_relevant(query.images, qi, db.texts, j, use_labels)} for j in top]})
+    index = {}
+    for s in flats:
+        for i, item in enumerate(flats[s].ids):
+            index[item] = (s, i)
+    raw_images = {s: ds[s].cast_column("image", HFImage(decode=False)) for s in flats}
+    loader = lambda item: decode_image(raw_images[index[item][0]][index[item][1]]["image"])  # noqa: E731
+    write_report(report, args.out, examples, loader, title=f"crossmodal evaluation of {args.model}")
+    print(summary_table(report))
+    print(f"report written to {args.out} (report.json, summary.md, plots)")
+    return report
+
+
+def _is_relevant(q_side, qi, d_side, dj, use_labels) -> bool:
+    if use_labels:
+        return bool((q_side.labels[qi] & d_side.labels[dj]).any())
+    return q_side.item_ids[qi] == d_side.item_ids[dj]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=_bits, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_encode)
+    p = sub.add_parser("eval", help="evaluate a model: metrics, baselines, plots, summary")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", help="query split")
+    p.add_argument("--database", default=None,
+                   help="database split(s), comma-separated (default: the query split's other modality)")
+    p.add_argument("--bits", type=_bits, default=None, help="code lengths (default: the model's, up to 64)")
+    p.add_argument("--relevance", default="auto", choices=["auto", "pairs", "labels"])
+    p.add_argument("--within", action="store_true", help="also image->image and text->text")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--out", required=True, help="report folder")
+    p.set_defaults(func=run_eval)
     return parser
 
 

@@ -43,3 +43,14 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"real data not available: {p} is absent (tests that need ../shared/data skip without it)")
     return p
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data, feature_cache_dir, tmp_path_factory) -> Path:
+    """The default encoders (frozen, cached) with small heads, trained briefly on tiny_data."""
+    from crossmodal.cli import main
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "8", "--batch-size", "16",
+                 "--bits", "16,32,64", "--head-hidden", "256", "--cache-dir", str(feature_cache_dir)]) == 0
+    return out

@@ -335,7 +335,7 @@ class Trainer:
                 state["batch"] = b + 1
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
-                bar.set_postfix(loss=f"{float(parts['total']):.3f}")
+                bar.set_postfix(loss=f"{float(parts['total'].detach()):.3f}")
                 if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < len(batches):
                     self._save_checkpoint(module, opt, sched, state)
             n = max(1, len(batches) - (0 if not sums else 0))

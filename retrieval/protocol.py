@@ -1,0 +1,192 @@
+"""The evaluation protocol: queries from one split, a database from one or more splits,
+both cross-modal directions (and within-modality when asked), the learned codes at
+every code length beside the baselines.
+
+Works on arrays (model outputs and backbone features), so it never runs a network
+itself; the CLI gathers the arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from crossmodal.codes import hamming_distances
+
+from . import metrics as M
+from .baselines import CCAITQ, ITQ, LSH, cosine_distances
+
+
+@dataclass
+class Side:
+    """One modality of a set of items."""
+
+    relaxed: np.ndarray  # [n, Kmax] pre-sign model outputs
+    item_ids: list[str]  # the item each row belongs to (an image's id; a caption's image id)
+    labels: np.ndarray | None = None  # multi-hot [n, L]
+    raw: np.ndarray | None = None  # backbone features, for the CCA baseline
+    texts: list[str] | None = None  # captions (for example queries in reports)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass
+class ItemSet:
+    images: Side
+    texts: Side
+    splits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    bits: tuple[int, ...] = (16, 32, 64)
+    relevance: str = "auto"  # "pairs" | "labels" | "auto" (labels when present)
+    within: bool = False
+    baselines: bool = True
+    recall_ks: tuple[int, ...] = (1, 5, 10)
+    precision_ks: tuple[int, ...] = (1, 5, 10, 100)
+    map_k: int = 100
+    seed: int = 0
+
+
+def check_no_leak(query: ItemSet, database: ItemSet) -> None:
+    """No query item may be in the database (when they come from different splits)."""
+    q = set(query.images.item_ids) | set(query.texts.item_ids)
+    d = set(database.images.item_ids) | set(database.texts.item_ids)
+    leaked = q & d
+    if leaked:
+        raise ValueError(f"{len(leaked)} query item(s) are also in the database (e.g. {sorted(leaked)[:3]}); "
+                         f"queries and database must not overlap")
+
+
+def _relevance(q: Side, d: Side, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if mode == "labels":
+        return M.label_relevance(q.labels, d.labels), (q.labels.astype(np.float32) @ d.labels.T.astype(np.float32))
+    qi = {v: i for i, v in enumerate(dict.fromkeys(list(q.item_ids) + list(d.item_ids)))}
+    return M.pair_relevance(np.array([qi[x] for x in q.item_ids]), np.array([qi[x] for x in d.item_ids])), None
+
+
+def direction_metrics(dist: np.ndarray, rel: np.ndarray, cfg: EvalConfig, nbits: int | None,
+                      gains: np.ndarray | None = None) -> dict:
+    ranking = M.rank_by_distance(dist)
+    out: dict = {}
+    out.update({k: v for k, v in M.mean_average_precision(ranking, rel).items()})
+    out[f"mAP@{cfg.map_k}"] = M.mean_average_precision(ranking, rel, cfg.map_k)[f"mAP@{cfg.map_k}"]
+    out.update(M.recall_at_k(ranking, rel, cfg.recall_ks))
+    out.update(M.precision_at_k(ranking, rel, cfg.precision_ks))
+    out.update(M.item_recall_at_k(ranking, rel, cfg.precision_ks))
+    if gains is not None:
+        out["NDCG@100"] = M.ndcg_at_k(ranking, gains, 100)
+    if nbits is not None:
+        out.update({k: v for k, v in M.tie_aware_map(dist, rel).items() if k != "queries_without_relevant"})
+        curve = M.radius_precision_recall(dist, rel, range(nbits + 1))
+        for r in (0, 1, 2):
+            out[f"P@r<={r}"] = curve["precision"][r]
+            out[f"R@r<={r}"] = curve["recall"][r]
+        out["radius_curve"] = curve
+        out.update(M.matched_distance_gap(dist, rel))
+    return out
+
+
+def _directions(query: ItemSet, database: ItemSet, same_split: bool, within: bool):
+    yield "i2t", query.images, database.texts, False
+    yield "t2i", query.texts, database.images, False
+    if within:
+        yield "i2i", query.images, database.images if not same_split else query.images, same_split
+        yield "t2t", query.texts, database.texts if not same_split else query.texts, same_split
+
+
+def _exclude_self(dist: np.ndarray, rel: np.ndarray, exclude: bool):
+    """Same-split within-modality search: a query never retrieves itself."""
+    if exclude:
+        dist = dist.astype(np.float64, copy=True)
+        np.fill_diagonal(dist, np.inf)
+        rel = rel.copy()
+        np.fill_diagonal(rel, False)
+    return dist, rel
+
+
+def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig,
+             train_raw: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Evaluate ``quantize(relaxed, nbits) -> packed codes`` (the model's quantizer).
+
+    ``database=None`` is the query split's other modality (Flickr8k's protocol).
+    ``train_raw``: (image features, text features) of training pairs for CCA+ITQ.
+    """
+    same_split = database is None
+    database = database or query
+    if not same_split:
+        check_no_leak(query, database)
+    mode = cfg.relevance
+    has_labels = query.images.labels is not None and query.images.labels.any()
+    if mode == "auto":
+        mode = "labels" if has_labels else "pairs"
+    if mode == "labels" and not has_labels:
+        raise ValueError("relevance 'labels' asked for, but the dataset has no labels")
+    if mode == "pairs" and not same_split:
+        raise ValueError("pair-based relevance needs the database to be the query split itself "
+                         "(a caption's own image is its positive); use labels with --database")
+
+    report: dict = {"protocol": {"relevance": mode, "query_splits": query.splits,
+                                 "database_splits": query.splits if same_split else database.splits,
+                                 "queries": {"images": len(query.images), "texts": len(query.texts)},
+                                 "database": {"images": len(database.images), "texts": len(database.texts)},
+                                 "bits": list(cfg.bits), "seed": cfg.seed,
+                                 "tie_order": "equal Hamming distances keep database order (stable sort)"},
+                    "results": {}, "baselines": {}, "code_health": {}}
+    dirs = list(_directions(query, database, same_split, cfg.within))
+    rels = {}
+    for name, q, d, excl in dirs:
+        rel, gains = _relevance(q, d, mode)
+        rels[name] = (rel, gains if mode == "labels" else None, excl)
+
+    # ---- learned codes -----------------------------------------------------------------
+    for nbits in tqdm(cfg.bits, desc="evaluate codes", leave=False):
+        codes = {}
+        for name, q, d, excl in dirs:
+            cq = codes.setdefault(id(q), quantize(q.relaxed, nbits))
+            cd = codes.setdefault(id(d), quantize(d.relaxed, nbits))
+            rel, gains, _ = rels[name]
+            dist, rel = _exclude_self(hamming_distances(cq, cd), rel, excl)
+            report["results"].setdefault(name, {})[str(nbits)] = direction_metrics(dist, rel, cfg, nbits, gains)
+        report["code_health"][str(nbits)] = {
+            "query_images": M.code_health(codes[id(query.images)], nbits),
+            "query_texts": M.code_health(codes[id(query.texts)], nbits)}
+
+    if not cfg.baselines:
+        return report
+    # ---- baselines ---------------------------------------------------------------------
+    base = report["baselines"]
+    for name, q, d, excl in dirs:
+        rel, gains, _ = rels[name]
+        dist, rel = _exclude_self(cosine_distances(q.relaxed, d.relaxed), rel, excl)
+        base.setdefault("float", {})[name] = direction_metrics(dist, rel, cfg, None, gains)
+    floats = np.concatenate([query.images.relaxed, query.texts.relaxed] +
+                            ([] if same_split else [database.images.relaxed, database.texts.relaxed]))
+    for nbits in tqdm(cfg.bits, desc="baselines", leave=False):
+        encoders = {"lsh": LSH(floats.shape[1], nbits, cfg.seed).fit(floats),
+                    "itq": ITQ(nbits, seed=cfg.seed).fit(floats)}
+        for bname, enc in encoders.items():
+            for name, q, d, excl in dirs:
+                rel, gains, _ = rels[name]
+                dist, rel = _exclude_self(hamming_distances(enc.encode(q.relaxed), enc.encode(d.relaxed)), rel, excl)
+                base.setdefault(bname, {}).setdefault(name, {})[str(nbits)] = _short(
+                    direction_metrics(dist, rel, cfg, nbits, gains))
+        if train_raw is not None and query.images.raw is not None and query.texts.raw is not None:
+            cca = CCAITQ(nbits, seed=cfg.seed).fit(*train_raw)
+            enc_img, enc_txt = cca.encode_images, cca.encode_texts
+            for name, q, d, excl in dirs:
+                fq = enc_img if name[0] == "i" else enc_txt
+                fd = enc_img if name[2] == "i" else enc_txt
+                rel, gains, _ = rels[name]
+                dist, rel = _exclude_self(hamming_distances(fq(q.raw), fd(d.raw)), rel, excl)
+                base.setdefault("cca_itq", {}).setdefault(name, {})[str(nbits)] = _short(
+                    direction_metrics(dist, rel, cfg, nbits, gains))
+    return report
+
+
+def _short(m: dict) -> dict:
+    """Baselines keep the headline numbers, not the full radius curve."""
+    return {k: v for k, v in m.items() if k != "radius_curve"}
