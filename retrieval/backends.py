@@ -1,0 +1,199 @@
+"""Binary index backends: one modality's packed codes with 64-bit ids.
+
+``FaissBinaryIndex`` wraps faiss' binary indexes, chosen by name:
+
+=========== ================================== ===================================
+name        faiss index                        add / remove / update
+=========== ================================== ===================================
+flat        IndexBinaryFlat (exact; default)   yes / yes / yes
+ivf         IndexBinaryIVF (nlist, nprobe)     yes / yes / yes (needs training)
+hnsw        IndexBinaryHNSW (M, efSearch)      yes / no / no  (rebuild, or use flat/ivf)
+multihash   IndexBinaryMultiHash (nhash, b,    yes / no / no  (rebuild, or use flat/ivf)
+            nflip)
+=========== ================================== ===================================
+
+Tie order (documented, deterministic): results are sorted by Hamming distance, and
+items at equal distance by their position in the index, i.e. the order they were
+added (an updated item counts as added at its update). For ``flat`` this holds at the
+cut-off too: faiss' counting-sort search (``use_heap = False``) scans in index order
+and keeps the earliest items of the boundary distance. Approximate indexes return the
+candidates they find, sorted the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
+DEFAULT_PARAMS = {"flat": {}, "ivf": {"nlist": 1024, "nprobe": 16}, "hnsw": {"M": 32, "efSearch": 128,
+                                                                             "efConstruction": 80},
+                  "multihash": {"nhash": 4, "b": 16, "nflip": 2}}
+
+
+class UnsupportedOperation(RuntimeError):
+    pass
+
+
+def _ids(ids) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+
+
+class FaissBinaryIndex:
+    """One modality's binary index over faiss, with stable int64 ids."""
+
+    def __init__(self, nbits: int, kind: str = "flat", params: dict | None = None, index=None):
+        import faiss
+
+        if kind not in INDEX_TYPES:
+            raise ValueError(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
+        if nbits % 8:
+            raise ValueError(f"code length {nbits} is not a multiple of 8")
+        self.nbits, self.kind = nbits, kind
+        self.params = {**DEFAULT_PARAMS[kind], **(params or {})}
+        unknown = set(self.params) - set(DEFAULT_PARAMS[kind])
+        if unknown:
+            raise ValueError(f"index type {kind!r} has no parameter(s) {sorted(unknown)}; "
+                             f"it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}")
+        self.index = index if index is not None else self._new()
+        self._apply_search_params()
+
+    def _new(self):
+        import faiss
+
+        d, p = self.nbits, self.params
+        if self.kind == "flat":
+            inner = faiss.IndexBinaryFlat(d)
+        elif self.kind == "ivf":
+            self._quantizer = faiss.IndexBinaryFlat(d)
+            inner = faiss.IndexBinaryIVF(self._quantizer, d, int(p["nlist"]))
+            inner.own_fields = True
+            self._quantizer.this.disown()
+            return inner  # IVF stores ids itself
+        elif self.kind == "hnsw":
+            inner = faiss.IndexBinaryHNSW(d, int(p["M"]))
+            inner.hnsw.efConstruction = int(p["efConstruction"])
+        else:
+            inner = faiss.IndexBinaryMultiHash(d, int(p["nhash"]), int(p["b"]))
+        idmap = faiss.IndexBinaryIDMap(inner)  # not IDMap2: its reverse hash map costs ~40 B an item
+        idmap.own_fields = True
+        inner.this.disown()
+        return idmap
+
+    def _inner(self):
+        import faiss
+        return faiss.downcast_IndexBinary(self.index.index) if self.kind != "ivf" else self.index
+
+    def _apply_search_params(self) -> None:
+        inner = self._inner()
+        if self.kind == "flat":
+            inner.use_heap = False  # counting-sort search: ties in index order, also at the cut-off
+        elif self.kind == "ivf":
+            inner.nprobe = int(self.params["nprobe"])
+        elif self.kind == "hnsw":
+            inner.hnsw.efSearch = int(self.params["efSearch"])
+        elif self.kind == "multihash":
+            inner.nflip = int(self.params["nflip"])
+
+    # ---- contents ------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def _check_codes(self, codes) -> np.ndarray:
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if codes.ndim != 2 or codes.shape[1] * 8 != self.nbits:
+            raise ValueError(f"codes must be uint8 [n, {self.nbits // 8}] for a {self.nbits}-bit index, "
+                             f"got shape {codes.shape}")
+        return codes
+
+    def train(self, codes) -> None:
+        codes = self._check_codes(codes)
+        if self.kind == "ivf" and not self.index.is_trained:
+            nlist = int(self.params["nlist"])
+            if len(codes) < nlist:
+                raise ValueError(f"ivf with nlist={nlist} needs at least {nlist} training codes, got {len(codes)}; "
+                                 f"lower nlist (about sqrt(n)) or use flat")
+            self.index.train(codes)
+
+    def add(self, ids, codes) -> None:
+        codes, ids = self._check_codes(codes), _ids(ids)
+        if len(ids) != len(codes):
+            raise ValueError(f"{len(ids)} ids for {len(codes)} codes")
+        if not self.index.is_trained:
+            self.train(codes)
+        self.index.add_with_ids(codes, ids)
+
+    def remove(self, ids) -> int:
+        import faiss
+
+        if self.kind in ("hnsw", "multihash"):
+            raise UnsupportedOperation(
+                f"a {self.kind} index cannot remove or update items (faiss does not support it); "
+                f"rebuild the index, or build it with --type flat or --type ivf, which can")
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(_ids(ids))))
+
+    def stored_ids(self) -> np.ndarray:
+        """Ids in index order (flat, hnsw, multihash)."""
+        import faiss
+        return faiss.vector_to_array(self.index.id_map)
+
+    # ---- search ------------------------------------------------------------------
+    def search(self, codes, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k: (distances int32 [Q, k], ids int64 [Q, k]); missing slots have id -1."""
+        codes = self._check_codes(codes)
+        k = int(k)
+        if k <= 0:
+            raise ValueError("k must be positive")
+        if self.ntotal == 0:
+            return np.full((len(codes), k), -1, np.int32), np.full((len(codes), k), -1, np.int64)
+        D, I = self.index.search(codes, k)
+        D = D.astype(np.int32)
+        if self.kind != "flat":
+            D, I = _sort_rows(D, I)
+        D[I < 0] = -1
+        return D, I
+
+    def range_search(self, codes, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """All items within Hamming distance ``radius`` (inclusive), per query, sorted by
+        (distance, index order)."""
+        codes = self._check_codes(codes)
+        if self.ntotal == 0:
+            return [(np.zeros(0, np.int32), np.zeros(0, np.int64)) for _ in range(len(codes))]
+        if self.kind == "hnsw":
+            raise UnsupportedOperation("hnsw has no radius search in faiss; use flat, ivf or multihash")
+        # faiss' binary range search keeps d < radius: ask for radius + 1 (distances are integers)
+        lims, D, I = self.index.range_search(codes, int(radius) + 1)
+        out = []
+        for q in range(len(codes)):
+            d, i = D[lims[q]:lims[q + 1]].astype(np.int32), I[lims[q]:lims[q + 1]]
+            pos = np.argsort(d, kind="stable")
+            out.append((d[pos], i[pos]))
+        return out
+
+    # ---- persistence ----------------------------------------------------------------
+    def write(self, path: str) -> None:
+        import faiss
+        faiss.write_index_binary(self.index, str(path))
+
+    @classmethod
+    def read(cls, path: str, nbits: int, kind: str, params: dict) -> "FaissBinaryIndex":
+        import faiss
+
+        index = faiss.read_index_binary(str(path))
+        if index.d != nbits:
+            raise ValueError(f"{path} holds {index.d}-bit codes, the manifest says {nbits}")
+        return cls(nbits, kind, params, index=index)
+
+    def memory_bytes(self) -> int:
+        """Bytes held for codes and ids (what the index keeps per item)."""
+        return self.ntotal * (self.nbits // 8 + 8)
+
+
+def _sort_rows(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row by distance (stable), missing slots (-1) last."""
+    key = np.where(I < 0, np.iinfo(np.int32).max, D)
+    order = np.argsort(key, axis=1, kind="stable")
+    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
