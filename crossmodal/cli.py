@@ -263,6 +263,156 @@ def _is_relevant(q_side, qi, d_side, dj, use_labels) -> bool:
     return q_side.item_ids[qi] == d_side.item_ids[dj]
 
 
+# ---- index ---------------------------------------------------------------------------
+def _params(pairs) -> dict:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ValueError(f"--param takes NAME=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = int(v) if v.lstrip("-").isdigit() else v
+    return out
+
+
+def dataset_items(data_dir: str, split: str, flat, labels_of=None):
+    """Index items for a prepared split: images keyed by item id, captions by '<id>#<n>'."""
+    from retrieval.store import Item
+
+    root = str(Path(data_dir).resolve())
+    images = [Item(key=i, source=i, labels=list(flat.labels[n]), extra={"dataset": root, "split": split, "row": n})
+              for n, i in enumerate(flat.ids)]
+    counters: dict[int, int] = {}
+    texts = []
+    for cap, owner in zip(flat.captions, flat.caption_item):
+        c = counters.get(int(owner), 0)
+        counters[int(owner)] = c + 1
+        texts.append(Item(key=f"{flat.ids[owner]}#{c}", source=cap, labels=list(flat.labels[owner]),
+                          extra={"image_key": flat.ids[owner], "dataset": root, "split": split}))
+    return images, texts
+
+
+def add_split_to_index(index, model, data_dir: str, splits, cache_dir, store_floats: bool) -> dict:
+    from crossmodal.data import load_prepared
+    from crossmodal.data.splits import flatten_split
+
+    ds = load_prepared(data_dir, splits=splits)
+    counts = {"image": 0, "text": 0}
+    for split in splits:
+        flat = flatten_split(ds[split])
+        img_side, txt_side = split_outputs(model, ds[split], flat, cache_dir, [])
+        img_items, txt_items = dataset_items(data_dir, split, flat)
+        for modality, side, items in (("image", img_side, img_items), ("text", txt_side, txt_items)):
+            res = index.add(modality, items, model.quantize(side.relaxed, index.nbits),
+                            floats=side.relaxed if store_floats else None)
+            counts[modality] += res["added"]
+    return counts
+
+
+def run_index(args):
+    from crossmodal.model import CrossModalHasher
+    from retrieval.index import CrossModalIndex
+    from training.features import default_cache_dir
+
+    cache = Path(args.cache_dir) if getattr(args, "cache_dir", None) else default_cache_dir()
+    if args.index_command == "info":
+        idx = CrossModalIndex.load(args.index)
+        info = idx.info()
+        info["model_path"] = idx.model_path
+        print(json.dumps(info, indent=2))
+        return info
+    if args.index_command == "build":
+        model = CrossModalHasher.from_pretrained(args.model)
+        if args.bits not in model.config.bits:
+            raise ValueError(f"--bits {args.bits}: this model serves code lengths {list(model.config.bits)}")
+        idx = CrossModalIndex(args.bits, model.fingerprint(), args.type, _params(args.param), args.backend,
+                              args.milvus_uri)
+        idx.model_path = str(Path(args.model).resolve())
+        counts = add_split_to_index(idx, model, args.data, args.split.split(","), cache, args.store_floats)
+        idx.save(args.out)
+        print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
+              f"{args.bits}-bit {args.type} ({args.backend})")
+        return counts
+    idx = CrossModalIndex.load(args.index)
+    if args.index_command == "remove":
+        n = idx.remove_keys(args.modality, args.keys)
+        idx.save(args.index)
+        print(f"removed {n} {args.modality} item(s)")
+        return n
+    # add
+    model_dir = args.model or idx.model_path
+    model = CrossModalHasher.from_pretrained(model_dir)
+    if model.fingerprint() != idx.model_fingerprint:
+        from retrieval.index import IndexMismatch
+        raise IndexMismatch(f"{args.index} was built by model {idx.model_fingerprint}, not by {model_dir}")
+    from crossmodal.data import open_image_checked
+    from retrieval.store import Item
+
+    summary = {"added": 0, "skipped": 0, "failed": 0}
+    if args.data:
+        counts = add_split_to_index(idx, model, args.data, args.split.split(","), cache, args.store_floats)
+        summary["added"] = sum(counts.values())
+    if args.images:
+        items, images = [], []
+        for path in args.images:
+            try:
+                _, img = open_image_checked(path)
+            except Exception as e:  # PIL raises many types
+                summary["failed"] += 1
+                print(f"skipped {path}: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
+            items.append(Item(key=str(Path(path).resolve()), source=str(Path(path).resolve())))
+            images.append(img)
+        if items:
+            relaxed = model.embed_images(images)
+            res = idx.add("image", items, model.quantize(relaxed, idx.nbits),
+                          floats=relaxed if args.store_floats else None, update=args.update)
+            summary["added"] += res["added"]
+            summary["skipped"] += res["skipped"]
+    if args.texts:
+        relaxed = model.embed_texts(args.texts)
+        res = idx.add("text", [Item(key=t, source=t) for t in args.texts], model.quantize(relaxed, idx.nbits),
+                      floats=relaxed if args.store_floats else None, update=args.update)
+        summary["added"] += res["added"]
+        summary["skipped"] += res["skipped"]
+    idx.save(args.index)
+    print(f"added {summary['added']}, already present {summary['skipped']}, unreadable {summary['failed']}")
+    return summary
+
+
+def run_search(args):
+    from PIL import Image as PILImage
+
+    from retrieval.search import Searcher
+
+    searcher = Searcher.open(args.index, args.model)
+    if args.text is not None:
+        target = args.target or "image"
+        hits = searcher.search_texts([args.text], target, args.k, args.radius, args.rerank)[0]
+        query = {"text": args.text}
+    else:
+        from crossmodal.data import open_image_checked
+        try:
+            _, img = open_image_checked(args.image)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise ValueError(f"cannot read image {args.image}: {type(e).__name__}: {e}") from None
+        target = args.target or "text"
+        hits = searcher.search_images([img], target, args.k, args.radius, args.rerank)[0]
+        query = {"image": args.image}
+    if args.json:
+        print(json.dumps({"query": query, "target": target, "bits": searcher.index.nbits,
+                          "results": [h.to_dict() for h in hits]}, indent=2))
+    else:
+        print(f"{len(hits)} {target} result(s) for {next(iter(query.values()))!r} ({searcher.index.nbits}-bit codes)")
+        print(f"{'rank':>4}  {'dist':>4}  {'key':<28}  source")
+        for n, h in enumerate(hits, 1):
+            src = (h.source or "")[:80]
+            when = f"  @ {h.timestamp:.1f}s" if h.timestamp is not None else ""
+            print(f"{n:>4}  {h.distance:>4}  {h.key[:28]:<28}  {src}{when}")
+    return hits
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +440,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=run_eval)
+
+    p = sub.add_parser("index", help="build and maintain binary indexes")
+    isub = p.add_subparsers(dest="index_command", required=True)
+    b = isub.add_parser("build", help="index a prepared dataset split (images and captions)")
+    b.add_argument("--model", required=True)
+    b.add_argument("--data", required=True)
+    b.add_argument("--split", default="test", help="split(s), comma-separated")
+    b.add_argument("--bits", type=int, default=64)
+    b.add_argument("--type", default="flat", choices=["flat", "ivf", "hnsw", "multihash"])
+    b.add_argument("--param", action="append", help="index parameter NAME=VALUE (nlist, nprobe, M, efSearch, "
+                                                    "nhash, b, nflip)")
+    b.add_argument("--backend", default="faiss", choices=["faiss", "milvus"])
+    b.add_argument("--milvus-uri", default=None, help="Milvus Lite file or http://host:19530")
+    b.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
+    b.add_argument("--cache-dir", default=None)
+    b.add_argument("--out", required=True)
+    a = isub.add_parser("add", help="add items (a dataset split, image files or captions)")
+    a.add_argument("--index", required=True)
+    a.add_argument("--model", default=None, help="default: the model recorded in the index")
+    a.add_argument("--data", default=None)
+    a.add_argument("--split", default="test")
+    a.add_argument("--images", nargs="*", default=None)
+    a.add_argument("--texts", nargs="*", default=None)
+    a.add_argument("--update", action="store_true", help="replace items already present")
+    a.add_argument("--store-floats", action="store_true")
+    a.add_argument("--cache-dir", default=None)
+    r = isub.add_parser("remove", help="remove items by key")
+    r.add_argument("--index", required=True)
+    r.add_argument("--modality", default="image", choices=["image", "text", "frame"])
+    r.add_argument("keys", nargs="+")
+    i = isub.add_parser("info", help="what an index holds")
+    i.add_argument("--index", required=True)
+    p.set_defaults(func=run_index)
+
+    p = sub.add_parser("search", help="search an index by text or image")
+    p.add_argument("--index", required=True)
+    p.add_argument("--model", default=None, help="default: the model recorded in the index")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--text")
+    q.add_argument("--image")
+    p.add_argument("--target", default=None, choices=["image", "text", "frame"],
+                   help="what to find (default: the other modality)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--radius", type=int, default=None, help="Hamming radius search")
+    p.add_argument("--rerank", type=int, default=0, help="re-rank the top N by continuous outputs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_search)
     return parser
 
 
@@ -298,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
-        print(f"crossmodal {args.command}: error: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"crossmodal {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0
 

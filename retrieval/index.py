@@ -82,6 +82,7 @@ class CrossModalIndex:
         self.nbits, self.model_fingerprint = nbits, model_fingerprint
         self.index_type, self.params = index_type, dict(params or {})
         self.backend, self.milvus_uri = backend, milvus_uri
+        self.model_path: str | None = None  # where the model lives, so `search` needs no --model
         self.indexes: dict[str, object] = {}
         self.store = MetadataStore()
         self.rerank: dict[str, dict[int, np.ndarray]] = {}
@@ -191,6 +192,7 @@ class CrossModalIndex:
         return {"format": "crossmodal-index", "format_version": FORMAT_VERSION, "nbits": self.nbits,
                 "index_type": self.index_type, "params": self.params, "backend": self.backend,
                 "milvus_uri": self.milvus_uri, "model_fingerprint": self.model_fingerprint,
+                "model_path": self.model_path,
                 "counts": {m: self.count(m) for m in self.indexes}, "created": self.created,
                 "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "files": files}
 
@@ -267,6 +269,7 @@ class CrossModalIndex:
         idx = cls(manifest["nbits"], manifest["model_fingerprint"], manifest["index_type"], manifest["params"],
                   manifest.get("backend", "faiss"), manifest.get("milvus_uri"))
         idx.created = manifest["created"]
+        idx.model_path = manifest.get("model_path")
         idx.store = MetadataStore(str(vdir / "metadata.sqlite"))
         for m in manifest["counts"]:
             if idx.backend == "faiss":

@@ -342,7 +342,7 @@ class Trainer:
             scores = self.validate()
             score = scores.get("score", -float(sums.get("total", 0.0)) / n)
             record = {"epoch": epoch + 1, "step": state["step"], "time_s": round(time.time() - start, 1),
-                      "lr": sched.get_last_lr()[0], "temperature": float(loss.temperature),
+                      "lr": sched.get_last_lr()[0], "temperature": float(loss.temperature.detach()),
                       **{f"loss_{k}": v / n for k, v in sums.items()}, **{f"val_{k}": v for k, v in scores.items()}}
             improved = score > state["best_score"]
             if improved:
