@@ -124,6 +124,11 @@ class FaissBinaryIndex:
             raise ValueError(f"{len(ids)} ids for {len(codes)} codes")
         if not self.index.is_trained:
             self.train(codes)
+        if self.kind != "ivf":
+            # faiss appends ids one by one: size the id vector first so it does not grow by doubling
+            old = self.index.id_map.size()
+            self.index.id_map.resize(old + len(ids))
+            self.index.id_map.resize(old)
         self.index.add_with_ids(codes, ids)
 
     def remove(self, ids) -> int:
