@@ -441,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=run_eval)
 
+    from .demo import add_demo_args, run_demo
+    p = sub.add_parser("demo", help="the whole job on the built-in dataset, offline (README's first command)")
+    add_demo_args(p)
+    p.set_defaults(func=run_demo)
+
     p = sub.add_parser("index", help="build and maintain binary indexes")
     isub = p.add_subparsers(dest="index_command", required=True)
     b = isub.add_parser("build", help="index a prepared dataset split (images and captions)")
