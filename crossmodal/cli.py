@@ -413,6 +413,57 @@ def run_search(args):
     return hits
 
 
+# ---- video ---------------------------------------------------------------------------
+def run_video(args):
+    from retrieval.index import CrossModalIndex
+    from retrieval.search import Searcher
+    from retrieval.video import add_videos, image_to_moments, text_to_moments, video_captions
+
+    searcher = Searcher.open(args.index, args.model)
+    if args.video_command == "add":
+        report = add_videos(searcher.index, searcher.model, args.videos, fps=args.fps, max_frames=args.max_frames,
+                            dedup_radius=args.dedup_radius)
+        if report.videos_added:
+            searcher.index.save(args.index)
+        print(report.summary())
+        if report.failed and not report.videos_added:
+            raise ValueError("no video could be added")
+        return report
+    if args.video_command == "search":
+        if args.text is not None:
+            moments = text_to_moments(searcher, args.text, top=args.k, radius=args.radius)
+        else:
+            from crossmodal.data import open_image_checked
+            moments = image_to_moments(searcher, open_image_checked(args.image)[1], top=args.k, radius=args.radius)
+        if args.json:
+            print(json.dumps([m.to_dict() for m in moments], indent=2))
+        else:
+            print(f"{len(moments)} moment(s)")
+            for n, m in enumerate(moments, 1):
+                print(f"{n:>3}. {m.video}  {_clock(m.start)}-{_clock(m.end)}  best d={m.best_distance}  "
+                      f"score={m.score:.3f}")
+        return moments
+    res = video_captions(searcher, args.video, k=args.k, fps=args.fps, max_frames=args.max_frames,
+                         dedup_radius=args.dedup_radius)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{args.video}: {len(res['segments'])} segment(s)")
+        for seg in res["segments"]:
+            best = seg["captions"][0] if seg["captions"] else None
+            print(f"  {_clock(seg['start'])}-{_clock(seg['end'])}  " +
+                  (f"d={best['distance']}  {best['text']}" if best else "(no captions indexed)"))
+        print("best captions for the whole video:")
+        for b in res["summary"]:
+            ranges = ", ".join(f"{_clock(s)}-{_clock(e)}" for s, e in b["ranges"])
+            print(f"  d={b['best_distance']}  {b['text']}  [{ranges}]")
+    return res
+
+
+def _clock(t: float) -> str:
+    return f"{int(t // 60)}:{t % 60:04.1f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -478,6 +529,36 @@ def build_parser() -> argparse.ArgumentParser:
     i = isub.add_parser("info", help="what an index holds")
     i.add_argument("--index", required=True)
     p.set_defaults(func=run_index)
+
+    p = sub.add_parser("video", help="video moments and caption lookup through frame encoding")
+    vsub = p.add_subparsers(dest="video_command", required=True)
+    v = vsub.add_parser("add", help="sample, encode and index the frames of videos")
+    v.add_argument("--index", required=True)
+    v.add_argument("--model", default=None)
+    v.add_argument("videos", nargs="+")
+    for sp in (v,):
+        sp.add_argument("--fps", type=float, default=1.0, help="frames sampled per second")
+        sp.add_argument("--max-frames", type=int, default=None)
+        sp.add_argument("--dedup-radius", type=int, default=2, help="skip frames this close to the last kept one")
+    v = vsub.add_parser("search", help="find moments by text or image")
+    v.add_argument("--index", required=True)
+    v.add_argument("--model", default=None)
+    g = v.add_mutually_exclusive_group(required=True)
+    g.add_argument("--text")
+    g.add_argument("--image")
+    v.add_argument("-k", type=int, default=10, help="moments to show")
+    v.add_argument("--radius", type=int, default=None)
+    v.add_argument("--json", action="store_true")
+    v = vsub.add_parser("captions", help="caption lookup for a video")
+    v.add_argument("--index", required=True)
+    v.add_argument("--model", default=None)
+    v.add_argument("video")
+    v.add_argument("-k", type=int, default=3)
+    v.add_argument("--fps", type=float, default=1.0)
+    v.add_argument("--max-frames", type=int, default=None)
+    v.add_argument("--dedup-radius", type=int, default=2)
+    v.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_video)
 
     p = sub.add_parser("search", help="search an index by text or image")
     p.add_argument("--index", required=True)

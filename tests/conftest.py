@@ -51,6 +51,6 @@ def tiny_model(tiny_data, feature_cache_dir, tmp_path_factory) -> Path:
     from crossmodal.cli import main
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "8", "--batch-size", "16",
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "40", "--batch-size", "16", "--patience", "40",
                  "--bits", "16,32,64", "--head-hidden", "256", "--cache-dir", str(feature_cache_dir)]) == 0
     return out
