@@ -560,6 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     p.set_defaults(func=run_video)
 
+    p = sub.add_parser("serve", help="HTTP service and web page over one or more indexes")
+    p.add_argument("--index", action="append", required=True, help="an index folder (repeat for other code lengths)")
+    p.add_argument("--model", default=None, help="default: the model recorded in the index")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--allow-writes", action="store_true", help="enable POST /api/index/texts (needs --write-token)")
+    p.add_argument("--write-token", default=None)
+    p.add_argument("--max-upload-mb", type=float, default=8.0)
+    p.set_defaults(func=lambda a: __import__("retrieval.service", fromlist=["serve"]).serve(
+        a.index, a.model, a.host, a.port, a.allow_writes, a.write_token, int(a.max_upload_mb * 1024 * 1024)))
+
     p = sub.add_parser("search", help="search an index by text or image")
     p.add_argument("--index", required=True)
     p.add_argument("--model", default=None, help="default: the model recorded in the index")

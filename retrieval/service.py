@@ -1,0 +1,229 @@
+"""The HTTP service: search by text or uploaded image, item metadata, thumbnails of
+indexed items, health and statistics, and the web page at ``/``.
+
+Safety by default: binds to 127.0.0.1 (see the CLI); uploads over ``max_upload_bytes``
+get 413, a non-image upload 400, an over-long query 422, any URL with a path traversal
+404; no endpoint writes to an index unless the server was started with writes enabled
+and the request carries the token. Errors are JSON: ``{"error": "..."}``.
+"""
+import io
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+from PIL import Image
+
+from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .batching import EmbedBatcher
+from .search import Searcher
+from .store import Item
+
+WEB_DIR = Path(__file__).with_name("web")
+MAX_QUERY_CHARS = 500
+TARGETS = ("image", "text", "frame", "moments")
+
+
+class NewTexts(BaseModel):
+    texts: list[str] = Field(..., min_length=1, max_length=1000)
+
+
+def _thumbnail_source(meta: dict) -> Image.Image:
+    """The image behind an indexed item: a dataset row, an image file, or a video frame."""
+    extra = meta.get("extra") or {}
+    if meta["modality"] == "image" and "dataset" in extra:
+        from datasets import Image as HFImage, load_from_disk
+
+        ds = load_from_disk(str(Path(extra["dataset"]) / extra["split"])).cast_column("image", HFImage(decode=False))
+        cell = ds[int(extra["row"])]["image"]
+        return Image.open(io.BytesIO(cell["bytes"])) if cell.get("bytes") else Image.open(cell["path"])
+    if meta["modality"] == "image":
+        return Image.open(meta["source"])
+    if meta["modality"] == "frame":
+        import av
+
+        with av.open(meta["video"]) as c:
+            stream = c.streams.video[0]
+            c.seek(int(meta["timestamp"] / stream.time_base), stream=stream, backward=True)
+            for frame in c.decode(stream):
+                if frame.time is None or frame.time >= meta["timestamp"] - 1e-3:
+                    return frame.to_image()
+    raise LookupError("this item has no image")
+
+
+def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, token: "str | None" = None,
+               max_upload_bytes: int = 8 * 1024 * 1024):
+    if allow_writes and not token:
+        raise ValueError("writes need a token: start the server with --write-token")
+    bits_available = sorted(searchers)
+    default_bits = bits_available[-1]
+    batchers: dict[str, EmbedBatcher] = {}
+    for s in searchers.values():
+        batchers.setdefault(s.model.fingerprint(), EmbedBatcher(s.model))
+    write_lock = threading.Lock()
+    thumbs: OrderedDict[int, bytes] = OrderedDict()
+
+    app = FastAPI(title="crossmodal", version="0.1.0",
+                  description="Cross-modal image-text retrieval with binary codes: search by text or image.")
+
+    @app.middleware("http")
+    async def no_traversal(request: Request, call_next):
+        raw = request.scope.get("raw_path", b"").decode("latin-1")
+        if ".." in unquote(unquote(raw)) or "\\" in unquote(raw):
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        return JSONResponse({"error": exc.detail if isinstance(exc.detail, str) else str(exc.detail)},
+                            status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": f"invalid request: {msgs}"}, status_code=422)
+
+    def pick(bits: int | None) -> Searcher:
+        b = bits or default_bits
+        if b not in searchers:
+            raise HTTPException(400, f"no index with {b}-bit codes; available: {bits_available}")
+        return searchers[b]
+
+    def run(searcher: Searcher, relaxed: np.ndarray, target: str, k: int, radius: int | None):
+        if target == "moments":
+            from .video import moments_for_codes
+            code = searcher.model.quantize(relaxed[None], searcher.index.nbits)[0]
+            return [m.to_dict() for m in moments_for_codes(searcher.index, code, top=k, radius=radius)]
+        codes = searcher.model.quantize(relaxed[None], searcher.index.nbits)
+        hits = searcher.index.search(codes, target, k=k, radius=radius, query_floats=relaxed[None])[0]
+        return [{**h.to_dict(), "id": str(h.id)} for h in hits]
+
+    @app.get("/api/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.get("/api/stats")
+    def stats():
+        out = {"bits": bits_available, "default_bits": default_bits, "indexes": {}}
+        for b, s in searchers.items():
+            info = s.index.info()
+            out["indexes"][str(b)] = {"counts": info["counts"], "index_type": info["index_type"],
+                                      "model_fingerprint": info["model_fingerprint"]}
+        out["writes_enabled"] = allow_writes
+        out["batching"] = {fp: {"batches": b.batches_run, "items": b.items_run} for fp, b in batchers.items()}
+        return out
+
+    @app.get("/api/search/text")
+    def search_text(q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="the caption"),
+                    target: str = Query("image", pattern="^(image|text|frame|moments)$"),
+                    k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
+                    bits: int | None = None):
+        s = pick(bits)
+        relaxed = batchers[s.model.fingerprint()].embed_text(q)
+        return {"query": q, "target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
+
+    @app.post("/api/search/image")
+    def search_image(request: Request, file: UploadFile = File(...),
+                     target: str = Query("text", pattern="^(image|text|frame|moments)$"),
+                     k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
+                     bits: int | None = None):
+        data = file.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        try:
+            img = Image.open(io.BytesIO(data))
+            img.load()
+            img = img.convert("RGB")
+        except Exception:
+            raise HTTPException(400, f"{file.filename or 'upload'} is not an image Pillow can read") from None
+        s = pick(bits)
+        relaxed = batchers[s.model.fingerprint()].embed_image(img)
+        return {"target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
+
+    def lookup(item_id: str) -> dict:
+        try:
+            iid = int(item_id)
+        except ValueError:
+            raise HTTPException(404, "no such item") from None
+        for s in searchers.values():
+            meta = s.index.store.get([iid]).get(iid)
+            if meta:
+                return meta
+        raise HTTPException(404, "no such item")
+
+    @app.get("/api/items/{item_id}")
+    def item(item_id: str):
+        meta = lookup(item_id)
+        return {**meta, "id": str(meta["id"])}
+
+    @app.get("/api/thumbnails/{item_id}")
+    def thumbnail(item_id: str, size: int = Query(192, ge=16, le=512)):
+        meta = lookup(item_id)
+        key = (meta["id"], size)
+        if key not in thumbs:
+            try:
+                img = _thumbnail_source(meta).convert("RGB")
+            except LookupError:
+                raise HTTPException(404, "this item has no image") from None
+            except Exception:
+                raise HTTPException(404, "the image of this item is no longer readable") from None
+            img.thumbnail((size, size))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=85)
+            thumbs[key] = buf.getvalue()
+            while len(thumbs) > 2048:
+                thumbs.popitem(last=False)
+        return Response(thumbs[key], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/index/texts")
+    def add_texts(body: NewTexts, authorization: str | None = Header(None), bits: int | None = None):
+        if not allow_writes:
+            raise HTTPException(403, "this server is read-only (start it with --allow-writes and a token)")
+        if authorization != f"Bearer {token}":
+            raise HTTPException(401, "missing or wrong token")
+        s = pick(bits)
+        with write_lock:
+            relaxed = s.model.embed_texts(body.texts)
+            res = s.index.add("text", [Item(key=t, source=t) for t in body.texts],
+                              s.model.quantize(relaxed, s.index.nbits), floats=relaxed)
+            if getattr(s, "index_dir", None):
+                s.index.save(s.index_dir)
+        return res
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        files = {p.name: p for p in WEB_DIR.iterdir() if p.is_file()}
+        if name not in files:
+            raise HTTPException(404, "not found")
+        return FileResponse(files[name])
+
+    return app
+
+
+def serve(index_dirs: list[str], model_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          allow_writes: bool = False, token: str | None = None, max_upload_bytes: int = 8 * 1024 * 1024) -> None:
+    import uvicorn
+
+    searchers: dict[int, Searcher] = {}
+    models: dict[str, object] = {}
+    for d in index_dirs:
+        s = Searcher.open(d, model_dir)
+        fp = s.model.fingerprint()
+        s.model = models.setdefault(fp, s.model)  # one model in memory per fingerprint
+        s.index_dir = d
+        if s.index.nbits in searchers:
+            raise ValueError(f"two indexes with {s.index.nbits}-bit codes: {d}")
+        searchers[s.index.nbits] = s
+    app = create_app(searchers, allow_writes, token, max_upload_bytes)
+    print(f"serving {', '.join(index_dirs)} on http://{host}:{port}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
