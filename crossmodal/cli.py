@@ -530,16 +530,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--index", required=True)
     p.set_defaults(func=run_index)
 
+    def sampling_args(sp):
+        sp.add_argument("--fps", type=float, default=1.0, help="frames sampled per second")
+        sp.add_argument("--max-frames", type=int, default=None)
+        sp.add_argument("--dedup-radius", type=int, default=2, help="skip frames this close to the last kept one")
+
     p = sub.add_parser("video", help="video moments and caption lookup through frame encoding")
     vsub = p.add_subparsers(dest="video_command", required=True)
     v = vsub.add_parser("add", help="sample, encode and index the frames of videos")
     v.add_argument("--index", required=True)
     v.add_argument("--model", default=None)
     v.add_argument("videos", nargs="+")
-    for sp in (v,):
-        sp.add_argument("--fps", type=float, default=1.0, help="frames sampled per second")
-        sp.add_argument("--max-frames", type=int, default=None)
-        sp.add_argument("--dedup-radius", type=int, default=2, help="skip frames this close to the last kept one")
+    sampling_args(v)
     v = vsub.add_parser("search", help="find moments by text or image")
     v.add_argument("--index", required=True)
     v.add_argument("--model", default=None)
@@ -554,9 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", default=None)
     v.add_argument("video")
     v.add_argument("-k", type=int, default=3)
-    v.add_argument("--fps", type=float, default=1.0)
-    v.add_argument("--max-frames", type=int, default=None)
-    v.add_argument("--dedup-radius", type=int, default=2)
+    sampling_args(v)
     v.add_argument("--json", action="store_true")
     p.set_defaults(func=run_video)
 

@@ -30,9 +30,10 @@ def _frozen_model(bits=(16, 32, 64)):
     return CrossModalHasher(ModelConfig(head=HeadConfig(hidden_dim=256), bits=bits))
 
 
-def test_cached_training_learns_and_beats_untrained_model(tiny_data, feature_cache_dir, tmp_path):
+def test_cached_training_learns_and_beats_untrained_model(tiny_data, tmp_path):
     data = load_prepared(tiny_data)
-    cfg = TrainConfig(epochs=25, batch_size=16, lr=2e-3, patience=25, cache_dir=str(feature_cache_dir),
+    cache = tmp_path / "cache"
+    cfg = TrainConfig(epochs=25, batch_size=16, lr=2e-3, patience=25, cache_dir=str(cache),
                       supervision="pairs", val_bits=64)
     untrained = Trainer(_frozen_model(), data, tmp_path / "u", cfg, scorer=validation_scorer)
     untrained._prepare_data()
@@ -47,8 +48,13 @@ def test_cached_training_learns_and_beats_untrained_model(tiny_data, feature_cac
     loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
     texts = ["a large red circle left of a small blue square"]
     assert np.array_equal(loaded.encode_texts(texts, 64), trainer.model.encode_texts(texts, 64))
-    # features were cached on disk: a second trainer reads them back instead of recomputing
-    assert len(list(Path(feature_cache_dir).glob("img-*.safetensors"))) == 2  # train and dev
+    # features were cached on disk once (train and dev), and both trainers read the same files
+    files = sorted(cache.glob("*.safetensors"))
+    assert [f.name[:4] for f in files].count("img-") == 2 and [f.name[:4] for f in files].count("txt-") == 2
+    mtimes = [f.stat().st_mtime for f in files]
+    Trainer(_frozen_model(), data, tmp_path / "again", TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache)),
+            scorer=validation_scorer).fit()
+    assert [f.stat().st_mtime for f in sorted(cache.glob("*.safetensors"))] == mtimes
 
 
 def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_dir, tmp_path):
