@@ -20,6 +20,7 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--dev-size", type=int, default=500)
     p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--batch-size", type=int, default=128, help="small batches: more steps on a small set")
     p.add_argument("--image-size", type=int, default=128, help="CNN input size (the scenes are 96x96)")
     p.add_argument("--bits", default="16,32,64")
     p.add_argument("--seed", type=int, default=0)
@@ -56,7 +57,7 @@ def run_demo(args) -> dict:
     if args.fresh or not (model_dir / "train_summary.json").exists():
         t = _step("2/5 training: EfficientNet-Lite0 + MiniLM (frozen, features cached) with hash heads")
         run_train(parser.parse_args(["train", "--data", str(data), "--out", str(model_dir), "--epochs",
-                                     str(args.epochs), "--image-size", str(args.image_size), "--bits", args.bits,
+                                     str(args.epochs), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size), "--bits", args.bits,
                                      "--cache-dir", cache, "--seed", str(args.seed), "--patience", "8"]))
         print(f"   ({time.time() - t:.0f}s)")
     else:

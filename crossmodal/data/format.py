@@ -110,10 +110,16 @@ def build_dataset_dict(splits: dict[str, Iterable[dict]], report: PrepareReport 
 
 def write_prepared(dd, report: PrepareReport, out: str | os.PathLike) -> Path:
     """Save atomically: a half-written dataset folder is never left under ``out``."""
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    dd.save_to_disk(str(tmp / "data"))
+    disable_progress_bar()  # our own bar already covered the slow part (reading and verifying images)
+    try:
+        dd.save_to_disk(str(tmp / "data"))
+    finally:
+        enable_progress_bar()
     (tmp / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2))
     for name in os.listdir(tmp / "data"):
         os.replace(tmp / "data" / name, tmp / name)

@@ -29,7 +29,9 @@ class TransformerTextEncoder(nn.Module):
     def __init__(self, cfg: TextEncoderConfig, source: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a bar for loading 100 tensors from disk is noise
         source = source or cfg.name
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
