@@ -193,7 +193,10 @@ class FaissBinaryIndex:
         return cls(nbits, kind, params, index=index)
 
     def memory_bytes(self) -> int:
-        """Bytes held for codes and ids (what the index keeps per item)."""
+        """Bytes faiss holds for codes and ids: read from its vectors for flat (codes
+        ``xb`` + ``id_map``); code size + 8-byte id per item for the other types."""
+        if self.kind == "flat":
+            return int(self._inner().xb.size() + 8 * self.index.id_map.size())
         return self.ntotal * (self.nbits // 8 + 8)
 
 
