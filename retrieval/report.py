@@ -99,6 +99,14 @@ def _plots(report: dict, out: Path) -> list[str]:
     return files
 
 
+def _thumbnail(img, out: Path, name: str, size: int) -> str:
+    """Save a JPEG thumbnail of ``img`` at ``out/name``; return ``name`` for the page."""
+    img = img.copy()
+    img.thumbnail((size, size))
+    img.convert("RGB").save(out / name, quality=85)
+    return name
+
+
 def write_report(report: dict, out_dir: str | os.PathLike, examples: list[dict] | None = None,
                  image_loader: Callable[[str], object] | None = None, title: str = "crossmodal evaluation") -> Path:
     """Write report.json, the plots and summary.md (with example queries) into ``out_dir``.
@@ -133,18 +141,12 @@ def write_report(report: dict, out_dir: str | os.PathLike, examples: list[dict] 
                 cells = []
                 for k, r in enumerate(ex["results"]):
                     if image_loader is not None:
-                        name = f"examples/q{n}_{k}.jpg"
-                        img = image_loader(r["id"]).copy()
-                        img.thumbnail((128, 128))
-                        img.convert("RGB").save(out / name, quality=85)
+                        name = _thumbnail(image_loader(r["id"]), out, f"examples/q{n}_{k}.jpg", 128)
                         cells.append(f"![{r['id']}]({name}) d={r['distance']}{' ✓' if r['relevant'] else ''}")
                 lines.append(" ".join(cells))
             else:
                 if image_loader is not None:
-                    name = f"examples/q{n}.jpg"
-                    img = image_loader(ex["query"]).copy()
-                    img.thumbnail((160, 160))
-                    img.convert("RGB").save(out / name, quality=85)
+                    name = _thumbnail(image_loader(ex["query"]), out, f"examples/q{n}.jpg", 160)
                     lines.append(f"**image → texts**: ![{ex['query']}]({name})")
                 lines += [f"{k + 1}. d={r['distance']} {'✓ ' if r['relevant'] else ''}{r['text']}"
                           for k, r in enumerate(ex["results"])]
