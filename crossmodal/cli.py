@@ -51,6 +51,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default=None,
                    help=f"JSON of loss weights to override, e.g. '{{\"triplet\": 0.5}}'; fields: "
                         f"{', '.join(asdict(dl))}")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
 
@@ -88,7 +89,7 @@ def run_train(args) -> dict:
         loss.update(override)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                        seed=args.seed, supervision=args.supervision, val_split=args.val_split,
-                       cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
+                       cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every, device=args.device,
                        loss=LossConfig(**loss))
     data = load_prepared(args.data, splits=[tcfg.train_split])
     import torch

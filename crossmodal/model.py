@@ -46,11 +46,15 @@ class CrossModalHasher(nn.Module):
     def text_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.text_head(features)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def image_relaxed(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.image_head(self.image_encoder(pixels))
+        return self.image_head(self.image_encoder(pixels.to(self.device)))
 
     def text_relaxed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.text_head(self.text_encoder(**tokens))
+        return self.text_head(self.text_encoder(**{k: v.to(self.device) for k, v in tokens.items()}))
 
     # ---- inference API ---------------------------------------------------------------
     def image_transform(self, train: bool = False):
@@ -69,7 +73,7 @@ class CrossModalHasher(nn.Module):
                 batch = []
         if batch:
             out.append(self.image_relaxed(torch.stack(batch)))
-        return torch.cat(out).float().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
+        return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -78,12 +82,12 @@ class CrossModalHasher(nn.Module):
         texts = list(texts)
         out = [self.text_relaxed(self.text_encoder.tokenize(texts[s:s + batch_size]))
                for s in range(0, len(texts), batch_size)]
-        return torch.cat(out).float().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
+        return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
 
     @torch.inference_mode()
     def quantize(self, relaxed: np.ndarray, nbits: int) -> np.ndarray:
         """Relaxed outputs -> packed codes uint8 [N, nbits/8]."""
-        bits = self.quantizer(torch.as_tensor(relaxed, dtype=torch.float32), nbits).numpy()
+        bits = self.quantizer(torch.as_tensor(relaxed, dtype=torch.float32, device=self.device), nbits).cpu().numpy()
         return pack_bits(bits)
 
     def encode_images(self, images: Iterable[Image.Image], nbits: int) -> np.ndarray:

@@ -34,6 +34,10 @@ def cache_key(kind: str, encoder_cfg: dict, ds, extra: str = "") -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def _device(module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def _load_or_compute(path: Path, compute) -> torch.Tensor:
     from safetensors.torch import load_file, save_file
 
@@ -69,8 +73,8 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
         for s in tqdm(range(0, len(plain), batch_size), desc=desc, unit="batch", leave=False):
             rows = plain[s:s + batch_size]["image"]
             x = torch.stack([tf(decode_image(v)) for v in rows])
-            x = torch.cat([x, torch.flip(x, dims=[3])])
-            f = encoder(x).float()
+            x = torch.cat([x, torch.flip(x, dims=[3])]).to(_device(encoder))
+            f = encoder(x).float().cpu()
             out.append(torch.stack([f[: len(rows)], f[len(rows):]], dim=1))
         return torch.cat(out) if out else torch.zeros(0, 2, encoder.output_dim)
 
@@ -86,7 +90,8 @@ def text_features(encoder, encoder_cfg: dict, ds, captions: list[str], cache_dir
 
     def compute() -> torch.Tensor:
         encoder.eval()
-        out = [encoder(**encoder.tokenize(captions[s:s + batch_size])).float()
+        dev = _device(encoder)
+        out = [encoder(**{k: v.to(dev) for k, v in encoder.tokenize(captions[s:s + batch_size]).items()}).float().cpu()
                for s in tqdm(range(0, len(captions), batch_size), desc=desc, unit="batch", leave=False)]
         return torch.cat(out) if out else torch.zeros(0, encoder.output_dim)
 

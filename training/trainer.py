@@ -58,6 +58,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     cache_dir: str | None = None
     num_threads: int | None = None
+    #: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
     loss: LossConfig = field(default_factory=LossConfig)
 
     @classmethod
@@ -114,6 +116,12 @@ class Trainer:
             self.cfg.val_bits = model.config.bits[-1]
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
+        dev = self.cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and self.world > 1:
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        self.device = torch.device(dev)
 
     # ---- data ----------------------------------------------------------------------
     def _prepare_data(self) -> None:
@@ -155,7 +163,7 @@ class Trainer:
 
     def _image_inputs(self, idx: np.ndarray, views: np.ndarray, train: bool):
         if self.image_cached:
-            x = self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)]
+            x = self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)].to(self.device)
             if train and self.cfg.feature_noise:
                 x = nn.functional.dropout(x, self.cfg.feature_noise)
             return x
@@ -165,7 +173,7 @@ class Trainer:
 
     def _text_inputs(self, cap_idx: np.ndarray, train: bool):
         if self.text_cached:
-            x = self.feats["train_txt"][torch.from_numpy(cap_idx)]
+            x = self.feats["train_txt"][torch.from_numpy(cap_idx)].to(self.device)
             if train and self.cfg.feature_noise:
                 x = nn.functional.dropout(x, self.cfg.feature_noise)
             return x
@@ -197,7 +205,7 @@ class Trainer:
         if self.train_labels is not None:
             lab = self.train_labels[torch.from_numpy(idx)]
             pos = pos | label_positives(lab, lab)
-        return img, img2, txt, txt2, pos
+        return img, img2, txt, txt2, pos.to(self.device)
 
     # ---- optimisation -----------------------------------------------------------------
     def _build_optimizer(self, module: _TrainModule, total_steps: int):
@@ -231,15 +239,15 @@ class Trainer:
         m = self.model
         m.eval()
         if self.image_cached:
-            img = torch.cat([m.image_relaxed_from_features(self.feats["val_img"][s:s + 1024, 0])
-                             for s in range(0, len(self.val.ids), 1024)]).numpy()
+            img = torch.cat([m.image_relaxed_from_features(self.feats["val_img"][s:s + 1024, 0].to(self.device))
+                             for s in range(0, len(self.val.ids), 1024)]).cpu().numpy()
         else:
             from datasets import Image as HFImage
             rows = self.val_ds.cast_column("image", HFImage(decode=False))["image"]
             img = m.embed_images(feature_cache.decode_image(v) for v in rows)
         if self.text_cached:
-            txt = torch.cat([m.text_relaxed_from_features(self.feats["val_txt"][s:s + 4096])
-                             for s in range(0, len(self.val.captions), 4096)]).numpy()
+            txt = torch.cat([m.text_relaxed_from_features(self.feats["val_txt"][s:s + 4096].to(self.device))
+                             for s in range(0, len(self.val.captions), 4096)]).cpu().numpy()
         else:
             txt = m.embed_texts(self.val.captions)
         return img, txt
@@ -281,11 +289,11 @@ class Trainer:
         if not (ck / "trainer_state.json").is_file():
             return None
         state = json.loads((ck / "trainer_state.json").read_text())
-        weights = load_file(str(ck / "model.safetensors"))
+        weights = load_file(str(ck / "model.safetensors"), device=str(self.device))
         self.model.load_state_dict(weights)
         if hasattr(self.model.text_encoder, "load_extra"):
             self.model.text_encoder.load_extra(ck)
-        tensors = load_file(str(ck / "optimizer.safetensors"))
+        tensors = load_file(str(ck / "optimizer.safetensors"), device=str(self.device))
         with torch.no_grad():
             module.loss.log_inv_temperature.copy_(tensors.pop("loss.log_inv_temperature")[0])
         opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
@@ -299,12 +307,15 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
+        self.model.to(self.device)
         self._prepare_data()
         loss = HashingLoss(cfg.loss, self.model.config.bits)
-        module = _TrainModule(self.model, loss)
+        module = _TrainModule(self.model, loss).to(self.device)
         steps_per_epoch = len(self._batches(0))
         opt, sched = self._build_optimizer(module, steps_per_epoch * cfg.epochs)
-        ddp = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True) if self.world > 1 else module
+        ddp = nn.parallel.DistributedDataParallel(
+            module, find_unused_parameters=True,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None) if self.world > 1 else module
 
         state = {"epoch": 0, "batch": 0, "step": 0, "best_score": -float("inf"), "best_epoch": -1, "bad_epochs": 0}
         if resume:
@@ -371,7 +382,7 @@ class Trainer:
             dist.barrier()
         if (best_dir / "model.safetensors").is_file():
             from safetensors.torch import load_file
-            self.model.load_state_dict(load_file(str(best_dir / "model.safetensors")))
+            self.model.load_state_dict(load_file(str(best_dir / "model.safetensors"), device=str(self.device)))
         if self.model.quantizer.needs_fit:
             self._fit_quantizer()
         summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "steps": state["step"]}
@@ -387,8 +398,8 @@ class Trainer:
         m = self.model
         m.eval()
         if self.image_cached and self.text_cached:
-            img = m.image_relaxed_from_features(self.feats["train_img"][:, 0]).numpy()
-            txt = m.text_relaxed_from_features(self.feats["train_txt"]).numpy()
+            img = m.image_relaxed_from_features(self.feats["train_img"][:, 0].to(self.device)).cpu().numpy()
+            txt = m.text_relaxed_from_features(self.feats["train_txt"].to(self.device)).cpu().numpy()
         else:
             from datasets import Image as HFImage
             rows = self.train_ds.cast_column("image", HFImage(decode=False))["image"]
