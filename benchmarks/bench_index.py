@@ -70,7 +70,7 @@ def main():
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("-k", type=int, default=100)
     p.add_argument("--nlist", type=int, default=1024)
-    p.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32])
+    p.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     p.add_argument("--milvus-items", type=int, default=200_000)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
