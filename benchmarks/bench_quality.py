@@ -42,6 +42,8 @@ def main():
     p.add_argument("--work", default="runs/bench")
     p.add_argument("--bits", default="16,32,64")
     p.add_argument("--name", default=None, help="section name suffix (for ablations)")
+    p.add_argument("--reuse", action="store_true",
+                   help="evaluate the model already trained in WORK/models/DATASET-NAME instead of training again")
     p.add_argument("train_args", nargs="*", help="extra `crossmodal train` arguments (after --)")
     args = p.parse_args()
     setup = SETUPS[args.dataset]
@@ -51,8 +53,13 @@ def main():
         run([sys.executable, str(ROOT / "data_scripts" / setup["prepare"]), "--source", args.source, "--out", str(data)])
     tag = args.name or "default"
     model = work / "models" / f"{args.dataset}-{tag}"
-    t_train = run([sys.executable, "-m", "crossmodal.cli", "train", "--data", str(data), "--out", str(model),
-                   *args.train_args])
+    if args.reuse and (model / "train_summary.json").exists():
+        log = [json.loads(x) for x in (model / "train_log.jsonl").read_text().splitlines()]
+        t_train = log[-1]["time_s"]  # the epochs only: feature extraction is not in the log
+        print(f"reusing {model} (trained in {t_train / 60:.1f} min of epochs)")
+    else:
+        t_train = run([sys.executable, "-m", "crossmodal.cli", "train", "--data", str(data), "--out", str(model),
+                       *args.train_args])
     report_dir = work / "reports" / f"{args.dataset}-{tag}"
     t_eval = run([sys.executable, "-m", "crossmodal.cli", "eval", "--model", str(model), "--data", str(data),
                   "--split", "test", "--bits", args.bits, *setup["eval"], "--out", str(report_dir)])
@@ -60,7 +67,8 @@ def main():
     report = json.loads((report_dir / "report.json").read_text())
     summary = json.loads((model / "train_summary.json").read_text())
     body = [f"Command: `{command_line()}`", "",
-            f"Training (features included, cache cold or warm as found): {t_train / 60:.1f} min, best epoch "
+            f"Training ({'epochs only, model reused' if args.reuse else 'features included, cache cold or warm as found'}): "
+            f"{t_train / 60:.1f} min, best epoch "
             f"{summary['best_epoch']}; evaluation: {t_eval / 60:.1f} min.",
             f"Model: `crossmodal train --data {data} --out {model} {' '.join(args.train_args)}`".rstrip() + ".", "",
             summary_table(report)]

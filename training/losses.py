@@ -154,8 +154,9 @@ class HashingLoss(nn.Module):
             parts["inter"] = parts.get("inter", zero) + self._pair_terms(a, b, pair_positives,
                                                                          cfg.inter_contrastive, cfg.triplet)
             if image_view2 is not None and (cfg.intra_image or cfg.intra_triplet):
+                # the other view of the same image is a positive, and so is any image sharing a label
                 parts["intra_image"] = parts.get("intra_image", zero) + self._pair_terms(
-                    a, image_view2[:, :k], None, cfg.intra_image, cfg.intra_triplet)
+                    a, image_view2[:, :k], pair_positives, cfg.intra_image, cfg.intra_triplet)
             if text2 is not None and (cfg.intra_text or cfg.intra_triplet):
                 parts["intra_text"] = parts.get("intra_text", zero) + self._pair_terms(
                     b, text2[:, :k], text_positives, cfg.intra_text, cfg.intra_triplet)
