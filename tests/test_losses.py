@@ -71,3 +71,17 @@ def test_full_loss_gradients_reach_both_encoders_and_heads():
         grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), name
     assert loss.log_inv_temperature.grad is not None  # learned temperature
+
+
+def test_intra_image_loss_uses_label_positives():
+    # two images of one class with identical codes: with labels they are positives of
+    # each other (no penalty); pair-only they are negatives (penalised)
+    img = torch.tensor([[1.0, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1], [-1, -1, -1, -1, 1, 1, 1, 1],
+                        [1, -1, 1, -1, 1, -1, 1, -1]])
+    cfg = LossConfig(inter_contrastive=0, intra_text=0, quantization=0, balance=0, decorrelation=0,
+                     learn_temperature=False, ste_weight=0)
+    loss = HashingLoss(cfg, (8,))
+    labels = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    with_labels = loss(img, img, label_positives(labels, labels), image_view2=img)["intra_image"]
+    pairs_only = loss(img, img, torch.eye(4, dtype=torch.bool), image_view2=img)["intra_image"]
+    assert with_labels < 0.05 < pairs_only
