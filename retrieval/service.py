@@ -63,9 +63,11 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         raise ValueError("writes need a token: start the server with --write-token")
     bits_available = sorted(searchers)
     default_bits = bits_available[-1]
+    # one batcher per model; the fingerprint hashes every weight, so it is computed once here, not per request
+    fingerprints = {b: s.model.fingerprint() for b, s in searchers.items()}
     batchers: dict[str, EmbedBatcher] = {}
-    for s in searchers.values():
-        batchers.setdefault(s.model.fingerprint(), EmbedBatcher(s.model))
+    for b, s in searchers.items():
+        batchers.setdefault(fingerprints[b], EmbedBatcher(s.model))
     write_lock = threading.Lock()
     thumbs: OrderedDict[int, bytes] = OrderedDict()
 
@@ -125,7 +127,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
                     k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                     bits: int | None = None):
         s = pick(bits)
-        relaxed = batchers[s.model.fingerprint()].embed_text(q)
+        relaxed = batchers[fingerprints[s.index.nbits]].embed_text(q)
         return {"query": q, "target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
 
     @app.post("/api/search/image")
@@ -143,7 +145,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         except Exception:
             raise HTTPException(400, f"{file.filename or 'upload'} is not an image Pillow can read") from None
         s = pick(bits)
-        relaxed = batchers[s.model.fingerprint()].embed_image(img)
+        relaxed = batchers[fingerprints[s.index.nbits]].embed_image(img)
         return {"target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
 
     def lookup(item_id: str) -> dict:
