@@ -151,23 +151,25 @@ def _moments_from_hits(index: CrossModalIndex, hits, top: int, margin: int | Non
 
 
 def moments_for_codes(index: CrossModalIndex, codes: np.ndarray, top: int = 10, candidates: int = 100,
-                      radius: int | None = None) -> list[Moment]:
-    """Segments of indexed videos matching one packed query code."""
+                      radius: int | None = None, margin: int | None = None) -> list[Moment]:
+    """Segments of indexed videos matching one packed query code (``margin``: see
+    ``_moments_from_hits``)."""
     hits = index.search(codes[None] if codes.ndim == 1 else codes, "frame", k=candidates, radius=radius)[0]
-    return _moments_from_hits(index, hits, top)
+    return _moments_from_hits(index, hits, top, margin)
 
 
 def text_to_moments(searcher, text: str, top: int = 10, candidates: int = 100,
-                    radius: int | None = None) -> list[Moment]:
+                    radius: int | None = None, margin: int | None = None) -> list[Moment]:
     relaxed = searcher.model.embed_texts([text])
     return moments_for_codes(searcher.index, searcher.model.quantize(relaxed, searcher.index.nbits)[0], top,
-                             candidates, radius)
+                             candidates, radius, margin)
 
 
-def image_to_moments(searcher, image, top: int = 10, candidates: int = 100, radius: int | None = None) -> list[Moment]:
+def image_to_moments(searcher, image, top: int = 10, candidates: int = 100, radius: int | None = None,
+                     margin: int | None = None) -> list[Moment]:
     relaxed = searcher.model.embed_images([image])
     return moments_for_codes(searcher.index, searcher.model.quantize(relaxed, searcher.index.nbits)[0], top,
-                             candidates, radius)
+                             candidates, radius, margin)
 
 
 def video_captions(searcher, path: str, k: int = 3, fps: float = 1.0, max_frames: int | None = None,
