@@ -108,11 +108,3 @@ def sample_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | N
         raise VideoError(f"{path}: the video stream holds no frames (zero-length video)")
     if not (max_frames and n_out >= max_frames) and duration and t + 3 * frame_step < duration:
         raise VideoError(f"{path}: decoding stopped at {t:.1f}s of {duration:.1f}s; the file is truncated or corrupt")
-
-
-def end_time(path: str | os.PathLike) -> float | None:
-    """Duration in seconds as the container reports it (None when unknown)."""
-    try:
-        return probe(path).duration
-    except VideoError:
-        return None

@@ -95,9 +95,6 @@ class MetadataStore:
             return self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         return self.db.execute("SELECT COUNT(*) FROM items WHERE modality = ?", (modality,)).fetchone()[0]
 
-    def ids_by_key(self, modality: str, keys: Sequence[str]) -> dict[str, int]:
-        return {k: item_id(modality, k) for k in keys if item_id(modality, k) in self.existing([item_id(modality, k)])}
-
     def videos(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT video FROM items WHERE video IS NOT NULL ORDER BY video")]
 

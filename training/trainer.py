@@ -334,6 +334,7 @@ class Trainer:
             bar = tqdm(range(state["batch"], len(batches)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=self.rank != 0, leave=False)
             sums: dict[str, float] = {}
+            done = 0  # batches run in this call (fewer than the epoch's after a resume)
             for b in bar:
                 torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
                 img, img2, txt, txt2, pos = self._batch_inputs(epoch, b, batches[b])
@@ -344,12 +345,13 @@ class Trainer:
                 sched.step()
                 state["step"] += 1
                 state["batch"] = b + 1
+                done += 1
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 bar.set_postfix(loss=f"{float(parts['total'].detach()):.3f}")
                 if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < len(batches):
                     self._save_checkpoint(module, opt, sched, state)
-            n = max(1, len(batches) - (0 if not sums else 0))
+            n = max(1, done)
             scores = self.validate()
             score = scores.get("score", -float(sums.get("total", 0.0)) / n)
             record = {"epoch": epoch + 1, "step": state["step"], "time_s": round(time.time() - start, 1),
