@@ -43,6 +43,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--captions-per-step", type=int, default=d.captions_per_step,
+                   help="captions of each image in every step (several positives per image row)")
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--supervision", default=d.supervision, choices=["auto", "pairs", "labels"])
@@ -88,6 +90,7 @@ def run_train(args) -> dict:
             raise SystemExit(f"--loss: unknown field(s) {sorted(unknown)}; known: {sorted(loss)}")
         loss.update(override)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                       captions_per_step=args.captions_per_step,
                        seed=args.seed, supervision=args.supervision, val_split=args.val_split,
                        cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every, device=args.device,
                        loss=LossConfig(**loss))

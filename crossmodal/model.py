@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from .codes import pack_bits
-from .config import ModelConfig
+from .config import ModelConfig, parse_trainable
 from .encoders import create_image_encoder, create_text_encoder
 from .heads import HashHead
 from .quantizers import create_quantizer
@@ -45,6 +45,19 @@ class CrossModalHasher(nn.Module):
 
     def text_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.text_head(features)
+
+    @property
+    def image_tail_stages(self) -> int:
+        """How many final image-encoder stages train on top of a frozen trunk (``last:N``
+        on an encoder that can split its forward); 0 when there is no such split."""
+        mode, n = parse_trainable(self.config.image_encoder.trainable)
+        if mode != "last" or n <= 0 or not getattr(self.image_encoder, "supports_split", False):
+            return 0
+        return min(n, len(self.image_encoder.blocks()))
+
+    def image_relaxed_from_trunk(self, activations: torch.Tensor) -> torch.Tensor:
+        """Relaxed codes from cached trunk activations (see ``image_tail_stages``)."""
+        return self.image_head(self.image_encoder.tail(activations, self.image_tail_stages))
 
     @property
     def device(self) -> torch.device:

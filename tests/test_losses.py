@@ -85,3 +85,20 @@ def test_intra_image_loss_uses_label_positives():
     with_labels = loss(img, img, label_positives(labels, labels), image_view2=img)["intra_image"]
     pairs_only = loss(img, img, torch.eye(4, dtype=torch.bool), image_view2=img)["intra_image"]
     assert with_labels < 0.05 < pairs_only
+
+
+def test_several_captions_per_image_rows_are_matched_by_round():
+    """Text rows r*B + i are captions of image i: with k=3 captions per image the loss is
+    low when each image's three captions lie near it, and high when the rounds are shuffled."""
+    torch.manual_seed(0)
+    b, k, d = 6, 3, 32
+    img = torch.randn(b, d)
+    txt = torch.cat([img + 0.05 * torch.randn(b, d) for _ in range(k)])  # round r, image i at r*b + i
+    pos = torch.eye(b, dtype=torch.bool).repeat(1, k)
+    cfg = LossConfig(intra_image=0, intra_text=0, quantization=0, balance=0, decorrelation=0, ste_weight=0,
+                     learn_temperature=False, temperature=0.1)
+    loss = HashingLoss(cfg, (d,))
+    aligned = loss(torch.tanh(img), torch.tanh(txt), pos, image_positives=torch.eye(b, dtype=torch.bool))["inter"]
+    shuffled = loss(torch.tanh(img), torch.tanh(txt[torch.randperm(b * k)]), pos,
+                    image_positives=torch.eye(b, dtype=torch.bool))["inter"]
+    assert aligned < 0.5 * shuffled

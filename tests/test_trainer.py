@@ -136,3 +136,55 @@ def test_two_process_ddp_training(tiny_data, tmp_path):
     assert summary["steps"] == 2 * 6  # 48 items / global batch 8 per epoch, shared by both ranks
     model = CrossModalHasher.from_pretrained(out)
     assert model.encode_texts(["a red circle"], 32).shape == (1, 4)
+
+
+def test_several_captions_per_step_give_each_image_row_all_its_positives(tiny_data, feature_cache_dir, tmp_path):
+    data = load_prepared(tiny_data)
+    cfg = TrainConfig(epochs=1, batch_size=8, cache_dir=str(feature_cache_dir), captions_per_step=3,
+                      supervision="pairs")
+    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=validation_scorer)
+    trainer._prepare_data()
+    idx = trainer._batches(0)[0]
+    img, img2, txt, txt2, item_pos = trainer._batch_inputs(0, 0, idx)
+    assert img.shape[0] == 8 and txt.shape[0] == 24
+    pos = trainer._pair_positives(item_pos, 3)
+    assert pos.shape == (8, 24) and pos.sum(1).tolist() == [3] * 8
+    cap1, cap2 = trainer._caption_choice(np.random.default_rng(0), idx)
+    assert cap1.shape == (3, 8)
+    for j, i in enumerate(idx):
+        own = set(trainer.captions_of[i].tolist())
+        assert set(cap1[:, j].tolist()) <= own and cap2[j] in own
+        assert len(set(cap1[:, j].tolist())) == min(3, len(own))  # distinct captions while there are enough
+    summary = trainer.fit()
+    assert summary["steps"] == len(trainer._batches(0))
+
+
+def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, feature_cache_dir, tmp_path):
+    """``last:1`` on EfficientNet-Lite0: the trunk runs once (cached activations), only the
+    head conv and the hash heads change, and the saved model's full forward agrees."""
+    from crossmodal.config import ImageEncoderConfig
+
+    data = load_prepared(tiny_data)
+    torch.manual_seed(0)
+    model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(trainable="last:1", image_size=64),
+                                         head=HeadConfig(hidden_dim=64), bits=(16, 32)))
+    before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    cache = tmp_path / "cache"
+    trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, cache_dir=str(cache)),
+                      scorer=validation_scorer)
+    trainer.fit()
+    assert trainer.image_mode == "trunk"
+    trunk = trainer.feats["train_img"]
+    assert trunk.dtype == torch.float16 and trunk.shape[:3] == (48, 2, 320)  # activations before the head conv
+    after = model.image_encoder.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("net._conv_head", "net._bn1")) for k in changed), sorted(changed)[:5]
+    loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
+    ds = data["dev"]
+    from training.features import decode_image
+    images = [decode_image(v) for v in ds.cast_column("image", __import__("datasets").Image(decode=False))["image"][:4]]
+    full = loaded.embed_images(images)
+    with torch.inference_mode():
+        x = torch.stack([loaded.image_transform(False)(im) for im in images])
+        split = loaded.image_relaxed_from_trunk(loaded.image_encoder.trunk(x, 1)).numpy()
+    assert np.allclose(full, split, atol=1e-4)

@@ -61,8 +61,11 @@ def decode_image(value) -> Image.Image:
 
 @torch.inference_mode()
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
-                   desc: str = "image features") -> torch.Tensor:
-    """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped)."""
+                   desc: str = "image features", trunk_of: int = 0) -> torch.Tensor:
+    """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped).
+
+    With ``trunk_of=N``: the activations before the encoder's last N stages instead,
+    [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune)."""
     from datasets import Image as HFImage
 
     def compute() -> torch.Tensor:
@@ -74,13 +77,14 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
             rows = plain[s:s + batch_size]["image"]
             x = torch.stack([tf(decode_image(v)) for v in rows])
             x = torch.cat([x, torch.flip(x, dims=[3])]).to(_device(encoder))
-            f = encoder(x).float().cpu()
+            f = encoder.trunk(x, trunk_of).half().cpu() if trunk_of else encoder(x).float().cpu()
             out.append(torch.stack([f[: len(rows)], f[len(rows):]], dim=1))
         return torch.cat(out) if out else torch.zeros(0, 2, encoder.output_dim)
 
     if cache_dir is None:
         return compute()
-    return _load_or_compute(Path(cache_dir) / f"img-{cache_key('image', encoder_cfg, ds)}.safetensors", compute)
+    kind = f"image-trunk{trunk_of}" if trunk_of else "image"
+    return _load_or_compute(Path(cache_dir) / f"img-{cache_key(kind, encoder_cfg, ds)}.safetensors", compute)
 
 
 @torch.inference_mode()

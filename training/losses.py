@@ -140,15 +140,22 @@ class HashingLoss(nn.Module):
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, pair_positives: torch.Tensor,
                 image_view2: torch.Tensor | None = None, text_positives: torch.Tensor | None = None,
-                text2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``image``/``text``: relaxed codes [B, Kmax] of matched pairs; ``pair_positives``:
-        [B, B] which image/text pairs count as positives (diagonal, or shared labels).
+                text2: torch.Tensor | None = None, image_positives: torch.Tensor | None = None,
+                ) -> dict[str, torch.Tensor]:
+        """``image``: relaxed codes [B, Kmax]; ``text``: codes [k*B, Kmax] of k captions per
+        image (caption round r of image i at row r*B + i); ``pair_positives``: [B, k*B]
+        which image/text pairs count as positives (own captions, or shared labels).
+        ``image_positives``: [B, B] positives among images (default: ``pair_positives``
+        when it is square).
         ``image_view2``: codes of a second augmented view of each image (intra-image).
         ``text2`` + ``text_positives``: codes of other captions and which are positives
         of each caption (intra-text)."""
         cfg = self.cfg
         parts: dict[str, torch.Tensor] = {}
         zero = image.new_zeros(())
+        if image_positives is None:
+            image_positives = pair_positives
+        first_text = text[: len(image)]  # round 0: one caption per image, for the intra-text loss
         for k in self.bits:
             a, b = image[:, :k], text[:, :k]
             parts["inter"] = parts.get("inter", zero) + self._pair_terms(a, b, pair_positives,
@@ -156,10 +163,10 @@ class HashingLoss(nn.Module):
             if image_view2 is not None and (cfg.intra_image or cfg.intra_triplet):
                 # the other view of the same image is a positive, and so is any image sharing a label
                 parts["intra_image"] = parts.get("intra_image", zero) + self._pair_terms(
-                    a, image_view2[:, :k], pair_positives, cfg.intra_image, cfg.intra_triplet)
+                    a, image_view2[:, :k], image_positives, cfg.intra_image, cfg.intra_triplet)
             if text2 is not None and (cfg.intra_text or cfg.intra_triplet):
                 parts["intra_text"] = parts.get("intra_text", zero) + self._pair_terms(
-                    b, text2[:, :k], text_positives, cfg.intra_text, cfg.intra_triplet)
+                    first_text[:, :k], text2[:, :k], text_positives, cfg.intra_text, cfg.intra_triplet)
         n = len(self.bits)
         parts = {k: v / n for k, v in parts.items()}
         both = torch.cat([image, text])

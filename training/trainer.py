@@ -55,6 +55,9 @@ class TrainConfig:
     #: "auto": labels as positives when the dataset has labels; "pairs": only matched pairs
     supervision: str = "auto"
     feature_noise: float = 0.1
+    #: captions of each image in every step: the image-text loss sees k of them at once
+    #: (an image's row then has k positives); images with fewer captions repeat theirs
+    captions_per_step: int = 1
     checkpoint_every: int = 500
     cache_dir: str | None = None
     num_threads: int | None = None
@@ -91,15 +94,17 @@ class _TrainModule(nn.Module):
         self.model = model
         self.loss = loss
 
-    def forward(self, img_in, img2_in, txt_in, txt2_in, image_cached: bool, text_cached: bool, pos, txt_pos):
+    def forward(self, img_in, img2_in, txt_in, txt2_in, image_mode: str, text_cached: bool, pos, item_pos):
         m = self.model
-        img_fn = m.image_relaxed_from_features if image_cached else m.image_relaxed
+        img_fn = {"features": m.image_relaxed_from_features, "trunk": m.image_relaxed_from_trunk,
+                  "pixels": m.image_relaxed}[image_mode]
         txt_fn = m.text_relaxed_from_features if text_cached else m.text_relaxed
         img = img_fn(img_in)
         img2 = img_fn(img2_in) if img2_in is not None else None
         txt = txt_fn(txt_in)
         txt2 = txt_fn(txt2_in) if txt2_in is not None else None
-        return self.loss(img, txt, pos, image_view2=img2, text_positives=txt_pos, text2=txt2)
+        return self.loss(img, txt, pos, image_view2=img2, text_positives=item_pos, text2=txt2,
+                         image_positives=item_pos)
 
 
 class Trainer:
@@ -134,7 +139,11 @@ class Trainer:
         self.vocab = label_vocab(self.train) if use_labels else []
         self.train_labels = torch.from_numpy(self.train.label_matrix(self.vocab)) if self.vocab else None
         self.captions_of = self.train.captions_of()
+        # never more caption rounds than the most captions any image has (one-caption data: 1)
+        self.captions_per_step = max(1, min(cfg.captions_per_step, max((len(c) for c in self.captions_of), default=1)))
         self.image_cached = bool(getattr(m.image_encoder, "is_frozen", False))
+        # frozen: cached pooled features; last:N on a splittable CNN: cached trunk activations
+        self.image_mode = "features" if self.image_cached else ("trunk" if m.image_tail_stages else "pixels")
         self.text_cached = bool(getattr(m.text_encoder, "is_frozen", False))
         cache = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache.default_cache_dir()
         img_cfg, txt_cfg = asdict(m.config.image_encoder), asdict(m.config.text_encoder)
@@ -144,9 +153,10 @@ class Trainer:
             for name, ds, flat in (("train", self.train_ds, self.train), ("val", self.val_ds, self.val)):
                 if ds is None:
                     continue
-                if self.image_cached:
-                    out[f"{name}_img"] = feature_cache.image_features(m.image_encoder, img_cfg, ds, cache,
-                                                                      desc=f"{name} image features")
+                if self.image_mode != "pixels":
+                    out[f"{name}_img"] = feature_cache.image_features(
+                        m.image_encoder, img_cfg, ds, cache, desc=f"{name} image features",
+                        trunk_of=m.image_tail_stages if self.image_mode == "trunk" else 0)
                 if self.text_cached:
                     out[f"{name}_txt"] = feature_cache.text_features(m.text_encoder, txt_cfg, ds, flat.captions,
                                                                      cache, desc=f"{name} text features")
@@ -162,6 +172,8 @@ class Trainer:
         self._decoded: dict[int, object] = {}
 
     def _image_inputs(self, idx: np.ndarray, views: np.ndarray, train: bool):
+        if self.image_mode == "trunk":
+            return self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)].to(self.device).float()
         if self.image_cached:
             x = self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)].to(self.device)
             if train and self.cfg.feature_noise:
@@ -185,27 +197,40 @@ class Trainer:
         bs = self.cfg.batch_size
         return [order[s:s + bs] for s in range(0, len(order), bs) if len(order[s:s + bs]) >= 2]
 
-    def _batch_inputs(self, epoch: int, b: int, idx: np.ndarray):
-        rng = np.random.default_rng([self.cfg.seed, epoch, b, 1])
-        idx = idx[self.rank::self.world]
-        cap1 = np.empty(len(idx), dtype=np.int64)
+    def _caption_choice(self, rng: np.random.Generator, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Captions for a batch of images: [k, B] (round r = the r-th distinct caption of
+        each image, repeating when it has fewer than k) and [B] (another caption of each
+        image, for the intra-text loss)."""
+        k = self.captions_per_step
+        cap1 = np.empty((k, len(idx)), dtype=np.int64)  # row r: the r-th chosen caption of each image
         cap2 = np.empty(len(idx), dtype=np.int64)
         for j, i in enumerate(idx):
             caps = self.captions_of[i]
             pick = rng.permutation(len(caps))
-            cap1[j] = caps[pick[0]]
+            cap1[:, j] = caps[pick[np.arange(k) % len(caps)]]
             cap2[j] = caps[pick[1 % len(caps)]]
+        return cap1, cap2
+
+    def _batch_inputs(self, epoch: int, b: int, idx: np.ndarray):
+        rng = np.random.default_rng([self.cfg.seed, epoch, b, 1])
+        idx = idx[self.rank::self.world]
+        cap1, cap2 = self._caption_choice(rng, idx)
         v1 = rng.integers(0, 2, len(idx))
         lw = self.cfg.loss
         img = self._image_inputs(idx, v1, True)
         img2 = self._image_inputs(idx, 1 - v1, True) if (lw.intra_image or lw.intra_triplet) else None
-        txt = self._text_inputs(cap1, True)
+        txt = self._text_inputs(cap1.reshape(-1), True)
         txt2 = self._text_inputs(cap2, True) if (lw.intra_text or lw.intra_triplet) else None
         pos = torch.eye(len(idx), dtype=torch.bool)
         if self.train_labels is not None:
             lab = self.train_labels[torch.from_numpy(idx)]
             pos = pos | label_positives(lab, lab)
         return img, img2, txt, txt2, pos.to(self.device)
+
+    @staticmethod
+    def _pair_positives(item_pos: torch.Tensor, captions_per_step: int) -> torch.Tensor:
+        """[B, B] item positives -> [B, k*B] image/caption positives (captions stacked by round)."""
+        return item_pos.repeat(1, max(1, captions_per_step))
 
     # ---- optimisation -----------------------------------------------------------------
     def _build_optimizer(self, module: _TrainModule, total_steps: int):
@@ -238,9 +263,10 @@ class Trainer:
     def validation_relaxed(self) -> tuple[np.ndarray, np.ndarray]:
         m = self.model
         m.eval()
-        if self.image_cached:
-            img = torch.cat([m.image_relaxed_from_features(self.feats["val_img"][s:s + 1024, 0].to(self.device))
-                             for s in range(0, len(self.val.ids), 1024)]).cpu().numpy()
+        if self.image_mode != "pixels":
+            fn = m.image_relaxed_from_features if self.image_cached else m.image_relaxed_from_trunk
+            img = torch.cat([fn(self.feats["val_img"][s:s + 256, 0].to(self.device).float())
+                             for s in range(0, len(self.val.ids), 256)]).cpu().numpy()
         else:
             from datasets import Image as HFImage
             rows = self.val_ds.cast_column("image", HFImage(decode=False))["image"]
@@ -338,7 +364,8 @@ class Trainer:
             for b in bar:
                 torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
                 img, img2, txt, txt2, pos = self._batch_inputs(epoch, b, batches[b])
-                parts = ddp(img, img2, txt, txt2, self.image_cached, self.text_cached, pos, pos)
+                parts = ddp(img, img2, txt, txt2, self.image_mode, self.text_cached,
+                            self._pair_positives(pos, self.captions_per_step), pos)
                 opt.zero_grad(set_to_none=True)
                 parts["total"].backward()
                 opt.step()
@@ -416,10 +443,15 @@ def m_bits(relaxed: np.ndarray, nbits: int) -> np.ndarray:
 
 
 def _frozen_to_eval(model: CrossModalHasher) -> None:
-    """Frozen encoders keep eval mode (BatchNorm statistics, dropout) while heads train."""
+    """Frozen encoders, and the frozen blocks of partly trained ones, keep eval mode
+    (BatchNorm running statistics, dropout) while the rest trains."""
     for enc in (model.image_encoder, model.text_encoder):
         if getattr(enc, "is_frozen", False):
             enc.eval()
+        elif hasattr(enc, "blocks"):
+            for block in enc.blocks():
+                if not any(p.requires_grad for p in block.parameters()):
+                    block.eval()
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -43,6 +43,28 @@ class ImageEncoder(nn.Module):
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    # ---- split forward: frozen trunk + trainable tail ---------------------------------
+    #: Encoders that can run their stages one range at a time set this; the trainer
+    #: then caches the frozen trunk's activations once and trains only the tail (the
+    #: last N blocks of ``trainable: last:N``), which makes fine-tuning affordable on CPUs.
+    supports_split = False
+
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Run stages ``start..stop-1`` (the entries of ``blocks()``) on ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run its stages separately")
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+    def trunk(self, pixels: torch.Tensor, n_tail: int) -> torch.Tensor:
+        """Activations before the last ``n_tail`` stages."""
+        return self.run_stages(self.prepare(pixels), 0, len(self.blocks()) - n_tail)
+
+    def tail(self, activations: torch.Tensor, n_tail: int) -> torch.Tensor:
+        """The last ``n_tail`` stages and pooling: ``tail(trunk(x, n), n) == forward(x)``."""
+        n = len(self.blocks())
+        return self.pool(self.run_stages(self.prepare(activations), n - n_tail, n))
+
 
 def load_state_file(path: str) -> dict[str, torch.Tensor]:
     """Read a local weights file (.safetensors, or a torch state dict loaded with weights_only)."""
@@ -81,13 +103,29 @@ class EfficientNetLite0(ImageEncoder):
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
+    supports_split = True
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.net.extract_features(self.prepare(pixels))
-        return x.mean(dim=(2, 3))
+        return self.pool(self.run_stages(self.prepare(pixels), 0, len(self.net._blocks) + 2))
 
     def blocks(self) -> list[nn.Module]:
         n = self.net
-        return [n._conv_stem, *n._blocks, nn.ModuleList([n._conv_head, n._bn1])]
+        return [nn.ModuleList([n._conv_stem, n._bn0]), *n._blocks, nn.ModuleList([n._conv_head, n._bn1])]
+
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Stage 0 is the stem, 1..16 the MBConv blocks, 17 the head conv (as in the
+        package's ``extract_features``, including its drop-connect schedule)."""
+        n = self.net
+        nb = len(n._blocks)
+        for i in range(start, stop):
+            if i == 0:
+                x = n._swish(n._bn0(n._conv_stem(x)))
+            elif i <= nb:
+                rate = n._global_params.drop_connect_rate
+                x = n._blocks[i - 1](x, drop_connect_rate=rate * float(i - 1) / nb if rate else rate)
+            else:
+                x = n._swish(n._bn1(n._conv_head(x)))
+        return x
 
 
 register_image_encoder("efficientnet-lite0")(EfficientNetLite0)

@@ -1,0 +1,123 @@
+"""Ablation: which part of the design earns what. Each row is one `crossmodal train`
+(the exact command is printed in the table) followed by `crossmodal eval`; the table
+goes to BENCHMARKS.md.
+
+    python benchmarks/bench_ablation.py flickr8k --data /tmp/data/flickr8k --work /tmp/ablation
+    python benchmarks/bench_ablation.py fashion --data /tmp/data/fashion --work /tmp/ablation --rows default,finetune
+
+Rows build up the loss one family at a time (inter-modal contrastive alone; + intra-modal;
++ triplet; + quantization and balance terms), then vary one lever of the shipped default
+(captions per step, straight-through share, quantization weight), and finally compare
+the frozen backbones with a fine-tuned last CNN stage. Models already trained in WORK are
+reused (``--retrain`` to train again), so an interrupted run picks up where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, write_section  # noqa: E402
+
+OFF = {"intra_image": 0, "intra_text": 0, "triplet": 0, "intra_triplet": 0, "quantization": 0, "balance": 0,
+       "decorrelation": 0}
+
+#: name -> (what it tests, extra `crossmodal train` arguments)
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "inter": ("inter-modal contrastive alone", ["--loss", json.dumps(OFF)]),
+    "intra": ("+ intra-modal contrastive", ["--loss", json.dumps({**OFF, "intra_image": 0.2, "intra_text": 0.2})]),
+    "triplet": ("+ triplet (hardest negative), inter and intra",
+                ["--loss", json.dumps({**OFF, "intra_image": 0.2, "intra_text": 0.2, "triplet": 0.5,
+                                       "intra_triplet": 0.1})]),
+    "quant": ("+ quantization, balance and decorrelation terms (no triplet)",
+              ["--loss", json.dumps({"triplet": 0, "intra_triplet": 0})]),
+    "default": ("**shipped default** (no tuning flags)", []),
+    "one_caption": ("default, one caption per image per step", ["--captions-per-step", "1"]),
+    "ste0": ("default, contrastive terms on relaxed codes only (no straight-through)",
+             ["--loss", json.dumps({"ste_weight": 0.0})]),
+    "ste1": ("default, contrastive terms on straight-through binary codes only",
+             ["--loss", json.dumps({"ste_weight": 1.0})]),
+    "quant_low": ("default, quantization weight 0.1", ["--loss", json.dumps({"quantization": 0.1})]),
+    "only64": ("default, a single 64-bit code (no nested 16/32/128)", ["--bits", "64"]),
+    "finetune": ("default, fine-tuned: last CNN stage trains (cached trunk)", ["--image-trainable", "last:1"]),
+}
+
+SETUPS = {
+    "flickr8k": {"eval": [], "metrics": ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"],
+                 "title": "Flickr8k ablation"},
+    "fashion": {"eval": ["--database", "train,dev"], "metrics": ["i2t_mAP", "t2i_mAP", "i2t_mAP_tie_aware",
+                                                                 "t2i_mAP_tie_aware"],
+                "title": "Fashion ablation"},
+}
+
+
+def run(cmd: list[str]) -> float:
+    print("$", shlex.join(cmd), flush=True)
+    t = time.time()
+    subprocess.run(cmd, check=True)
+    return time.time() - t
+
+
+def metric(report: dict, direction: str, bits: int, key: str):
+    return report["results"].get(direction, {}).get(str(bits), {}).get(key)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", choices=sorted(SETUPS))
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--work", default="runs/ablation")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
+    p.add_argument("--bits", default="16,32,64,128")
+    p.add_argument("--retrain", action="store_true")
+    args = p.parse_args()
+    setup = SETUPS[args.dataset]
+    work = Path(args.work)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = set(rows) - set(ROWS)
+    if unknown:
+        raise SystemExit(f"unknown row(s) {sorted(unknown)}; known: {', '.join(ROWS)}")
+    bits = [int(b) for b in args.bits.split(",")]
+    lines = []
+    for name in rows:
+        what, extra = ROWS[name]
+        model = work / args.dataset / name
+        train_cmd = ["crossmodal", "train", "--data", args.data, "--out", str(model), *extra]
+        if args.retrain or not (model / "train_summary.json").exists():
+            run([sys.executable, "-m", "crossmodal.cli", *train_cmd[1:]])
+        log = [json.loads(x) for x in (model / "train_log.jsonl").read_text().splitlines()]
+        summary = json.loads((model / "train_summary.json").read_text())
+        report_dir = work / args.dataset / f"{name}-report"
+        if args.retrain or not (report_dir / "report.json").exists():
+            run([sys.executable, "-m", "crossmodal.cli", "eval", "--model", str(model), "--data", args.data,
+                 "--split", "test", "--bits", args.bits, "--no-baselines", *setup["eval"], "--out", str(report_dir)])
+        report = json.loads((report_dir / "report.json").read_text())
+        cells = []
+        for b in bits:
+            vals = []
+            for m in setup["metrics"]:
+                d, key = m.split("_", 1)
+                v = metric(report, d, b, key)
+                vals.append("–" if v is None else (f"{v:.3f}" if "mAP" in key else f"{v:.1f}"))
+            cells.append(" / ".join(vals))
+        epochs_min = log[-1]["time_s"] / 60
+        lines.append(f"| {what} | {' | '.join(cells)} | {summary['best_epoch']} | {epochs_min:.1f} | "
+                     f"`{shlex.join(train_cmd)}` |")
+        print(lines[-1], flush=True)
+    metric_names = " / ".join(m.replace("_", " ") for m in setup["metrics"])
+    header = (f"| configuration | {' | '.join(f'{b} bits' for b in bits)} | best epoch | epochs (min) | train command |\n"
+              f"|---|{'---|' * len(bits)}---|---|---|")
+    body = (f"Command: `{command_line()}`\n\nEach cell: {metric_names} (Hamming ranking of the test split"
+            f"{', queries vs train+dev' if args.dataset == 'fashion' else ''}). Evaluation: "
+            f"`crossmodal eval --model MODEL --data {args.data} --split test --bits {args.bits} --no-baselines "
+            f"{' '.join(setup['eval'])}`.\n\n{header}\n" + "\n".join(lines))
+    write_section(setup["title"], body)
+
+
+if __name__ == "__main__":
+    main()
