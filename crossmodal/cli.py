@@ -158,8 +158,9 @@ def run_encode(args) -> Path:
 def split_outputs(model, ds, flat, cache_dir, vocab):
     """Relaxed outputs and raw backbone features of one split, as two ``Side``s.
 
-    A frozen encoder's features come from the feature cache (shared with training);
-    a fine-tuned encoder is run directly (its weights are not in the cache key)."""
+    A frozen encoder's features come from the feature cache (shared with training), and
+    so do the frozen trunk activations under a fine-tuned tail (``last:N``); any other
+    fine-tuned encoder is run directly (its weights are not in the cache key)."""
     import torch
     from dataclasses import asdict as _asdict
 
@@ -168,9 +169,17 @@ def split_outputs(model, ds, flat, cache_dir, vocab):
 
     img_cache = cache_dir if getattr(model.image_encoder, "is_frozen", False) else None
     txt_cache = cache_dir if getattr(model.text_encoder, "is_frozen", False) else None
-    img_raw = fc.image_features(model.image_encoder, _asdict(model.config.image_encoder), ds, img_cache)[:, 0]
-    txt_raw = fc.text_features(model.text_encoder, _asdict(model.config.text_encoder), ds, flat.captions, txt_cache)
     model.eval()
+    n_tail = model.image_tail_stages
+    if n_tail:  # fine-tuned tail on a frozen trunk: the trunk's activations are cached like features
+        acts = fc.image_features(model.image_encoder, _asdict(model.config.image_encoder), ds, cache_dir,
+                                 trunk_of=n_tail)[:, 0]
+        with torch.inference_mode():
+            img_raw = torch.cat([model.image_encoder.tail(acts[s:s + 256].float(), n_tail)
+                                 for s in range(0, len(acts), 256)])
+    else:
+        img_raw = fc.image_features(model.image_encoder, _asdict(model.config.image_encoder), ds, img_cache)[:, 0]
+    txt_raw = fc.text_features(model.text_encoder, _asdict(model.config.text_encoder), ds, flat.captions, txt_cache)
     with torch.inference_mode():
         img = torch.cat([model.image_relaxed_from_features(img_raw[s:s + 2048])
                          for s in range(0, len(img_raw), 2048)]).numpy()

@@ -53,7 +53,7 @@ class HeadConfig:
     """The MLP that maps encoder features to the relaxed code (tanh outputs)."""
 
     hidden_dim: int = 2048
-    depth: int = 2
+    depth: int = 3
     dropout: float = 0.1
 
 

@@ -188,3 +188,9 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
         x = torch.stack([loaded.image_transform(False)(im) for im in images])
         split = loaded.image_relaxed_from_trunk(loaded.image_encoder.trunk(x, 1)).numpy()
     assert np.allclose(full, split, atol=1e-4)
+    # evaluation reads the same trunk cache and gets what the full forward gives
+    from crossmodal.cli import split_outputs
+    from crossmodal.data.splits import flatten_split
+    images_side, _ = split_outputs(loaded, ds, flatten_split(ds), cache, [])
+    assert np.allclose(images_side.relaxed[:4], full, atol=1e-2)
+    assert len(list(cache.glob("img-*.safetensors"))) == 2  # train and dev trunks, nothing recomputed for dev

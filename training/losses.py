@@ -24,7 +24,7 @@ class LossConfig:
     intra_text: float = 0.2
     triplet: float = 0.0
     intra_triplet: float = 0.0
-    quantization: float = 0.1
+    quantization: float = 0.5
     balance: float = 0.01
     decorrelation: float = 0.01
     temperature: float = 0.07
