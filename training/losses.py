@@ -8,7 +8,7 @@ binarised term with the smooth relaxed one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,12 @@ from crossmodal.heads import sign_ste
 @dataclass
 class LossConfig:
     inter_contrastive: float = 1.0
-    intra_image: float = 0.2
-    intra_text: float = 0.2
+    #: intra-modal weights; None = ``INTRA_WITH_LABELS`` when labels supervise the run and 0
+    #: with pairs only. Without labels every other image (caption) in the batch is a
+    #: negative, which pushes apart images that merely look alike: on Flickr8k that cost
+    #: 1-2 points of R@10 (BENCHMARKS.md ablation); with label positives it helps.
+    intra_image: float | None = None
+    intra_text: float | None = None
     triplet: float = 0.0
     intra_triplet: float = 0.0
     quantization: float = 0.5
@@ -32,6 +36,16 @@ class LossConfig:
     margin: float = 0.2
     #: share of the contrastive/triplet terms computed on straight-through binary codes
     ste_weight: float = 0.5
+
+
+INTRA_WITH_LABELS = 0.2
+
+
+def resolve_loss_config(cfg: LossConfig, labelled: bool) -> LossConfig:
+    """Fill the automatic (None) intra-modal weights for a run with or without labels."""
+    auto = INTRA_WITH_LABELS if labelled else 0.0
+    return replace(cfg, intra_image=auto if cfg.intra_image is None else cfg.intra_image,
+                   intra_text=auto if cfg.intra_text is None else cfg.intra_text)
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -116,6 +130,8 @@ class HashingLoss(nn.Module):
 
     def __init__(self, cfg: LossConfig, bits: tuple[int, ...]):
         super().__init__()
+        if cfg.intra_image is None or cfg.intra_text is None:
+            cfg = resolve_loss_config(cfg, labelled=False)
         self.cfg = cfg
         self.bits = tuple(bits)
         self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),

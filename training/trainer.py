@@ -34,7 +34,7 @@ from crossmodal.data.splits import FlatSplit, flatten_split, label_vocab
 from crossmodal.model import CrossModalHasher
 
 from . import features as feature_cache
-from .losses import HashingLoss, LossConfig, label_positives
+from .losses import HashingLoss, LossConfig, label_positives, resolve_loss_config
 
 Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None"], dict]
 
@@ -138,6 +138,7 @@ class Trainer:
         use_labels = cfg.supervision == "labels" or (cfg.supervision == "auto" and self.train.has_labels)
         self.vocab = label_vocab(self.train) if use_labels else []
         self.train_labels = torch.from_numpy(self.train.label_matrix(self.vocab)) if self.vocab else None
+        self.loss_config = resolve_loss_config(cfg.loss, labelled=bool(self.vocab))
         self.captions_of = self.train.captions_of()
         # never more caption rounds than the most captions any image has (one-caption data: 1)
         self.captions_per_step = max(1, min(cfg.captions_per_step, max((len(c) for c in self.captions_of), default=1)))
@@ -216,7 +217,7 @@ class Trainer:
         idx = idx[self.rank::self.world]
         cap1, cap2 = self._caption_choice(rng, idx)
         v1 = rng.integers(0, 2, len(idx))
-        lw = self.cfg.loss
+        lw = self.loss_config
         img = self._image_inputs(idx, v1, True)
         img2 = self._image_inputs(idx, 1 - v1, True) if (lw.intra_image or lw.intra_triplet) else None
         txt = self._text_inputs(cap1.reshape(-1), True)
@@ -335,7 +336,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model.to(self.device)
         self._prepare_data()
-        loss = HashingLoss(cfg.loss, self.model.config.bits)
+        loss = HashingLoss(self.loss_config, self.model.config.bits)
         module = _TrainModule(self.model, loss).to(self.device)
         steps_per_epoch = len(self._batches(0))
         opt, sched = self._build_optimizer(module, steps_per_epoch * cfg.epochs)
@@ -418,7 +419,8 @@ class Trainer:
         if self.rank == 0:
             self.model.save_pretrained(self.out)
             (self.out / "train_summary.json").write_text(json.dumps(
-                {**summary, "train_config": asdict(self.cfg), "label_vocab": self.vocab}, indent=2))
+                {**summary, "train_config": asdict(self.cfg), "loss_used": asdict(self.loss_config),
+                 "label_vocab": self.vocab}, indent=2))
             shutil.rmtree(best_dir, ignore_errors=True)
         return summary
 
