@@ -57,7 +57,7 @@ def test_full_loss_gradients_reach_both_encoders_and_heads():
     torch.manual_seed(0)
     model = CrossModalHasher(tiny_config())
     model.text_encoder.build_vocab(["a red circle", "a blue square", "green star", "yellow triangle"])
-    loss = HashingLoss(LossConfig(triplet=0.5, intra_triplet=0.2), model.config.bits)
+    loss = HashingLoss(LossConfig(triplet=0.5, intra_triplet=0.2, intra_image=0.2, intra_text=0.2), model.config.bits)
     pixels = torch.randn(4, 3, 32, 32)
     tokens = model.text_encoder.tokenize(["a red circle", "a blue square", "green star", "yellow triangle"])
     img, txt = model.image_relaxed(pixels), model.text_relaxed(tokens)
@@ -78,8 +78,8 @@ def test_intra_image_loss_uses_label_positives():
     # each other (no penalty); pair-only they are negatives (penalised)
     img = torch.tensor([[1.0, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1], [-1, -1, -1, -1, 1, 1, 1, 1],
                         [1, -1, 1, -1, 1, -1, 1, -1]])
-    cfg = LossConfig(inter_contrastive=0, intra_text=0, quantization=0, balance=0, decorrelation=0,
-                     learn_temperature=False, ste_weight=0)
+    cfg = LossConfig(inter_contrastive=0, intra_image=0.2, intra_text=0, quantization=0, balance=0,
+                     decorrelation=0, learn_temperature=False, ste_weight=0)
     loss = HashingLoss(cfg, (8,))
     labels = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
     with_labels = loss(img, img, label_positives(labels, labels), image_view2=img)["intra_image"]

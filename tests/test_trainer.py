@@ -65,6 +65,19 @@ def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_di
     assert trainer.vocab and trainer.train_labels is not None
     log = json.loads((tmp_path / "m" / "train_log.jsonl").read_text().splitlines()[0])
     assert "val_i2t_mAP" in log  # label-based validation
+    # intra-modal terms switch on with labels (label positives) and off with pairs only
+    assert trainer.loss_config.intra_image == trainer.loss_config.intra_text == 0.2
+    pairs = Trainer(_frozen_model(), data, tmp_path / "p", TrainConfig(epochs=1, batch_size=16, supervision="pairs",
+                                                                      cache_dir=str(feature_cache_dir)))
+    pairs._prepare_data()
+    assert pairs.loss_config.intra_image == pairs.loss_config.intra_text == 0.0
+    img, img2, txt, txt2, _ = pairs._batch_inputs(0, 0, pairs._batches(0)[0])
+    assert img2 is None and txt2 is None  # no second views computed for terms that are off
+    explicit = Trainer(_frozen_model(), data, tmp_path / "e", TrainConfig(
+        epochs=1, batch_size=16, supervision="pairs", cache_dir=str(feature_cache_dir),
+        loss=LossConfig(intra_image=0.3)))
+    explicit._prepare_data()
+    assert explicit.loss_config.intra_image == 0.3 and explicit.loss_config.intra_text == 0.0
 
 
 def test_itq_quantizer_is_fitted_after_training(tiny_data, feature_cache_dir, tmp_path):
