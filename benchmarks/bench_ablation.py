@@ -50,6 +50,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "five_captions": ("default, five captions of each image per step", ["--captions-per-step", "5"]),
     "finetune": ("default, fine-tuned: the last CNN stage trains (on cached trunk activations)",
                  ["--image-trainable", "last:1"]),
+    # fine-tuning costs ~2 min per fashion epoch on two cores: both sides of this pair get 12 epochs
+    "frozen_e12": ("default, 12 epochs (frozen backbones)", ["--epochs", "12"]),
+    "finetune_e12": ("default, 12 epochs, fine-tuned: the last CNN stage trains (on cached trunk activations)",
+                     ["--epochs", "12", "--image-trainable", "last:1"]),
 }
 
 SETUPS = {
