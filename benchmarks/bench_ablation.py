@@ -34,8 +34,6 @@ ROWS: dict[str, tuple[str, list[str]]] = {
               ["--loss", json.dumps({**OFF, "intra_image": 0.2, "intra_text": 0.2})]),
     "with_intra": ("+ quantization, balance and decorrelation terms (intra-modal on)",
                    ["--loss", json.dumps({"intra_image": 0.2, "intra_text": 0.2})]),
-    "no_quant": ("inter-modal + intra-modal as the default sets them (on with labels), no quantization terms",
-                 ["--loss", json.dumps({"quantization": 0, "balance": 0, "decorrelation": 0})]),
     "default": ("**shipped default** (no tuning flags): inter-modal + quantization terms; intra-modal on "
                 "only with labels", []),
     "triplet": ("default + hardest-negative triplet terms (inter, and intra where intra is on)",

@@ -38,6 +38,9 @@ class CrossModalHasher(nn.Module):
         self.image_head = HashHead(self.image_encoder.output_dim, config.max_bits, config.head)
         self.text_head = HashHead(self.text_encoder.output_dim, config.max_bits, config.head)
         self.quantizer = create_quantizer(config.quantizer, config.bits)
+        #: how many final image-encoder stages train on top of a frozen trunk (``last:N`` on
+        #: an encoder that can split its forward); 0 when there is no such split
+        self.image_tail_stages = _tail_stages(config.image_encoder.trainable, self.image_encoder)
 
     # ---- relaxed outputs -------------------------------------------------------------
     def image_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -45,15 +48,6 @@ class CrossModalHasher(nn.Module):
 
     def text_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.text_head(features)
-
-    @property
-    def image_tail_stages(self) -> int:
-        """How many final image-encoder stages train on top of a frozen trunk (``last:N``
-        on an encoder that can split its forward); 0 when there is no such split."""
-        mode, n = parse_trainable(self.config.image_encoder.trainable)
-        if mode != "last" or n <= 0 or not getattr(self.image_encoder, "supports_split", False):
-            return 0
-        return min(n, len(self.image_encoder.blocks()))
 
     def image_relaxed_from_trunk(self, activations: torch.Tensor) -> torch.Tensor:
         """Relaxed codes from cached trunk activations (see ``image_tail_stages``)."""
@@ -167,6 +161,13 @@ class CrossModalHasher(nn.Module):
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def _tail_stages(trainable: str, encoder: nn.Module) -> int:
+    mode, n = parse_trainable(trainable)
+    if mode != "last" or n <= 0 or not getattr(encoder, "supports_split", False):
+        return 0
+    return min(n, encoder.num_stages)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -142,9 +142,9 @@ class Trainer:
         self.captions_of = self.train.captions_of()
         # never more caption rounds than the most captions any image has (one-caption data: 1)
         self.captions_per_step = max(1, min(cfg.captions_per_step, max((len(c) for c in self.captions_of), default=1)))
-        self.image_cached = bool(getattr(m.image_encoder, "is_frozen", False))
         # frozen: cached pooled features; last:N on a splittable CNN: cached trunk activations
-        self.image_mode = "features" if self.image_cached else ("trunk" if m.image_tail_stages else "pixels")
+        self.image_mode = ("features" if getattr(m.image_encoder, "is_frozen", False)
+                           else "trunk" if m.image_tail_stages else "pixels")
         self.text_cached = bool(getattr(m.text_encoder, "is_frozen", False))
         cache = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache.default_cache_dir()
         img_cfg, txt_cfg = asdict(m.config.image_encoder), asdict(m.config.text_encoder)
@@ -173,11 +173,9 @@ class Trainer:
         self._decoded: dict[int, object] = {}
 
     def _image_inputs(self, idx: np.ndarray, views: np.ndarray, train: bool):
-        if self.image_mode == "trunk":
-            return self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)].to(self.device).float()
-        if self.image_cached:
-            x = self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)].to(self.device)
-            if train and self.cfg.feature_noise:
+        if self.image_mode != "pixels":
+            x = self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(views)].to(self.device).float()
+            if self.image_mode == "features" and train and self.cfg.feature_noise:
                 x = nn.functional.dropout(x, self.cfg.feature_noise)
             return x
         tf = self.model.image_transform(train=train)
@@ -231,7 +229,7 @@ class Trainer:
     @staticmethod
     def _pair_positives(item_pos: torch.Tensor, captions_per_step: int) -> torch.Tensor:
         """[B, B] item positives -> [B, k*B] image/caption positives (captions stacked by round)."""
-        return item_pos.repeat(1, max(1, captions_per_step))
+        return item_pos.repeat(1, captions_per_step)
 
     # ---- optimisation -----------------------------------------------------------------
     def _build_optimizer(self, module: _TrainModule, total_steps: int):
@@ -261,28 +259,33 @@ class Trainer:
 
     # ---- validation -----------------------------------------------------------------
     @torch.inference_mode()
-    def validation_relaxed(self) -> tuple[np.ndarray, np.ndarray]:
+    def relaxed_outputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Relaxed image and caption outputs of the ``train`` or ``val`` split: from the
+        cached features (or trunk activations) where the encoders allow, else by running them."""
         m = self.model
         m.eval()
+        ds, flat = (self.train_ds, self.train) if split == "train" else (self.val_ds, self.val)
         if self.image_mode != "pixels":
-            fn = m.image_relaxed_from_features if self.image_cached else m.image_relaxed_from_trunk
-            img = torch.cat([fn(self.feats["val_img"][s:s + 256, 0].to(self.device).float())
-                             for s in range(0, len(self.val.ids), 256)]).cpu().numpy()
+            fn = m.image_relaxed_from_features if self.image_mode == "features" else m.image_relaxed_from_trunk
+            feats = self.feats[f"{split}_img"]
+            img = torch.cat([fn(feats[s:s + 256, 0].to(self.device).float())
+                             for s in range(0, len(feats), 256)]).cpu().numpy()
         else:
             from datasets import Image as HFImage
-            rows = self.val_ds.cast_column("image", HFImage(decode=False))["image"]
+            rows = ds.cast_column("image", HFImage(decode=False))["image"]
             img = m.embed_images(feature_cache.decode_image(v) for v in rows)
         if self.text_cached:
-            txt = torch.cat([m.text_relaxed_from_features(self.feats["val_txt"][s:s + 4096].to(self.device))
-                             for s in range(0, len(self.val.captions), 4096)]).cpu().numpy()
+            feats = self.feats[f"{split}_txt"]
+            txt = torch.cat([m.text_relaxed_from_features(feats[s:s + 4096].to(self.device))
+                             for s in range(0, len(feats), 4096)]).cpu().numpy()
         else:
-            txt = m.embed_texts(self.val.captions)
+            txt = m.embed_texts(flat.captions)
         return img, txt
 
     def validate(self) -> dict:
         if self.val is None or self.scorer is None:
             return {}
-        img, txt = self.validation_relaxed()
+        img, txt = self.relaxed_outputs("val")
         labels = self.val.label_matrix(self.vocab) if self.vocab else None
         return self.scorer(m_bits(img, self.cfg.val_bits), m_bits(txt, self.cfg.val_bits), self.val, labels)
 
@@ -424,19 +427,8 @@ class Trainer:
             shutil.rmtree(best_dir, ignore_errors=True)
         return summary
 
-    @torch.inference_mode()
     def _fit_quantizer(self) -> None:
-        m = self.model
-        m.eval()
-        if self.image_cached and self.text_cached:
-            img = m.image_relaxed_from_features(self.feats["train_img"][:, 0].to(self.device)).cpu().numpy()
-            txt = m.text_relaxed_from_features(self.feats["train_txt"].to(self.device)).cpu().numpy()
-        else:
-            from datasets import Image as HFImage
-            rows = self.train_ds.cast_column("image", HFImage(decode=False))["image"]
-            img = m.embed_images(feature_cache.decode_image(v) for v in rows)
-            txt = m.embed_texts(self.train.captions)
-        m.fit_quantizer(img, txt)
+        self.model.fit_quantizer(*self.relaxed_outputs("train"))
 
 
 def m_bits(relaxed: np.ndarray, nbits: int) -> np.ndarray:

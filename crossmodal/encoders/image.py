@@ -53,16 +53,20 @@ class ImageEncoder(nn.Module):
         """Run stages ``start..stop-1`` (the entries of ``blocks()``) on ``x``."""
         raise NotImplementedError(f"{type(self).__name__} cannot run its stages separately")
 
+    @property
+    def num_stages(self) -> int:
+        return len(self.blocks())
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
 
     def trunk(self, pixels: torch.Tensor, n_tail: int) -> torch.Tensor:
         """Activations before the last ``n_tail`` stages."""
-        return self.run_stages(self.prepare(pixels), 0, len(self.blocks()) - n_tail)
+        return self.run_stages(self.prepare(pixels), 0, self.num_stages - n_tail)
 
     def tail(self, activations: torch.Tensor, n_tail: int) -> torch.Tensor:
         """The last ``n_tail`` stages and pooling: ``tail(trunk(x, n), n) == forward(x)``."""
-        n = len(self.blocks())
+        n = self.num_stages
         return self.pool(self.run_stages(self.prepare(activations), n - n_tail, n))
 
 
@@ -105,8 +109,12 @@ class EfficientNetLite0(ImageEncoder):
 
     supports_split = True
 
+    @property
+    def num_stages(self) -> int:
+        return len(self.net._blocks) + 2  # stem, MBConv blocks, head conv
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.run_stages(self.prepare(pixels), 0, len(self.net._blocks) + 2))
+        return self.pool(self.run_stages(self.prepare(pixels), 0, self.num_stages))
 
     def blocks(self) -> list[nn.Module]:
         n = self.net
