@@ -13,6 +13,20 @@ from pathlib import Path
 import numpy as np
 
 
+def _count(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (a clear one-line error otherwise)."""
+    def parse(s: str) -> int:
+        try:
+            value = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _bits(s: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in s.split(",") if x.strip())
@@ -95,14 +109,21 @@ def run_train(args) -> dict:
                        cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every, device=args.device,
                        loss=LossConfig(**loss))
     data = load_prepared(args.data, splits=[tcfg.train_split])
+    from crossmodal.cache import default_cache_dir
+    from crossmodal.data.screen import screen_prepared
+    screening = screen_prepared(data, [s for s in (tcfg.train_split, tcfg.val_split) if s and s in data],
+                                Path(tcfg.cache_dir) if tcfg.cache_dir else default_cache_dir())
+    _print_screening(screening)
     import torch
     torch.manual_seed(args.seed)
     model = CrossModalHasher(config)
     trainer = Trainer(model, data, args.out, tcfg, scorer=validation_scorer)
     summary = trainer.fit(resume=args.resume)
+    summary["skipped"] = {split: r.counts() for split, r in screening.items()}
     if trainer.rank == 0:
         print(f"model written to {args.out} (best epoch {summary['best_epoch']}, "
               f"validation score {summary['best_score']:.3f})")
+        _print_screening(screening)
     return summary
 
 
@@ -126,9 +147,14 @@ def run_encode(args) -> Path:
     from crossmodal.model import CrossModalHasher
     from training.features import decode_image
 
+    from crossmodal.cache import default_cache_dir
+    from crossmodal.data.screen import screen_prepared
+
     model = CrossModalHasher.from_pretrained(args.model)
     bits = args.bits or model.config.bits
-    ds = load_prepared(args.data, splits=[args.split])[args.split]
+    dd = load_prepared(args.data, splits=[args.split])
+    _print_screening(screen_prepared(dd, [args.split], default_cache_dir()))
+    ds = dd[args.split]
     flat = flatten_split(ds)
     rows = ds.cast_column("image", HFImage(decode=False))["image"]
     img = model.embed_images(decode_image(v) for v in rows)
@@ -208,6 +234,7 @@ def run_eval(args) -> dict:
     from crossmodal.data.splits import flatten_split, label_vocab
     from crossmodal.model import CrossModalHasher
     from retrieval.protocol import EvalConfig, ItemSet, evaluate
+    from crossmodal.errors import InvalidInput
     from retrieval.report import summary_table, write_report
     from training.features import decode_image, default_cache_dir
 
@@ -216,8 +243,11 @@ def run_eval(args) -> dict:
     db_splits = [s for s in (args.database or "").split(",") if s]
     ds = load_prepared(args.data, splits=[args.split, *db_splits])
     if args.split in db_splits:
-        raise ValueError(f"--database must not include the query split {args.split!r}")
+        raise InvalidInput(f"--database must not include the query split {args.split!r}")
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    from crossmodal.data.screen import screen_prepared
+    screened = [args.split, *db_splits] + (["train"] if args.baselines and "train" in ds else [])
+    _print_screening(screen_prepared(ds, list(dict.fromkeys(screened)), cache))
     flats = {s: flatten_split(ds[s]) for s in [args.split, *db_splits]}
     use_labels = args.relevance == "labels" or (args.relevance == "auto" and flats[args.split].has_labels)
     vocab = label_vocab(*flats.values()) if use_labels else []
@@ -287,12 +317,15 @@ def _params(pairs) -> dict:
     return out
 
 
-def dataset_items(data_dir: str, split: str, flat, labels_of=None):
-    """Index items for a prepared split: images keyed by item id, captions by '<id>#<n>'."""
+def dataset_items(data_dir: str, split: str, flat, rows=None):
+    """Index items for a prepared split: images keyed by item id, captions by '<id>#<n>'.
+    ``rows``: each item's row in the dataset as stored (screening may have dropped some)."""
     from retrieval.store import Item
 
     root = str(Path(data_dir).resolve())
-    images = [Item(key=i, source=i, labels=list(flat.labels[n]), extra={"dataset": root, "split": split, "row": n})
+    rows = range(len(flat.ids)) if rows is None else rows
+    images = [Item(key=i, source=i, labels=list(flat.labels[n]),
+                   extra={"dataset": root, "split": split, "row": int(rows[n])})
               for n, i in enumerate(flat.ids)]
     counters: dict[int, int] = {}
     texts = []
@@ -304,27 +337,51 @@ def dataset_items(data_dir: str, split: str, flat, labels_of=None):
     return images, texts
 
 
-def add_split_to_index(index, model, data_dir: str, splits, cache_dir, store_floats: bool) -> dict:
+def embed_splits(model, data_dir: str, splits, cache_dir) -> list:
+    """Pending image and caption items of prepared splits (screened: unusable rows skipped)."""
     from crossmodal.data import load_prepared
+    from crossmodal.data.screen import screen_prepared
     from crossmodal.data.splits import flatten_split
+    from retrieval.ingest import Pending
 
     ds = load_prepared(data_dir, splits=splits)
-    counts = {"image": 0, "text": 0}
+    screening = screen_prepared(ds, splits, cache_dir)
+    _print_screening(screening)
+    pending = []
     for split in splits:
         flat = flatten_split(ds[split])
         img_side, txt_side = split_outputs(model, ds[split], flat, cache_dir, [])
-        img_items, txt_items = dataset_items(data_dir, split, flat)
-        for modality, side, items in (("image", img_side, img_items), ("text", txt_side, txt_items)):
-            res = index.add(modality, items, model.quantize(side.relaxed, index.nbits),
-                            floats=side.relaxed if store_floats else None)
-            counts[modality] += res["added"]
-    return counts
+        img_items, txt_items = dataset_items(data_dir, split, flat, screening[split].rows)
+        pending += [Pending("image", img_items, img_side.relaxed), Pending("text", txt_items, txt_side.relaxed)]
+    return pending
+
+
+def _print_screening(screening) -> None:
+    for report in screening.values():
+        line = report.summary()
+        if line:
+            print(line)
+
+
+def _resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]]:
+    """Keys as stored: a file added with --images is keyed by its absolute path, so a
+    relative or ``~`` path is resolved the same way. Returns (found, not found)."""
+    from retrieval.store import item_id
+
+    found, missing = [], []
+    for key in keys:
+        forms = [key, str(Path(key).expanduser().resolve())]
+        hit = next((f for f in forms if idx.store.existing([item_id(modality, f)])), None)
+        (found if hit is not None else missing).append(hit if hit is not None else key)
+    return found, missing
 
 
 def run_index(args):
+    from crossmodal.errors import InvalidInput, NothingDone
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import CrossModalIndex
-    from training.features import default_cache_dir
+    from retrieval.index import CrossModalIndex, IndexMismatch, check_index_destination
+    from retrieval.ingest import IngestReport, add_pending, commit, embed_image_files, embed_texts
+    from crossmodal.cache import default_cache_dir
 
     cache = Path(args.cache_dir) if getattr(args, "cache_dir", None) else default_cache_dir()
     if args.index_command == "info":
@@ -334,67 +391,62 @@ def run_index(args):
         print(json.dumps(info, indent=2))
         return info
     if args.index_command == "build":
+        check_index_destination(args.out)  # before minutes of feature extraction, not after
         model = CrossModalHasher.from_pretrained(args.model)
         if args.bits not in model.config.bits:
-            raise ValueError(f"--bits {args.bits}: this model serves code lengths {list(model.config.bits)}")
+            raise InvalidInput(f"--bits {args.bits}: this model serves code lengths {list(model.config.bits)}")
         idx = CrossModalIndex(args.bits, model.fingerprint(), args.type, _params(args.param), args.backend,
                               args.milvus_uri)
         idx.model_path = str(Path(args.model).resolve())
-        counts = add_split_to_index(idx, model, args.data, args.split.split(","), cache, args.store_floats)
+        pending = embed_splits(model, args.data, args.split.split(","), cache)
+        add_pending(idx, model, pending, args.store_floats)
         idx.save(args.out)
+        counts = {m: idx.count(m) for m in ("image", "text")}
         print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
               f"{args.bits}-bit {args.type} ({args.backend})")
         return counts
-    idx = CrossModalIndex.load(args.index)
     if args.index_command == "remove":
-        n = idx.remove_keys(args.modality, args.keys)
-        idx.save(args.index)
+        with CrossModalIndex.updating(args.index) as idx:
+            keys, missing = _resolve_removal_keys(idx, args.modality, args.keys)
+            n = idx.remove_keys(args.modality, keys)
+        for key in missing:
+            print(f"not in the index: {args.modality} {key!r}", file=sys.stderr)
+        if not n:
+            raise NothingDone(f"nothing removed from {args.index}: no {args.modality} item has the key(s) given "
+                              f"(image files are keyed by their absolute path, dataset items by their id, captions "
+                              f"by their text or '<id>#<n>'); no new version was written")
         print(f"removed {n} {args.modality} item(s)")
         return n
     # add
-    model_dir = args.model or idx.model_path
+    if not (args.data or args.images or args.texts):
+        raise InvalidInput("index add: nothing to add: give --images FILE..., --texts TEXT... or --data DIR")
+    live = CrossModalIndex.load(args.index)
+    model_dir = args.model or live.model_path
     model = CrossModalHasher.from_pretrained(model_dir)
-    if model.fingerprint() != idx.model_fingerprint:
-        from retrieval.index import IndexMismatch
-        raise IndexMismatch(f"{args.index} was built by model {idx.model_fingerprint}, not by {model_dir}")
-    from crossmodal.data import open_image_checked
-    from retrieval.store import Item
-
-    summary = {"added": 0, "skipped": 0, "failed": 0}
+    if model.fingerprint() != live.model_fingerprint:
+        raise IndexMismatch(f"{args.index} was built by model {live.model_fingerprint}, not by {model_dir}")
+    del live
+    report = IngestReport()
+    pending = []
     if args.data:
-        counts = add_split_to_index(idx, model, args.data, args.split.split(","), cache, args.store_floats)
-        summary["added"] = sum(counts.values())
+        pending += embed_splits(model, args.data, args.split.split(","), cache)
     if args.images:
-        items, images = [], []
-        for path in args.images:
-            try:
-                _, img = open_image_checked(path)
-            except Exception as e:  # PIL raises many types
-                summary["failed"] += 1
-                print(f"skipped {path}: {type(e).__name__}: {e}", file=sys.stderr)
-                continue
-            items.append(Item(key=str(Path(path).resolve()), source=str(Path(path).resolve())))
-            images.append(img)
-        if items:
-            relaxed = model.embed_images(images)
-            res = idx.add("image", items, model.quantize(relaxed, idx.nbits),
-                          floats=relaxed if args.store_floats else None, update=args.update)
-            summary["added"] += res["added"]
-            summary["skipped"] += res["skipped"]
+        pending.append(embed_image_files(model, args.images, report))
     if args.texts:
-        relaxed = model.embed_texts(args.texts)
-        res = idx.add("text", [Item(key=t, source=t) for t in args.texts], model.quantize(relaxed, idx.nbits),
-                      floats=relaxed if args.store_floats else None, update=args.update)
-        summary["added"] += res["added"]
-        summary["skipped"] += res["skipped"]
-    idx.save(args.index)
-    print(f"added {summary['added']}, already present {summary['skipped']}, unreadable {summary['failed']}")
-    return summary
+        from retrieval.search import check_query_texts
+        pending.append(embed_texts(model, check_query_texts(args.texts)))
+    if not any(p.items for p in pending):
+        raise NothingDone(f"nothing added to {args.index}: none of the {len(report.failed)} input(s) could be read; "
+                          f"no new version was written")
+    commit(args.index, model, pending, args.store_floats, args.update, report)
+    print(report.summary())
+    return {"added": report.added, "skipped": report.skipped, "failed": len(report.failed)}
 
 
 def run_search(args):
     from PIL import Image as PILImage
 
+    from crossmodal.errors import InvalidInput
     from retrieval.search import Searcher
 
     searcher = Searcher.open(args.index, args.model)
@@ -405,11 +457,11 @@ def run_search(args):
     else:
         from crossmodal.data import open_image_checked
         try:
-            _, img = open_image_checked(args.image)
+            _, img = open_image_checked(args.image, min_side=searcher.model.image_encoder.image_size)
         except FileNotFoundError:
             raise
         except Exception as e:
-            raise ValueError(f"cannot read image {args.image}: {type(e).__name__}: {e}") from None
+            raise InvalidInput(f"cannot read image {args.image}: {type(e).__name__}: {e}") from None
         target = args.target or "text"
         hits = searcher.search_images([img], target, args.k, args.radius, args.rerank)[0]
         query = {"image": args.image}
@@ -434,10 +486,9 @@ def run_video(args):
 
     searcher = Searcher.open(args.index, args.model)
     if args.video_command == "add":
-        report = add_videos(searcher.index, searcher.model, args.videos, fps=args.fps, max_frames=args.max_frames,
-                            dedup_radius=args.dedup_radius)
-        if report.videos_added:
-            searcher.index.save(args.index)
+        with CrossModalIndex.updating(args.index, searcher.model.fingerprint()) as index:  # serialised with other writers
+            report = add_videos(index, searcher.model, args.videos, fps=args.fps, max_frames=args.max_frames,
+                                dedup_radius=args.dedup_radius)
         print(report.summary())
         if report.failed and not report.videos_added:
             raise ValueError("no video could be added")
@@ -561,14 +612,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = v.add_mutually_exclusive_group(required=True)
     g.add_argument("--text")
     g.add_argument("--image")
-    v.add_argument("-k", type=int, default=10, help="moments to show")
-    v.add_argument("--radius", type=int, default=None)
+    v.add_argument("-k", type=_count(1), default=10, help="moments to show")
+    v.add_argument("--radius", type=_count(0), default=None)
     v.add_argument("--json", action="store_true")
     v = vsub.add_parser("captions", help="caption lookup for a video")
     v.add_argument("--index", required=True)
     v.add_argument("--model", default=None)
     v.add_argument("video")
-    v.add_argument("-k", type=int, default=3)
+    v.add_argument("-k", type=_count(1), default=3)
     sampling_args(v)
     v.add_argument("--json", action="store_true")
     p.set_defaults(func=run_video)
@@ -581,8 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-writes", action="store_true", help="enable POST /api/index/texts (needs --write-token)")
     p.add_argument("--write-token", default=None)
     p.add_argument("--max-upload-mb", type=float, default=8.0)
+    p.add_argument("--max-megapixels", type=float, default=None,
+                   help="refuse uploads announcing more pixels, before decoding (default 40, or CROSSMODAL_MAX_PIXELS)")
     p.set_defaults(func=lambda a: __import__("retrieval.service", fromlist=["serve"]).serve(
-        a.index, a.model, a.host, a.port, a.allow_writes, a.write_token, int(a.max_upload_mb * 1024 * 1024)))
+        a.index, a.model, a.host, a.port, a.allow_writes, a.write_token, int(a.max_upload_mb * 1024 * 1024),
+        int(a.max_megapixels * 1e6) if a.max_megapixels else None))
 
     p = sub.add_parser("search", help="search an index by text or image")
     p.add_argument("--index", required=True)
@@ -592,18 +646,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--image")
     p.add_argument("--target", default=None, choices=["image", "text", "frame"],
                    help="what to find (default: the other modality)")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--radius", type=int, default=None, help="Hamming radius search")
-    p.add_argument("--rerank", type=int, default=0, help="re-rank the top N by continuous outputs")
+    p.add_argument("-k", type=_count(1), default=10, help="results to show (at most the index's size)")
+    p.add_argument("--radius", type=_count(0), default=None, help="Hamming radius search")
+    p.add_argument("--rerank", type=_count(0), default=0, help="re-rank the top N by continuous outputs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_search)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from crossmodal.errors import CrossmodalError
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except CrossmodalError as e:
+        print(f"crossmodal {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"crossmodal {args.command}: error: {msg}", file=sys.stderr)

@@ -6,7 +6,7 @@ val becomes test; a seeded ``--dev-size`` of train becomes dev.
 
     python data_scripts/prepare_coco.py --source /data/coco --out data/coco
 """
-from crossmodal.data.prepare import base_parser, run_prepare
+from crossmodal.data.prepare import base_parser, prepare_main
 from crossmodal.data.sources import read_coco
 
 if __name__ == "__main__":
@@ -15,4 +15,4 @@ if __name__ == "__main__":
     p.add_argument("--dev-size", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    run_prepare(read_coco, args.source, args.out, year=args.year, dev_size=args.dev_size, seed=args.seed)
+    prepare_main(read_coco, args, year=args.year, dev_size=args.dev_size, seed=args.seed)

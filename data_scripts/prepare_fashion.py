@@ -5,7 +5,7 @@ Labels come from ``articleType`` unless ``--label-columns`` names others.
 
     python data_scripts/prepare_fashion.py --source ../shared/data/fashion --out data/fashion
 """
-from crossmodal.data.prepare import base_parser, run_prepare
+from crossmodal.data.prepare import base_parser, prepare_main
 from crossmodal.data.sources import read_fashion
 
 if __name__ == "__main__":
@@ -13,4 +13,4 @@ if __name__ == "__main__":
     p.add_argument("--label-columns", default="articleType", help="comma-separated label columns")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    run_prepare(read_fashion, args.source, args.out, label_columns=args.label_columns.split(","), seed=args.seed)
+    prepare_main(read_fashion, args, label_columns=args.label_columns.split(","), seed=args.seed)

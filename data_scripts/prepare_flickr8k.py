@@ -2,9 +2,9 @@
 
     python data_scripts/prepare_flickr8k.py --source ../shared/data/flickr8k --out data/flickr8k
 """
-from crossmodal.data.prepare import base_parser, run_prepare
+from crossmodal.data.prepare import base_parser, prepare_main
 from crossmodal.data.sources import read_flickr8k
 
 if __name__ == "__main__":
     args = base_parser(__doc__).parse_args()
-    run_prepare(read_flickr8k, args.source, args.out)
+    prepare_main(read_flickr8k, args)

@@ -5,12 +5,14 @@ labels (list or 'x|y'), optional split (train/dev/test; otherwise a seeded 80/10
 
     python data_scripts/prepare_folder.py --source my_photos --out data/mine
 """
-from crossmodal.data.prepare import base_parser, run_prepare
+from crossmodal.data.prepare import base_parser, prepare_main
 from crossmodal.data.sources import read_folder
 
 if __name__ == "__main__":
     p = base_parser(__doc__)
     p.add_argument("--manifest", default=None, help="manifest path (default: SOURCE/manifest.jsonl or .csv)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-outside", action="store_true",
+                   help="accept manifest paths outside --source (absolute paths or '..')")
     args = p.parse_args()
-    run_prepare(read_folder, args.source, args.out, manifest=args.manifest, seed=args.seed)
+    prepare_main(read_folder, args, manifest=args.manifest, seed=args.seed, allow_outside=args.allow_outside)

@@ -3,7 +3,7 @@ network) -> crossmodal's dataset format.
 
     python data_scripts/prepare_hf.py --source path/or/name --out data/x --caption-column caption
 """
-from crossmodal.data.prepare import base_parser, run_prepare
+from crossmodal.data.prepare import base_parser, prepare_main
 from crossmodal.data.sources import read_hf
 
 if __name__ == "__main__":
@@ -13,5 +13,5 @@ if __name__ == "__main__":
     p.add_argument("--label-column", default=None)
     p.add_argument("--id-column", default=None)
     args = p.parse_args()
-    run_prepare(read_hf, args.source, args.out, image_column=args.image_column, caption_column=args.caption_column,
+    prepare_main(read_hf, args, image_column=args.image_column, caption_column=args.caption_column,
                 label_column=args.label_column, id_column=args.id_column)

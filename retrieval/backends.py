@@ -21,6 +21,9 @@ candidates they find, sorted the same way.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable, NamedTuple, Protocol, runtime_checkable
+
 import numpy as np
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
@@ -179,6 +182,18 @@ class FaissBinaryIndex:
         return out
 
     # ---- persistence ----------------------------------------------------------------
+    def write_into(self, folder: Path, modality: str) -> None:
+        self.write(str(Path(folder) / f"{modality}.faissbin"))
+
+    @classmethod
+    def read_from(cls, folder: Path, modality: str, nbits: int, kind: str, params: dict,
+                  uri: str | None = None) -> "FaissBinaryIndex":
+        return cls.read(str(Path(folder) / f"{modality}.faissbin"), nbits, kind, params)
+
+    @classmethod
+    def create(cls, nbits: int, modality: str, kind: str, params: dict, uri: str | None = None) -> "FaissBinaryIndex":
+        return cls(nbits, kind, params)
+
     def write(self, path: str) -> None:
         import faiss
         faiss.write_index_binary(self.index, str(path))
@@ -205,3 +220,39 @@ def _sort_rows(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     key = np.where(I < 0, np.iinfo(np.int32).max, D)
     order = np.argsort(key, axis=1, kind="stable")
     return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+
+@runtime_checkable
+class BinaryIndex(Protocol):
+    """What :class:`~retrieval.index.CrossModalIndex` needs of one modality's backend."""
+    nbits: int
+    kind: str
+    params: dict
+
+    @property
+    def ntotal(self) -> int: ...
+    def add(self, ids, codes) -> None: ...
+    def remove(self, ids) -> int: ...
+    def search(self, codes, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def range_search(self, codes, radius: int) -> list[tuple[np.ndarray, np.ndarray]]: ...
+    def memory_bytes(self) -> int: ...
+    def write_into(self, folder: Path, modality: str) -> None:
+        """Persist what lives in this process into a version folder (a server-side
+        backend has nothing to write)."""
+
+
+class Backend(NamedTuple):
+    """How to make a backend for a new index and reopen it from a saved version."""
+    create: Callable[..., BinaryIndex]   # (nbits, modality, kind, params, uri)
+    open: Callable[..., BinaryIndex]     # (version folder, modality, nbits, kind, params, uri)
+
+
+def _milvus() -> type:
+    from .milvus import MilvusBinaryIndex  # pymilvus is imported only when this backend is used
+    return MilvusBinaryIndex
+
+
+BACKENDS: dict[str, Backend] = {
+    "faiss": Backend(FaissBinaryIndex.create, FaissBinaryIndex.read_from),
+    "milvus": Backend(lambda *a, **k: _milvus().create(*a, **k), lambda *a, **k: _milvus().read_from(*a, **k)),
+}

@@ -7,10 +7,16 @@ On disk an index is a folder::
                               model fingerprint, item counts, sha256 of every file
     IDX/v-<n>/<modality>.faissbin, metadata.sqlite, [rerank_<modality>.npz]
 
-Saving writes a complete new version folder, fsyncs it, then swaps ``CURRENT`` with
-``os.replace``: a process killed at any moment leaves the previous version live and
-intact. Loading verifies every checksum and refuses an index made by another model or
-code length.
+    IDX/.lock              the writer lock (an flock: released by the kernel when its holder dies)
+
+Writers are serialised: every save, and every load → modify → save
+(:meth:`CrossModalIndex.updating`), holds ``IDX/.lock``, so two processes (two commands,
+or a server and a command) never drop each other's items. Saving writes a complete new
+version folder, fsyncs it, then swaps ``CURRENT`` with ``os.replace``: a process killed at
+any moment leaves the previous version live and intact, and the next writer removes what
+the killed one left (any version newer than ``CURRENT``). The version just replaced is
+kept one more round for readers that read ``CURRENT`` a moment before the switch.
+Loading verifies every checksum and refuses an index made by another model or code length.
 """
 from __future__ import annotations
 
@@ -18,26 +24,43 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+from filelock import FileLock
 
-from .backends import FaissBinaryIndex
+from crossmodal.atomic import atomic_write_text, fsync_dir
+from crossmodal.errors import CrossmodalError, InvalidInput, UnsafeOutput
+
+from .backends import BACKENDS, Backend, BinaryIndex
 from .store import Item, MetadataStore, item_id
 
 FORMAT_VERSION = 1
 MODALITIES = ("image", "text", "frame")
 
 
-class IndexMismatch(ValueError):
+VERSION_NAME = re.compile(r"v-\d{6,}")
+TMP_NAME = re.compile(r"\.v-\d{6,}\.tmp|\.CURRENT(\.\d+)?\.tmp")
+LOCK_NAME = ".lock"
+
+
+class IndexMismatch(CrossmodalError, ValueError):
     """The index was built by another model or at another code length."""
 
 
-class NotAnIndex(FileNotFoundError):
-    pass
+class NotAnIndex(CrossmodalError, FileNotFoundError):
+    """The folder holds no index (or not a readable ``CURRENT``)."""
+
+
+class IndexCorrupt(CrossmodalError, ValueError):
+    """The live version's files do not match its manifest."""
 
 
 @dataclass
@@ -65,13 +88,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
+def backend_of(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise InvalidInput(f"unknown index backend {name!r}; one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
 
 
 class CrossModalIndex:
@@ -87,21 +107,22 @@ class CrossModalIndex:
         self.store = MetadataStore()
         self.rerank: dict[str, dict[int, np.ndarray]] = {}
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.version: str | None = None  # the version folder it was loaded from
+        self.changes = 0  # items added or removed since load or save; a save with none is skipped by `updating`
 
     # ---- building ----------------------------------------------------------------------
-    def _backend(self, modality: str):
+    def _backend(self, modality: str) -> BinaryIndex:
         if modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; one of {MODALITIES}")
+            raise InvalidInput(f"unknown modality {modality!r}; one of {MODALITIES}")
         if modality not in self.indexes:
-            if self.backend == "milvus":
-                from .milvus import MilvusBinaryIndex
-                self.indexes[modality] = MilvusBinaryIndex(self.nbits, collection=f"crossmodal_{modality}",
-                                                           uri=self.milvus_uri, index_type=self.index_type,
-                                                           params=self.params)
-            else:
-                self.indexes[modality] = FaissBinaryIndex(self.nbits, self.index_type, self.params)
-                self.params = self.indexes[modality].params
+            be = backend_of(self.backend).create(self.nbits, modality, self.index_type, self.params, self.milvus_uri)
+            self.params = be.params
+            self.indexes[modality] = be
         return self.indexes[modality]
+
+    def _open_backend(self, modality: str, version_dir: Path) -> BinaryIndex:
+        return backend_of(self.backend).open(version_dir, modality, self.nbits, self.index_type, self.params,
+                                             self.milvus_uri)
 
     def add(self, modality: str, items: Sequence[Item], codes: np.ndarray, floats: np.ndarray | None = None,
             update: bool = False) -> dict[str, int]:
@@ -128,6 +149,7 @@ class CrossModalIndex:
                 store = self.rerank.setdefault(modality, {})
                 for i, f in zip(ids[new], np.asarray(floats, dtype=np.float16)[new]):
                     store[int(i)] = f
+        self.changes += int(new.sum())
         return {"added": int(new.sum()), "skipped": int((keep & is_present).sum() + (~keep).sum())}
 
     def remove(self, modality: str, ids: Sequence[int]) -> int:
@@ -136,6 +158,7 @@ class CrossModalIndex:
             return 0
         n = self._backend(modality).remove(np.asarray(ids, dtype=np.int64))
         self.store.delete(ids)
+        self.changes += n
         for i in ids:
             self.rerank.get(modality, {}).pop(i, None)
         return n
@@ -153,12 +176,22 @@ class CrossModalIndex:
         search (all items within the Hamming radius, nearest first, at most ``k`` when
         k > 0). ``rerank`` > 0 re-ranks the top ``rerank`` candidates by cosine of the
         continuous outputs (``query_floats`` and the floats stored at add time)."""
+        if modality not in MODALITIES:
+            raise InvalidInput(f"unknown target {modality!r}; one of {', '.join(MODALITIES)}")
+        if k < 0 or (k == 0 and radius is None):
+            raise InvalidInput(f"k must be a positive number of results, got {k}")
+        if rerank < 0:
+            raise InvalidInput(f"rerank must be 0 (off) or a positive number of candidates, got {rerank}")
+        if radius is not None and radius < 0:
+            raise InvalidInput(f"radius must be a Hamming distance >= 0, got {radius}")
         codes = np.atleast_2d(np.ascontiguousarray(codes, dtype=np.uint8))
         if codes.shape[1] * 8 != self.nbits:
             raise IndexMismatch(f"query codes have {codes.shape[1] * 8} bits; this index holds {self.nbits}-bit codes")
         if modality not in self.indexes or self.indexes[modality].ntotal == 0:
             return [[] for _ in range(len(codes))]
         be = self.indexes[modality]
+        # never ask for more than the index holds: k is a user's number, memory is not
+        k, rerank = min(k, be.ntotal), min(rerank, be.ntotal)
         if radius is not None:
             found = be.range_search(codes, radius)
             if k:
@@ -197,70 +230,112 @@ class CrossModalIndex:
                 "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "files": files}
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Atomically write the index to ``folder`` (see the module docstring)."""
+        """Atomically write the index to ``folder`` as its next version, holding the
+        folder's writer lock (see the module docstring)."""
         folder = Path(folder)
-        if folder.exists() and not (folder / "CURRENT").is_file() and any(folder.iterdir()):
-            raise NotAnIndex(f"{folder} exists and is not a crossmodal index; refusing to write into it")
+        _refuse_foreign(folder)
+        with writer_lock(folder):
+            return self._write_version(folder)
+
+    @classmethod
+    @contextmanager
+    def updating(cls, folder: str | os.PathLike, model_fingerprint: str | None = None,
+                 nbits: int | None = None) -> Iterator["CrossModalIndex"]:
+        """Load → modify → save as one serialised step::
+
+            with CrossModalIndex.updating(IDX) as idx:
+                idx.add(...)
+
+        The writer lock is held throughout, so the index yielded is the newest version
+        and no other writer can slip a version in between; a new version is written only
+        when something changed, and not at all when the block raises."""
+        folder = Path(folder)
+        with writer_lock(folder):
+            idx = cls.load(folder, model_fingerprint, nbits)
+            idx.changes = 0
+            yield idx
+            if idx.changes:
+                idx._write_version(folder)
+
+    def _write_version(self, folder: Path) -> Path:
+        """Write version N+1 and switch ``CURRENT`` to it. The caller holds the lock, so
+        anything newer than ``CURRENT`` is debris of a killed writer and is removed."""
         folder.mkdir(parents=True, exist_ok=True)
         current = _read_current(folder)
-        n = int(current.split("-")[1]) + 1 if current else 1
+        _remove_debris(folder, keep={current} if current else set())
+        n = max([_version_number(current)] if current else [0]) + 1
         version = f"v-{n:06d}"
         tmp = folder / f".{version}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        files = {}
-        if self.backend == "faiss":
-            for m, be in self.indexes.items():
-                be.write(str(tmp / f"{m}.faissbin"))
+        for m, be in self.indexes.items():
+            be.write_into(tmp, m)
         self.store.save(str(tmp / "metadata.sqlite"))
         for m, store in self.rerank.items():
             if store:
                 ids = np.fromiter(store.keys(), dtype=np.int64, count=len(store))
                 np.savez(tmp / f"rerank_{m}.npz", ids=ids, floats=np.stack(list(store.values())))
-        for f in sorted(tmp.iterdir()):
-            files[f.name] = _sha256(f)
+        files = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps(self.manifest(files), indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
+        _fault_point("version-files-written")
         os.replace(tmp, folder / version)
-        cur_tmp = folder / ".CURRENT.tmp"
-        cur_tmp.write_text(version)
-        with open(cur_tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(cur_tmp, folder / "CURRENT")
-        _fsync_dir(folder)
-        for old in folder.iterdir():  # older versions and leftovers of killed saves
-            if old.name not in (version, "CURRENT"):
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        _fault_point("version-renamed")
+        atomic_write_text(folder / "CURRENT", version, on_written=lambda: _fault_point("current-tmp-written"))
+        _fault_point("current-switched")
+        # the version just replaced stays one more round, for readers that read CURRENT
+        # a moment ago; older ones and leftovers go
+        _remove_debris(folder, keep={version} | ({current} if current else set()))
+        self.changes = 0
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike, model_fingerprint: str | None = None,
              nbits: int | None = None) -> "CrossModalIndex":
-        """Open an index, verifying checksums; refuse one made by another model
-        (``model_fingerprint``) or at another code length (``nbits``)."""
+        """Open the live version of an index, verifying checksums; refuse one made by
+        another model (``model_fingerprint``) or at another code length (``nbits``).
+
+        A writer may switch ``CURRENT`` and retire the version being read while this
+        runs; the load then starts again on the new version."""
         folder = Path(folder)
-        current = _read_current(folder)
-        if not current:
-            raise NotAnIndex(f"{folder} is not a crossmodal index (no CURRENT file); build one with "
-                             f"`crossmodal index build`")
+        for _ in range(5):
+            current = read_current_version(folder)
+            try:
+                return cls._load_version(folder, current, model_fingerprint, nbits)
+            except (IndexCorrupt, NotAnIndex):
+                if read_current_version(folder) == current:
+                    raise
+        return cls._load_version(folder, read_current_version(folder), model_fingerprint, nbits)
+
+    @classmethod
+    def _load_version(cls, folder: Path, current: str, model_fingerprint: str | None,
+                      nbits: int | None) -> "CrossModalIndex":
         vdir = folder / current
+        recover = (f"restore the folder from a backup, or rebuild it with `crossmodal index build --out {folder}`")
+        if not vdir.is_dir():
+            raise NotAnIndex(f"{folder}/CURRENT names version {current}, which is missing: {recover}")
         try:
             manifest = json.loads((vdir / "manifest.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as e:
-            raise NotAnIndex(f"{folder}: manifest unreadable ({e})") from None
-        if manifest.get("format") != "crossmodal-index":
-            raise NotAnIndex(f"{folder}: not a crossmodal index manifest")
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise IndexCorrupt(f"{folder}: manifest of {current} unreadable ({e}); {recover}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != "crossmodal-index":
+            raise NotAnIndex(f"{folder}: {current}/manifest.json is not a crossmodal index manifest")
+        missing = [k for k in ("format_version", "nbits", "index_type", "params", "model_fingerprint", "counts",
+                               "created", "files") if k not in manifest]
+        if missing:
+            raise IndexCorrupt(f"{folder}: {current}/manifest.json lacks {', '.join(map(repr, missing))}: "
+                               f"the index is damaged; {recover}")
         if manifest["format_version"] > FORMAT_VERSION:
-            raise ValueError(f"{folder} was written by a newer crossmodal (format {manifest['format_version']})")
+            raise InvalidInput(f"{folder} was written by a newer crossmodal (format {manifest['format_version']}); "
+                               f"upgrade crossmodal to read it")
         for name, digest in manifest["files"].items():
             path = vdir / name
             if not path.is_file():
-                raise ValueError(f"{folder}: file {name} listed in the manifest is missing")
+                raise IndexCorrupt(f"{folder}: file {name} listed in the manifest is missing; {recover}")
             if _sha256(path) != digest:
-                raise ValueError(f"{folder}: checksum mismatch for {name}: the index is corrupt")
+                raise IndexCorrupt(f"{folder}: checksum mismatch for {name}: the index is corrupt; {recover}")
         if model_fingerprint is not None and manifest["model_fingerprint"] != model_fingerprint:
             raise IndexMismatch(f"{folder} was built by model {manifest['model_fingerprint']}, not by the model in use "
                                 f"({model_fingerprint}); rebuild the index with this model or load that model")
@@ -270,13 +345,10 @@ class CrossModalIndex:
                   manifest.get("backend", "faiss"), manifest.get("milvus_uri"))
         idx.created = manifest["created"]
         idx.model_path = manifest.get("model_path")
+        idx.version = current
         idx.store = MetadataStore(str(vdir / "metadata.sqlite"))
         for m in manifest["counts"]:
-            if idx.backend == "faiss":
-                idx.indexes[m] = FaissBinaryIndex.read(str(vdir / f"{m}.faissbin"), idx.nbits, idx.index_type,
-                                                       idx.params)
-            else:
-                idx._backend(m)
+            idx.indexes[m] = idx._open_backend(m, vdir)
         for m in MODALITIES:
             p = vdir / f"rerank_{m}.npz"
             if p.is_file():
@@ -287,13 +359,90 @@ class CrossModalIndex:
     def info(self) -> dict:
         return {"nbits": self.nbits, "index_type": self.index_type, "params": self.params, "backend": self.backend,
                 "model_fingerprint": self.model_fingerprint, "counts": {m: self.count(m) for m in self.indexes},
-                "memory_bytes": {m: be.memory_bytes() for m, be in self.indexes.items()
-                                 if hasattr(be, "memory_bytes")}}
+                "memory_bytes": {m: be.memory_bytes() for m, be in self.indexes.items()}}
+
+
+def _version_number(name: str) -> int:
+    return int(name.split("-")[1])
 
 
 def _read_current(folder: Path) -> str | None:
+    """The name in ``CURRENT`` when it is well-formed, else None (no check that it exists)."""
     p = folder / "CURRENT"
     if not p.is_file():
         return None
-    name = p.read_text().strip()
-    return name if name.startswith("v-") and (folder / name).is_dir() else None
+    name = p.read_text(errors="replace").strip()
+    return name if VERSION_NAME.fullmatch(name) else None
+
+
+def read_current_version(folder: str | os.PathLike) -> str:
+    """The live version's name; a clear :class:`NotAnIndex` when there is none. Cheap
+    (one small file): a server calls it per request to notice a newer version."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotAnIndex(f"{folder} does not exist; build an index with `crossmodal index build --out {folder}`")
+    p = folder / "CURRENT"
+    if not p.is_file():
+        raise NotAnIndex(f"{folder} is not a crossmodal index (no CURRENT file); build one with "
+                         f"`crossmodal index build`")
+    name = _read_current(folder)
+    if name is None:
+        raise NotAnIndex(f"{folder}/CURRENT does not name a version (it holds {p.read_text(errors='replace')[:40]!r}); "
+                         f"restore it from a backup, or rebuild with `crossmodal index build --out {folder}`")
+    return name
+
+
+def _is_index_debris(name: str) -> bool:
+    return bool(VERSION_NAME.fullmatch(name) or TMP_NAME.fullmatch(name)) or name == LOCK_NAME
+
+
+def _refuse_foreign(folder: Path) -> None:
+    """Write only into an index folder, an empty one, or one holding nothing but the
+    leftovers of an index (a first build killed before its ``CURRENT`` was written)."""
+    if folder.exists() and not folder.is_dir():
+        raise UnsafeOutput(f"{folder} is a file, not an index folder; choose another --out")
+    if folder.is_dir() and not (folder / "CURRENT").is_file():
+        foreign = [p.name for p in folder.iterdir() if not _is_index_debris(p.name)]
+        if foreign:
+            raise NotAnIndex(f"{folder} exists and is not a crossmodal index (it holds {', '.join(sorted(foreign)[:3])}"
+                               f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: choose a new or "
+                               f"empty --out")
+
+
+def check_index_destination(folder: str | os.PathLike) -> None:
+    """Refuse an output folder before any work is done (see :func:`_refuse_foreign`)."""
+    _refuse_foreign(Path(folder))
+
+
+def _remove_debris(folder: Path, keep: set[str]) -> None:
+    """Remove every version folder but ``keep``, and leftovers of killed saves."""
+    for p in folder.iterdir():
+        if p.name in keep or p.name in ("CURRENT", LOCK_NAME):
+            continue
+        if _is_index_debris(p.name):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+_LOCKS: dict[str, FileLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def writer_lock(folder: str | os.PathLike, timeout: float = 600.0) -> FileLock:
+    """The exclusive writer lock of an index folder (``IDX/.lock``, an ``flock``): held
+    across load → modify → save by every writer, in any process; released by the
+    kernel if its holder dies. One lock object per folder in a process: a thread that
+    holds it may take it again, and another thread waits like another process would."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    with _LOCKS_GUARD:
+        if key not in _LOCKS:
+            _LOCKS[key] = FileLock(str(folder / LOCK_NAME), timeout=timeout)
+        return _LOCKS[key]
+
+
+def _fault_point(name: str) -> None:
+    """Fault injection for the crash tests: ``CROSSMODAL_KILL_AT=<name>`` makes the
+    process SIGKILL itself here, the way a power cut or an OOM kill would."""
+    if os.environ.get("CROSSMODAL_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -8,6 +8,8 @@ order, as in the faiss flat backend; at the cut-off Milvus picks which tied item
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 MILVUS_INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
@@ -40,6 +42,18 @@ class MilvusBinaryIndex:
             self.client.create_collection(collection, schema=schema, index_params=ip)
         self.client.load_collection(collection)
         self._seq = self.ntotal
+
+    @classmethod
+    def create(cls, nbits: int, modality: str, kind: str, params: dict, uri: str | None = None) -> "MilvusBinaryIndex":
+        return cls(nbits, collection=f"crossmodal_{modality}", uri=uri, index_type=kind, params=params)
+
+    @classmethod
+    def read_from(cls, folder: Path, modality: str, nbits: int, kind: str, params: dict,
+                  uri: str | None = None) -> "MilvusBinaryIndex":
+        return cls.create(nbits, modality, kind, params, uri)  # the codes live on the server
+
+    def write_into(self, folder: Path, modality: str) -> None:
+        """Nothing to write: Milvus persists its collections itself."""
 
     @property
     def ntotal(self) -> int:

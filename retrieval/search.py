@@ -1,54 +1,92 @@
 """Search in every direction through the model: text->image, image->text,
-image->image, text->text, for raw queries (captions, PIL images) or packed codes."""
+image->image, text->text, for raw queries (captions, PIL images) or packed codes.
+
+A :class:`Searcher` opened from a folder follows that folder: :meth:`Searcher.refresh`
+(one small read of ``CURRENT``) swaps in a version another process wrote, so a server
+serves what a command line added a moment ago."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .index import CrossModalIndex, Hit, IndexMismatch
+from crossmodal.errors import InvalidInput
+
+from .index import CrossModalIndex, Hit, IndexMismatch, read_current_version
+
+MAX_QUERY_CHARS = 500
+
+
+def check_query_texts(texts: Sequence[str], max_chars: int = MAX_QUERY_CHARS) -> list[str]:
+    """Captions used as queries or added as items: non-blank and at most ``max_chars``."""
+    texts = list(texts)
+    for t in texts:
+        if not isinstance(t, str) or not t.strip():
+            raise InvalidInput("a text query or caption must not be empty or blank")
+        if len(t) > max_chars:
+            raise InvalidInput(f"a text of {len(t)} characters is longer than the limit of {max_chars}")
+    return texts
 
 
 class Searcher:
     """A model and the index it built, ready to answer queries."""
 
-    def __init__(self, model, index: CrossModalIndex):
+    def __init__(self, model, index: CrossModalIndex, index_dir: str | Path | None = None):
         if model.fingerprint() != index.model_fingerprint:
             raise IndexMismatch(f"the index was built by model {index.model_fingerprint}, "
                                 f"not by this model ({model.fingerprint()})")
         if index.nbits not in model.config.bits:
             raise IndexMismatch(f"the index holds {index.nbits}-bit codes; this model serves {list(model.config.bits)}")
         self.model, self.index = model, index
+        self.index_dir = Path(index_dir) if index_dir is not None else None
+        self._fingerprint = index.model_fingerprint
+        self._reload = threading.Lock()
 
     @classmethod
-    def open(cls, index_dir: str | Path, model_dir: str | Path | None = None) -> "Searcher":
+    def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, model=None) -> "Searcher":
+        """Open the index in ``index_dir`` with the model recorded in it (or ``model_dir``,
+        or an already loaded ``model``)."""
         from crossmodal.model import CrossModalHasher
 
         index = CrossModalIndex.load(index_dir)
-        model_dir = model_dir or index.model_path
-        if not model_dir:
-            raise ValueError(f"{index_dir} does not record its model's folder: pass --model DIR")
-        model = CrossModalHasher.from_pretrained(model_dir)
-        if model.fingerprint() != index.model_fingerprint:
-            raise IndexMismatch(f"{index_dir} was built by model {index.model_fingerprint}, not by the model in "
-                                f"{model_dir} ({model.fingerprint()}); rebuild the index with this model")
-        return cls(model, index)
+        if model is None:
+            model_dir = model_dir or index.model_path
+            if not model_dir:
+                raise InvalidInput(f"{index_dir} does not record its model's folder: pass --model DIR")
+            model = CrossModalHasher.from_pretrained(model_dir)
+            if model.fingerprint() != index.model_fingerprint:
+                raise IndexMismatch(f"{index_dir} was built by model {index.model_fingerprint}, not by the model in "
+                                    f"{model_dir} ({model.fingerprint()}); rebuild the index with this model")
+        return cls(model, index, index_dir)
 
-    def _run(self, relaxed: np.ndarray, target: str, k: int, radius: int | None, rerank: int) -> list[list[Hit]]:
+    def refresh(self) -> bool:
+        """Swap in the folder's newest version if another writer made one; True if so."""
+        if self.index_dir is None or read_current_version(self.index_dir) == self.index.version:
+            return False
+        with self._reload:
+            if read_current_version(self.index_dir) == self.index.version:
+                return False
+            self.index = CrossModalIndex.load(self.index_dir, self._fingerprint, self.index.nbits)
+            return True
+
+    def search_relaxed(self, relaxed: np.ndarray, target: str, k: int = 10, radius: int | None = None,
+                       rerank: int = 0) -> list[list[Hit]]:
+        """The one query path: continuous outputs -> codes -> the index (-> re-ranking)."""
         codes = self.model.quantize(relaxed, self.index.nbits)
         return self.index.search(codes, target, k=k, radius=radius, query_floats=relaxed, rerank=rerank)
 
     def search_texts(self, texts: Sequence[str], target: str = "image", k: int = 10, radius: int | None = None,
                      rerank: int = 0) -> list[list[Hit]]:
         """Captions as queries; ``target`` is 'image', 'text' or 'frame'."""
-        return self._run(self.model.embed_texts(list(texts)), target, k, radius, rerank)
+        return self.search_relaxed(self.model.embed_texts(check_query_texts(texts)), target, k, radius, rerank)
 
     def search_images(self, images: Sequence[Image.Image], target: str = "text", k: int = 10,
                       radius: int | None = None, rerank: int = 0) -> list[list[Hit]]:
         """Images as queries; ``target`` is 'text', 'image' or 'frame'."""
-        return self._run(self.model.embed_images(images), target, k, radius, rerank)
+        return self.search_relaxed(self.model.embed_images(images), target, k, radius, rerank)
 
     def search_codes(self, codes: np.ndarray, target: str, k: int = 10, radius: int | None = None) -> list[list[Hit]]:
         return self.index.search(codes, target, k=k, radius=radius)

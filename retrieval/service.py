@@ -21,12 +21,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from crossmodal.data.images import ImageTooLarge, max_pixels_default, open_image
+from crossmodal.errors import InvalidInput
+
 from .batching import EmbedBatcher
-from .search import Searcher
-from .store import Item
+from .ingest import Pending, add_pending, commit, text_items
+from .search import MAX_QUERY_CHARS, Searcher, check_query_texts
 
 WEB_DIR = Path(__file__).with_name("web")
-MAX_QUERY_CHARS = 500
 TARGETS = ("image", "text", "frame", "moments")
 
 
@@ -34,17 +36,18 @@ class NewTexts(BaseModel):
     texts: list[str] = Field(..., min_length=1, max_length=1000)
 
 
-def _thumbnail_source(meta: dict) -> Image.Image:
-    """The image behind an indexed item: a dataset row, an image file, or a video frame."""
+def _thumbnail_source(meta: dict, size: int, max_pixels: int) -> Image.Image:
+    """The image behind an indexed item (a dataset row, an image file, or a video frame),
+    decoded no larger than a thumbnail of ``size`` needs."""
     extra = meta.get("extra") or {}
     if meta["modality"] == "image" and "dataset" in extra:
         from datasets import Image as HFImage, load_from_disk
 
         ds = load_from_disk(str(Path(extra["dataset"]) / extra["split"])).cast_column("image", HFImage(decode=False))
         cell = ds[int(extra["row"])]["image"]
-        return Image.open(io.BytesIO(cell["bytes"])) if cell.get("bytes") else Image.open(cell["path"])
+        return open_image(cell.get("bytes") or cell["path"], min_side=size, max_pixels=max_pixels)
     if meta["modality"] == "image":
-        return Image.open(meta["source"])
+        return open_image(meta["source"], min_side=size, max_pixels=max_pixels)
     if meta["modality"] == "frame":
         import av
 
@@ -58,7 +61,11 @@ def _thumbnail_source(meta: dict) -> Image.Image:
 
 
 def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, token: "str | None" = None,
-               max_upload_bytes: int = 8 * 1024 * 1024):
+               max_upload_bytes: int = 8 * 1024 * 1024, max_pixels: int | None = None, max_decodes: int = 2):
+    """``max_pixels``: uploads announcing more pixels are refused (413) before decoding
+    (default: the project's limit, 40 MP or ``CROSSMODAL_MAX_PIXELS``); ``max_decodes``:
+    image decodes running at once, so simultaneous large uploads queue instead of
+    multiplying peak memory."""
     if allow_writes and not token:
         raise ValueError("writes need a token: start the server with --write-token")
     bits_available = sorted(searchers)
@@ -69,6 +76,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
     for b, s in searchers.items():
         batchers.setdefault(fingerprints[b], EmbedBatcher(s.model))
     write_lock = threading.Lock()
+    max_pixels = max_pixels or max_pixels_default()
+    decode_slots = threading.BoundedSemaphore(max_decodes)
     thumbs: OrderedDict[int, bytes] = OrderedDict()
 
     app = FastAPI(title="crossmodal", version="0.1.0",
@@ -95,15 +104,16 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         b = bits or default_bits
         if b not in searchers:
             raise HTTPException(400, f"no index with {b}-bit codes; available: {bits_available}")
-        return searchers[b]
+        searcher = searchers[b]
+        searcher.refresh()  # serve what another writer (a command line) saved since the last request
+        return searcher
 
     def run(searcher: Searcher, relaxed: np.ndarray, target: str, k: int, radius: int | None):
         if target == "moments":
             from .video import moments_for_codes
             code = searcher.model.quantize(relaxed[None], searcher.index.nbits)[0]
             return [m.to_dict() for m in moments_for_codes(searcher.index, code, top=k, radius=radius)]
-        codes = searcher.model.quantize(relaxed[None], searcher.index.nbits)
-        hits = searcher.index.search(codes, target, k=k, radius=radius, query_floats=relaxed[None])[0]
+        hits = searcher.search_relaxed(relaxed[None], target, k=k, radius=radius)[0]
         return [{**h.to_dict(), "id": str(h.id)} for h in hits]
 
     @app.get("/api/health")
@@ -126,6 +136,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
                     target: str = Query("image", pattern="^(image|text|frame|moments)$"),
                     k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                     bits: int | None = None):
+        if not q.strip():
+            raise HTTPException(422, "invalid request: q: the query must not be blank")
         s = pick(bits)
         relaxed = batchers[fingerprints[s.index.nbits]].embed_text(q)
         return {"query": q, "target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
@@ -138,13 +150,14 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        s = pick(bits)
         try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
-            img = img.convert("RGB")
+            with decode_slots:
+                img = open_image(data, min_side=s.model.image_encoder.image_size, max_pixels=max_pixels)
+        except ImageTooLarge as e:
+            raise HTTPException(413, f"{file.filename or 'upload'}: {e}") from None
         except Exception:
             raise HTTPException(400, f"{file.filename or 'upload'} is not an image Pillow can read") from None
-        s = pick(bits)
         relaxed = batchers[fingerprints[s.index.nbits]].embed_image(img)
         return {"target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
 
@@ -153,6 +166,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
             iid = int(item_id)
         except ValueError:
             raise HTTPException(404, "no such item") from None
+        if not 0 <= iid < 2 ** 63:  # ids are 63-bit; SQLite cannot even hold a larger one
+            raise HTTPException(404, "no such item")
         for s in searchers.values():
             meta = s.index.store.get([iid]).get(iid)
             if meta:
@@ -170,7 +185,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         key = (meta["id"], size)
         if key not in thumbs:
             try:
-                img = _thumbnail_source(meta).convert("RGB")
+                with decode_slots:
+                    img = _thumbnail_source(meta, size, max_pixels).convert("RGB")
             except LookupError:
                 raise HTTPException(404, "this item has no image") from None
             except Exception:
@@ -189,14 +205,19 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
             raise HTTPException(403, "this server is read-only (start it with --allow-writes and a token)")
         if authorization != f"Bearer {token}":
             raise HTTPException(401, "missing or wrong token")
+        try:
+            texts = check_query_texts(body.texts)
+        except InvalidInput as e:
+            raise HTTPException(422, f"invalid request: texts: {e}") from None
         s = pick(bits)
-        with write_lock:
-            relaxed = s.model.embed_texts(body.texts)
-            res = s.index.add("text", [Item(key=t, source=t) for t in body.texts],
-                              s.model.quantize(relaxed, s.index.nbits), floats=relaxed)
-            if getattr(s, "index_dir", None):
-                s.index.save(s.index_dir)
-        return res
+        pending = [Pending("text", text_items(texts), s.model.embed_texts(texts))]
+        if s.index_dir is None:  # an in-memory index (tests, embedding in an application)
+            with write_lock:
+                report = add_pending(s.index, s.model, pending, store_floats=True)
+        else:  # under the folder's writer lock, on its newest version; then serve that version
+            report = commit(s.index_dir, s.model, pending, store_floats=True)
+            s.refresh()
+        return {"added": report.added, "skipped": report.skipped}
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -213,7 +234,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
 
 
 def serve(index_dirs: list[str], model_dir: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          allow_writes: bool = False, token: str | None = None, max_upload_bytes: int = 8 * 1024 * 1024) -> None:
+          allow_writes: bool = False, token: str | None = None, max_upload_bytes: int = 8 * 1024 * 1024,
+          max_pixels: int | None = None) -> None:
     import uvicorn
 
     searchers: dict[int, Searcher] = {}
@@ -222,10 +244,9 @@ def serve(index_dirs: list[str], model_dir: str | None = None, host: str = "127.
         s = Searcher.open(d, model_dir)
         fp = s.model.fingerprint()
         s.model = models.setdefault(fp, s.model)  # one model in memory per fingerprint
-        s.index_dir = d
         if s.index.nbits in searchers:
             raise ValueError(f"two indexes with {s.index.nbits}-bit codes: {d}")
         searchers[s.index.nbits] = s
-    app = create_app(searchers, allow_writes, token, max_upload_bytes)
+    app = create_app(searchers, allow_writes, token, max_upload_bytes, max_pixels)
     print(f"serving {', '.join(index_dirs)} on http://{host}:{port}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

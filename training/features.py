@@ -9,7 +9,6 @@ intra-modal image loss two views without running the CNN again.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -18,9 +17,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CROSSMODAL_CACHE", Path.home() / ".cache" / "crossmodal")) / "features"
+from crossmodal.cache import default_cache_dir  # noqa: F401  (re-exported: callers import it from here)
+from crossmodal.data.images import open_image
 
 
 def split_fingerprint(ds) -> str:
@@ -55,8 +53,7 @@ def decode_image(value) -> Image.Image:
     """A ``datasets.Image`` cell (decoded PIL, or {'bytes', 'path'}) -> RGB PIL image."""
     if isinstance(value, Image.Image):
         return value.convert("RGB")
-    data = value.get("bytes") or Path(value["path"]).read_bytes()
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    return open_image(value.get("bytes") or value["path"])
 
 
 @torch.inference_mode()

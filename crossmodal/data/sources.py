@@ -13,12 +13,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
+from ..errors import InvalidInput, MissingInput
 from .format import PrepareReport
 
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingInput(f"{what} not found: {path}")
     return path
 
 
@@ -145,40 +146,71 @@ def _as_list(value) -> list[str]:
     return [v for v in (s.strip() for s in str(value).split("|")) if v]
 
 
+def _manifest_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of a JSONL or CSV manifest; a bad file is one clear error naming it and the line."""
+    try:
+        if path.suffix == ".jsonl":
+            rows = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise InvalidInput(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise InvalidInput(f"{path}:{n}: expected a JSON object with an 'image' field")
+                    rows.append((n, row))
+            return rows
+        with path.open(newline="", encoding="utf-8") as f:
+            return [(n, row) for n, row in enumerate(csv.DictReader(f), 2)]
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"{path}: not UTF-8 text (byte {e.start}); save the manifest as UTF-8") from None
+    except csv.Error as e:
+        raise InvalidInput(f"{path}: not a readable CSV ({e})") from None
+
+
 def read_folder(source: str | Path, report: PrepareReport, manifest: str | None = None, seed: int = 0,
-                dev_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, list[dict]]:
+                dev_fraction: float = 0.1, test_fraction: float = 0.1, allow_outside: bool = False
+                ) -> dict[str, list[dict]]:
     """A folder of images + ``manifest.jsonl`` or ``manifest.csv``.
 
     Fields: ``image`` (path relative to the folder), ``captions`` (list, or '|'-separated)
     or ``caption``, optional ``labels`` (list or '|'-separated), optional ``split``, optional
     ``id`` (defaults to the image path). Without ``split``, a seeded 80/10/10 split.
+    Image paths must stay inside the folder (no absolute paths, no ``..`` out of it)
+    unless ``allow_outside``.
     """
     src = Path(source)
+    if not src.is_dir():
+        raise MissingInput(f"--source {src} is not a folder")
     if manifest is None:
         candidates = [src / "manifest.jsonl", src / "manifest.csv"]
         found = [c for c in candidates if c.exists()]
         if not found:
-            raise FileNotFoundError(f"no manifest.jsonl or manifest.csv in {src} (pass --manifest PATH)")
+            raise MissingInput(f"no manifest.jsonl or manifest.csv in {src} (pass --manifest PATH)")
         path = found[0]
     else:
         path = _require(Path(manifest) if Path(manifest).is_absolute() else src / manifest, "manifest")
-    if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    else:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    if rows and "image" not in rows[0]:
-        raise KeyError(f"{path} has no 'image' field")
+    rows = _manifest_rows(path)
+    if not rows:
+        raise InvalidInput(f"{path} lists no images")
+    fields = set().union(*(r.keys() for _, r in rows))
+    if "image" not in fields:
+        raise InvalidInput(f"{path} has no 'image' field/column (it has: {', '.join(sorted(map(str, fields)))})")
+    if not fields & {"captions", "caption"}:
+        raise InvalidInput(f"{path} has no 'captions' or 'caption' field/column (it has: "
+                           f"{', '.join(sorted(map(str, fields)))})")
+    root = src.resolve()
     records = []
-    for r in rows:
+    for n, r in rows:
+        if not r.get("image"):
+            raise InvalidInput(f"{path}:{n}: empty 'image'")
+        image = (src / str(r["image"])).resolve()
+        if not allow_outside and not image.is_relative_to(root):
+            raise InvalidInput(f"{path}:{n}: image {r['image']!r} lies outside {src}; keep images inside the "
+                               f"source folder, or pass --allow-outside")
         caps = _as_list(r.get("captions")) or _as_list(r.get("caption"))
-        records.append({"id": str(r.get("id") or r["image"]), "image": src / r["image"], "captions": caps,
+        records.append({"id": str(r.get("id") or r["image"]), "image": image, "captions": caps,
                         "labels": _as_list(r.get("labels")), "split": r.get("split")})
     if any(not r["split"] for r in records):
         n = len(records)

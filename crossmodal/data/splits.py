@@ -37,11 +37,13 @@ class FlatSplit:
 
 
 def flatten_split(ds) -> FlatSplit:
+    """Items and their captions; empty or blank captions are left out (screening counts them)."""
     cols = ds.select_columns(["id", "captions", "labels"])[:]
     caps, owner = [], []
     for i, cs in enumerate(cols["captions"]):
-        caps.extend(cs)
-        owner.extend([i] * len(cs))
+        kept = [c for c in cs if c and c.strip()]
+        caps.extend(kept)
+        owner.extend([i] * len(kept))
     return FlatSplit(ids=list(cols["id"]), captions=caps, caption_item=np.asarray(owner, dtype=np.int64),
                      labels=[list(x) for x in cols["labels"]])
 
