@@ -124,6 +124,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
     def stats():
         out = {"bits": bits_available, "default_bits": default_bits, "indexes": {}}
         for b, s in searchers.items():
+            s.refresh()
             info = s.index.info()
             out["indexes"][str(b)] = {"counts": info["counts"], "index_type": info["index_type"],
                                       "model_fingerprint": info["model_fingerprint"]}
@@ -169,6 +170,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         if not 0 <= iid < 2 ** 63:  # ids are 63-bit; SQLite cannot even hold a larger one
             raise HTTPException(404, "no such item")
         for s in searchers.values():
+            s.refresh()
             meta = s.index.store.get([iid]).get(iid)
             if meta:
                 return meta

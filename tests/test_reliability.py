@@ -305,7 +305,9 @@ def _photo_folder(root: Path, n: int = 10, manifest: str | None = None) -> Path:
 
 def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
     assert res.returncode == 2, (res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert "Traceback" not in res.stderr and sum("error:" in line for line in lines) == 1, res.stderr
+    assert "error:" in lines[-1], res.stderr
     for needle in needles:
         assert needle in res.stderr, res.stderr
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -41,9 +42,14 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, min_side: int | 
         img = source
     else:
         stream = io.BytesIO(source) if isinstance(source, bytes) else open(Path(source), "rb")
+        limit = max_pixels if max_pixels is not None else max_pixels_default()
         try:
-            img = Image.open(stream)
-            limit = max_pixels if max_pixels is not None else max_pixels_default()
+            with warnings.catch_warnings():  # our limit below replaces Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                try:
+                    img = Image.open(stream)
+                except Image.DecompressionBombError as e:
+                    raise ImageTooLarge(f"{e}; the limit is {limit / 1e6:.0f} MP") from None
             w, h = img.size
             if w * h > limit:
                 raise ImageTooLarge(f"image of {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of "
