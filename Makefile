@@ -1,9 +1,11 @@
 # The two commands of the README: `make demo` (the main job on the built-in dataset,
-# offline) and `make test` (the test suite). Both install into .venv on first use.
+# offline) and `make test` (the test suite, the same checks as CI). Both install into .venv
+# on first use.
 VENV := .venv
 PY := $(VENV)/bin/python
+PYTEST := HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-no-browser bench
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh
@@ -11,5 +13,11 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 demo: install
 	$(VENV)/bin/crossmodal demo --out runs/demo
 
+# Chromium is part of the checks: found, installed (root + apt), or a one-line stop.
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+	bash scripts/ensure_chromium.sh
+	CROSSMODAL_REQUIRE_BROWSER=1 $(PYTEST)
+
+# Everything but the browser test, for a machine without Chromium (it says so when it skips).
+test-no-browser: install
+	$(PYTEST)

@@ -34,40 +34,70 @@ def _bits(s: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--bits must be comma-separated integers, got {s!r}") from None
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their line breaks; every option shows its default (unless None/False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text
+                and action.option_strings and not isinstance(action.default, bool)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _choices_help(notes: dict[str, str]) -> str:
+    return "; ".join(f"{n}: {d}" for n, d in notes.items())
+
+
+def _bits_str(bits) -> str:
+    return ",".join(map(str, bits))
+
+
 # ---- train ---------------------------------------------------------------------------
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+    from crossmodal.encoders import describe_encoders
+    from crossmodal.quantizers import QUANTIZERS
     from training import TrainConfig
     from training.losses import LossConfig
 
-    d, dl = TrainConfig(), LossConfig()
+    d, dl, m = TrainConfig(), LossConfig(), ModelConfig()
+    img, txt, head = ImageEncoderConfig(), TextEncoderConfig(), HeadConfig()
     p.add_argument("--data", required=True, help="prepared dataset folder (data_scripts/prepare_*.py)")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--image-encoder", default="efficientnet-lite0")
-    p.add_argument("--image-weights", default="default", help="'default', 'none' or a local weights file")
-    p.add_argument("--image-trainable", default="frozen", help="frozen | full | last:N")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--text-encoder", default="minilm", help="minilm | gru | a transformers name or folder")
-    p.add_argument("--text-trainable", default="frozen", help="frozen | full | last:N")
-    p.add_argument("--text-vocab-size", type=int, default=None, help="GRU vocabulary size")
-    p.add_argument("--text-hidden", type=int, default=None, help="GRU hidden size (embedding size too)")
-    p.add_argument("--bits", type=_bits, default=(16, 32, 64, 128))
-    p.add_argument("--quantizer", default="sign", choices=["sign", "itq", "kmeans"])
-    p.add_argument("--head-depth", type=int, default=None)
-    p.add_argument("--head-hidden", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--image-encoder", default=img.name, metavar="NAME",
+                   choices=list(describe_encoders("image")),
+                   help="image CNN: " + _choices_help(describe_encoders("image")))
+    p.add_argument("--image-weights", default=img.weights, help="'default', 'none' or a local weights file")
+    p.add_argument("--image-trainable", default=img.trainable, help="frozen | full | last:N (the last N stages)")
+    p.add_argument("--image-size", type=int, default=None, help="CNN input size (default: the encoder's own)")
+    p.add_argument("--text-encoder", default=txt.name, metavar="NAME",
+                   help="text encoder: " + _choices_help(describe_encoders("text")))
+    p.add_argument("--text-trainable", default=txt.trainable, help="frozen | full | last:N (the last N layers)")
+    p.add_argument("--text-vocab-size", type=int, default=None, help=f"GRU vocabulary size (default: {txt.vocab_size})")
+    p.add_argument("--text-hidden", type=int, default=None,
+                   help=f"GRU hidden and embedding size (default: {txt.hidden_dim} and {txt.embed_dim})")
+    p.add_argument("--bits", type=_bits, default=m.bits, help="code lengths to train, comma-separated multiples of 8")
+    p.add_argument("--quantizer", default=m.quantizer, choices=sorted(QUANTIZERS),
+                   help="how outputs become bits: sign of each output, ITQ rotation, or k-means per bit")
+    p.add_argument("--head-depth", type=int, default=head.depth, help="layers of each hash head's MLP")
+    p.add_argument("--head-hidden", type=int, default=head.hidden_dim, help="width of the hash heads' hidden layers")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split (at most)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the heads")
     p.add_argument("--captions-per-step", type=int, default=d.captions_per_step,
                    help="captions of each image in every step (several positives per image row)")
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--supervision", default=d.supervision, choices=["auto", "pairs", "labels"])
-    p.add_argument("--val-split", default=d.val_split)
-    p.add_argument("--cache-dir", default=None, help="feature cache (default ~/.cache/crossmodal/features)")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop after this many epochs without a better validation score")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same model)")
+    p.add_argument("--supervision", default=d.supervision, choices=["auto", "pairs", "labels"],
+                   help="positives: image-caption pairs, shared labels, or labels when the data has them")
+    p.add_argument("--val-split", default=d.val_split, help="split scored after each epoch to pick the best")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/crossmodal/features)")
     p.add_argument("--loss", default=None,
                    help=f"JSON of loss weights to override, e.g. '{{\"triplet\": 0.5}}'; fields: "
                         f"{', '.join(asdict(dl))}")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    p.add_argument("--device", default=d.device, help="auto (CUDA when available) | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
 
@@ -121,10 +151,25 @@ def run_train(args) -> dict:
     summary = trainer.fit(resume=args.resume)
     summary["skipped"] = {split: r.counts() for split, r in screening.items()}
     if trainer.rank == 0:
+        _record_training_data(Path(args.out), args.data, summary["skipped"])
+    if trainer.rank == 0:
         print(f"model written to {args.out} (best epoch {summary['best_epoch']}, "
               f"validation score {summary['best_score']:.3f})")
         _print_screening(screening)
     return summary
+
+
+def _record_training_data(out: Path, data: str, skipped: dict) -> None:
+    """Add what `crossmodal info` shows to train_summary.json: the data and when training ended."""
+    import datetime as dt
+
+    from crossmodal.atomic import atomic_write_text
+
+    path = out / "train_summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(data=str(Path(data).resolve()), skipped=skipped,
+                   finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    atomic_write_text(path, json.dumps(summary, indent=2))
 
 
 # ---- encode --------------------------------------------------------------------------
@@ -528,129 +573,268 @@ def _clock(t: float) -> str:
     return f"{int(t // 60)}:{t % 60:04.1f}"
 
 
+EXAMPLES = {
+    "train": """examples:
+  crossmodal train --data data/flickr8k --out models/f8k
+  crossmodal train --data data/mine --text-encoder gru --image-trainable last:1 --out models/mine""",
+    "encode": """examples:
+  crossmodal encode --model models/f8k --data data/flickr8k --split test --out codes.npz""",
+    "eval": """examples:
+  crossmodal eval --model models/f8k --data data/flickr8k --split test --out reports/f8k
+  crossmodal eval --model models/fashion --data data/fashion --database train,dev --within --out reports/fashion""",
+    "demo": """examples:
+  crossmodal demo                      # the built-in dataset, offline, a few minutes
+  crossmodal demo --epochs 5 --out runs/quick""",
+    "index": """examples:
+  crossmodal index build --model models/f8k --data data/flickr8k --bits 64 --out idx/f8k
+  crossmodal index add --index idx/f8k --images photo1.jpg photo2.jpg
+  crossmodal index info --index idx/f8k""",
+    "index build": """examples:
+  crossmodal index build --model models/f8k --data data/flickr8k --split test --bits 64 --out idx/f8k
+  crossmodal index build --model models/f8k --data data/flickr8k --type ivf --param nlist=256 --out idx/ivf""",
+    "index add": """examples:
+  crossmodal index add --index idx/f8k --images new1.jpg new2.jpg
+  crossmodal index add --index idx/f8k --texts "a dog on a beach" "two children at a table"\n""",
+    "index remove": """examples:
+  crossmodal index remove --index idx/f8k --modality image photos/new1.jpg
+  crossmodal index remove --index idx/f8k --modality text "a dog on a beach"\n""",
+    "index info": """examples:
+  crossmodal index info --index idx/f8k""",
+    "video": """examples:
+  crossmodal video add --index idx/f8k clip.mp4
+  crossmodal video search --index idx/f8k --text "a man rides a bike down a hill"\n""",
+    "video add": """examples:
+  crossmodal video add --index idx/f8k clip1.mp4 clip2.mkv --fps 1""",
+    "video search": """examples:
+  crossmodal video search --index idx/f8k --text "a man rides a bike down a hill" -k 5
+  crossmodal video search --index idx/f8k --image still.jpg --json""",
+    "video captions": """examples:
+  crossmodal video captions --index idx/f8k clip1.mp4 --json""",
+    "serve": """examples:
+  crossmodal serve --index idx/f8k                       # http://127.0.0.1:8000
+  crossmodal serve --index idx/f8k-32 --index idx/f8k-64 --allow-writes --write-token SECRET""",
+    "search": """examples:
+  crossmodal search --index idx/f8k --text "a dog runs through the snow" -k 10
+  crossmodal search --index idx/f8k --image photo.jpg --target image --json""",
+    "info": """examples:
+  crossmodal info models/f8k
+  crossmodal info idx/f8k""",
+}
+
+
+def _sub(sub, name: str, help: str, full_name: str | None = None, **kw) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter,
+                          epilog=EXAMPLES.get(full_name or name), **kw)
+
+
+def _version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import faiss
+    import torch
+
+    try:
+        ours = version("crossmodal")
+    except PackageNotFoundError:
+        ours = "unknown (not installed)"
+    device = "cuda (" + torch.cuda.get_device_name(0) + ")" if torch.cuda.is_available() else "cpu"
+    return (f"crossmodal {ours}\ntorch {torch.__version__}, faiss {faiss.__version__}, python "
+            f"{sys.version.split()[0]}\ndevice: {device}")
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version_text())
+        parser.exit()
+
+
+def run_info(args) -> dict:
+    """What a model or an index folder holds, as JSON."""
+    from crossmodal.errors import InvalidInput
+
+    path = Path(args.path)
+    if (path / "config.json").is_file():
+        info = _model_info(path)
+    elif (path / "CURRENT").is_file():
+        from retrieval.index import CrossModalIndex
+        idx = CrossModalIndex.load(path)
+        info = {"kind": "index", "path": str(path.resolve()), "version": idx.version, **idx.info(),
+                "created": idx.created, "model_path": idx.model_path}
+        if idx.model_path and (Path(idx.model_path) / "config.json").is_file():
+            info["model"] = _model_info(Path(idx.model_path))
+    else:
+        raise InvalidInput(f"{path} is neither a model folder (config.json) nor an index folder (CURRENT)")
+    print(json.dumps(info, indent=2))
+    return info
+
+
+def _model_info(path: Path) -> dict:
+    from crossmodal.model import CrossModalHasher
+
+    model = CrossModalHasher.from_pretrained(path)
+    cfg = model.config
+    info = {"kind": "model", "path": str(path.resolve()), "bits": list(cfg.bits), "quantizer": cfg.quantizer,
+            "fingerprint": model.fingerprint(),
+            "image_encoder": {"name": cfg.image_encoder.name, "trainable": cfg.image_encoder.trainable,
+                              "image_size": model.image_encoder.image_size},
+            "text_encoder": {"name": cfg.text_encoder.name, "trainable": cfg.text_encoder.trainable},
+            "head": asdict(cfg.head)}
+    summary = path / "train_summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        info["training"] = {k: s.get(k) for k in ("data", "finished", "best_epoch", "best_score", "steps")}
+        log = path / "train_log.jsonl"
+        if log.is_file():
+            epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            best = next((e for e in epochs if e.get("epoch") == s.get("best_epoch")), None)
+            if best:
+                info["training"]["validation"] = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+    return info
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a model on a prepared dataset")
+    parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0],
+                                     formatter_class=HelpFormatter,
+                                     epilog="run 'crossmodal COMMAND --help' for a command's options and examples")
+    parser.add_argument("--version", action=_VersionAction, help="versions of crossmodal, torch and faiss, and the "
+                                                                 "device training would use")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output (results and errors still print)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = _sub(sub, "train", "train a model on a prepared dataset")
     add_train_args(p)
     p.set_defaults(func=run_train)
     p = sub.add_parser("encode", help="write packed codes of a split to an .npz",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENCODE_LAYOUT)
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--bits", type=_bits, default=None)
-    p.add_argument("--out", required=True)
+                       description="write packed codes of a split to an .npz",
+                       formatter_class=HelpFormatter, epilog=ENCODE_LAYOUT + "\n\n" + EXAMPLES["encode"])
+    p.add_argument("--model", required=True, help="trained model folder")
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--split", default="test", help="split to encode")
+    p.add_argument("--bits", type=_bits, default=None, help="code lengths (default: all the model serves)")
+    p.add_argument("--out", required=True, help=".npz file to write")
     p.set_defaults(func=run_encode)
-    p = sub.add_parser("eval", help="evaluate a model: metrics, baselines, plots, summary")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
+    p = _sub(sub, "eval", "evaluate a model: metrics, baselines, plots, summary")
+    p.add_argument("--model", required=True, help="trained model folder")
+    p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--split", default="test", help="query split")
     p.add_argument("--database", default=None,
                    help="database split(s), comma-separated (default: the query split's other modality)")
     p.add_argument("--bits", type=_bits, default=None, help="code lengths (default: the model's, up to 64)")
-    p.add_argument("--relevance", default="auto", choices=["auto", "pairs", "labels"])
+    p.add_argument("--relevance", default="auto", choices=["auto", "pairs", "labels"],
+                   help="what counts as relevant: the paired item, a shared label, or labels when the data has them")
     p.add_argument("--within", action="store_true", help="also image->image and text->text")
-    p.add_argument("--no-baselines", dest="baselines", action="store_false")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--no-baselines", dest="baselines", action="store_false",
+                   help="skip the float, LSH, ITQ and CCA+ITQ baselines")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/crossmodal/features)")
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=run_eval)
 
     from .demo import add_demo_args, run_demo
-    p = sub.add_parser("demo", help="the whole job on the built-in dataset, offline (README's first command)")
+    p = _sub(sub, "demo", "the whole job on the built-in dataset, offline (README's first command)")
     add_demo_args(p)
     p.set_defaults(func=run_demo)
 
-    p = sub.add_parser("index", help="build and maintain binary indexes")
-    isub = p.add_subparsers(dest="index_command", required=True)
-    b = isub.add_parser("build", help="index a prepared dataset split (images and captions)")
-    b.add_argument("--model", required=True)
-    b.add_argument("--data", required=True)
+    from retrieval.backends import BACKENDS, DEFAULT_PARAMS
+    from retrieval.index import MODALITIES
+    type_help = "; ".join(f"{t}: {', '.join(f'{k}={v}' for k, v in ps.items()) or 'no parameters'}"
+                          for t, ps in DEFAULT_PARAMS.items())
+    p = _sub(sub, "index", "build and maintain binary indexes")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    b = _sub(isub, "build", "index a prepared dataset split (images and captions)", "index build")
+    b.add_argument("--model", required=True, help="trained model folder")
+    b.add_argument("--data", required=True, help="prepared dataset folder")
     b.add_argument("--split", default="test", help="split(s), comma-separated")
-    b.add_argument("--bits", type=int, default=64)
-    b.add_argument("--type", default="flat", choices=["flat", "ivf", "hnsw", "multihash"])
-    b.add_argument("--param", action="append", help="index parameter NAME=VALUE (nlist, nprobe, M, efSearch, "
-                                                    "nhash, b, nflip)")
-    b.add_argument("--backend", default="faiss", choices=["faiss", "milvus"])
-    b.add_argument("--milvus-uri", default=None, help="Milvus Lite file or http://host:19530")
+    b.add_argument("--bits", type=int, default=64, help="code length (one the model serves)")
+    b.add_argument("--type", default="flat", choices=list(DEFAULT_PARAMS), help=f"index type ({type_help})")
+    b.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="an index parameter, repeatable (see --type for each type's parameters and defaults)")
+    b.add_argument("--backend", default="faiss", choices=list(BACKENDS),
+                   help="faiss (in this process) or milvus (a Milvus server or Milvus Lite file)")
+    b.add_argument("--milvus-uri", default=None, help="Milvus Lite file or http://host:19530 (with --backend milvus)")
     b.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
-    b.add_argument("--cache-dir", default=None)
-    b.add_argument("--out", required=True)
-    a = isub.add_parser("add", help="add items (a dataset split, image files or captions)")
-    a.add_argument("--index", required=True)
-    a.add_argument("--model", default=None, help="default: the model recorded in the index")
-    a.add_argument("--data", default=None)
-    a.add_argument("--split", default="test")
-    a.add_argument("--images", nargs="*", default=None)
-    a.add_argument("--texts", nargs="*", default=None)
+    b.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/crossmodal/features)")
+    b.add_argument("--out", required=True, help="index folder to write (new, empty, or an index)")
+    a = _sub(isub, "add", "add items (a dataset split, image files or captions)", "index add")
+    a.add_argument("--index", required=True, help="index folder")
+    a.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    a.add_argument("--data", default=None, help="a prepared dataset whose --split to add")
+    a.add_argument("--split", default="test", help="split(s) of --data, comma-separated")
+    a.add_argument("--images", nargs="*", default=None, metavar="FILE", help="image files")
+    a.add_argument("--texts", nargs="*", default=None, metavar="TEXT", help="captions")
     a.add_argument("--update", action="store_true", help="replace items already present")
-    a.add_argument("--store-floats", action="store_true")
-    a.add_argument("--cache-dir", default=None)
-    r = isub.add_parser("remove", help="remove items by key")
-    r.add_argument("--index", required=True)
-    r.add_argument("--modality", default="image", choices=["image", "text", "frame"])
-    r.add_argument("keys", nargs="+")
-    i = isub.add_parser("info", help="what an index holds")
-    i.add_argument("--index", required=True)
+    a.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
+    a.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/crossmodal/features)")
+    r = _sub(isub, "remove", "remove items by key", "index remove")
+    r.add_argument("--index", required=True, help="index folder")
+    r.add_argument("--modality", default="image", choices=list(MODALITIES), help="which items the keys name")
+    r.add_argument("keys", nargs="+", help="image file paths, dataset item ids, caption texts or '<id>#<n>'")
+    i = _sub(isub, "info", "what an index holds", "index info")
+    i.add_argument("--index", required=True, help="index folder")
     p.set_defaults(func=run_index)
 
     def sampling_args(sp):
         sp.add_argument("--fps", type=float, default=1.0, help="frames sampled per second")
-        sp.add_argument("--max-frames", type=int, default=None)
+        sp.add_argument("--max-frames", type=int, default=None, help="stop after this many sampled frames per video")
         sp.add_argument("--dedup-radius", type=int, default=2, help="skip frames this close to the last kept one")
 
-    p = sub.add_parser("video", help="video moments and caption lookup through frame encoding")
-    vsub = p.add_subparsers(dest="video_command", required=True)
-    v = vsub.add_parser("add", help="sample, encode and index the frames of videos")
-    v.add_argument("--index", required=True)
-    v.add_argument("--model", default=None)
-    v.add_argument("videos", nargs="+")
+    p = _sub(sub, "video", "video moments and caption lookup through frame encoding")
+    vsub = p.add_subparsers(dest="video_command", required=True, metavar="ACTION")
+    v = _sub(vsub, "add", "sample, encode and index the frames of videos", "video add")
+    v.add_argument("--index", required=True, help="index folder")
+    v.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    v.add_argument("videos", nargs="+", help="video files (anything PyAV/FFmpeg reads)")
     sampling_args(v)
-    v = vsub.add_parser("search", help="find moments by text or image")
-    v.add_argument("--index", required=True)
-    v.add_argument("--model", default=None)
+    v = _sub(vsub, "search", "find moments by text or image", "video search")
+    v.add_argument("--index", required=True, help="index folder")
+    v.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
     g = v.add_mutually_exclusive_group(required=True)
-    g.add_argument("--text")
-    g.add_argument("--image")
+    g.add_argument("--text", help="describe the moment")
+    g.add_argument("--image", help="an image like the moment")
     v.add_argument("-k", type=_count(1), default=10, help="moments to show")
-    v.add_argument("--radius", type=_count(0), default=None)
-    v.add_argument("--json", action="store_true")
-    v = vsub.add_parser("captions", help="caption lookup for a video")
-    v.add_argument("--index", required=True)
-    v.add_argument("--model", default=None)
-    v.add_argument("video")
-    v.add_argument("-k", type=_count(1), default=3)
+    v.add_argument("--radius", type=_count(0), default=None, help="only frames within this Hamming distance")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v = _sub(vsub, "captions", "caption lookup for a video", "video captions")
+    v.add_argument("--index", required=True, help="index folder")
+    v.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    v.add_argument("video", help="a video file (indexed or not)")
+    v.add_argument("-k", type=_count(1), default=3, help="captions per segment")
     sampling_args(v)
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_video)
 
-    p = sub.add_parser("serve", help="HTTP service and web page over one or more indexes")
+    p = _sub(sub, "serve", "HTTP service and web page over one or more indexes")
     p.add_argument("--index", action="append", required=True, help="an index folder (repeat for other code lengths)")
-    p.add_argument("--model", default=None, help="default: the model recorded in the index")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--allow-writes", action="store_true", help="enable POST /api/index/texts (needs --write-token)")
-    p.add_argument("--write-token", default=None)
-    p.add_argument("--max-upload-mb", type=float, default=8.0)
+    p.add_argument("--write-token", default=None, help="bearer token that write requests must carry")
+    p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest image upload, in MB")
     p.add_argument("--max-megapixels", type=float, default=None,
-                   help="refuse uploads announcing more pixels, before decoding (default 40, or CROSSMODAL_MAX_PIXELS)")
+                   help="refuse uploads announcing more pixels, before decoding (default: 40, or CROSSMODAL_MAX_PIXELS)")
     p.set_defaults(func=lambda a: __import__("retrieval.service", fromlist=["serve"]).serve(
         a.index, a.model, a.host, a.port, a.allow_writes, a.write_token, int(a.max_upload_mb * 1024 * 1024),
         int(a.max_megapixels * 1e6) if a.max_megapixels else None))
 
-    p = sub.add_parser("search", help="search an index by text or image")
-    p.add_argument("--index", required=True)
-    p.add_argument("--model", default=None, help="default: the model recorded in the index")
+    p = _sub(sub, "search", "search an index by text or image")
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
     q = p.add_mutually_exclusive_group(required=True)
-    q.add_argument("--text")
-    q.add_argument("--image")
-    p.add_argument("--target", default=None, choices=["image", "text", "frame"],
+    q.add_argument("--text", help="a caption to search with")
+    q.add_argument("--image", help="an image file to search with")
+    p.add_argument("--target", default=None, choices=list(MODALITIES),
                    help="what to find (default: the other modality)")
     p.add_argument("-k", type=_count(1), default=10, help="results to show (at most the index's size)")
     p.add_argument("--radius", type=_count(0), default=None, help="Hamming radius search")
     p.add_argument("--rerank", type=_count(0), default=0, help="re-rank the top N by continuous outputs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_search)
+
+    p = _sub(sub, "info", "what a model or an index holds: code lengths, encoders, fingerprint, training")
+    p.add_argument("path", help="a model folder or an index folder")
+    p.set_defaults(func=run_info)
     return parser
 
 
@@ -658,6 +842,12 @@ def main(argv: list[str] | None = None) -> int:
     from crossmodal.errors import CrossmodalError
 
     args = build_parser().parse_args(argv)
+    from crossmodal.progress import quiet, set_quiet
+    if args.quiet:
+        set_quiet(True)
+    if quiet() or not sys.stderr.isatty():
+        from datasets.utils.logging import disable_progress_bar
+        disable_progress_bar()  # datasets' own bars: frames of carriage returns in a log
     try:
         args.func(args)
     except CrossmodalError as e:

@@ -16,14 +16,14 @@ from pathlib import Path
 def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="where the dataset, model, indexes and report go")
     p.add_argument("--data", default=None, help="a prepared dataset to use instead of the built-in one")
-    p.add_argument("--train-size", type=int, default=3000)
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--dev-size", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--train-size", type=int, default=3000, help="scenes generated for training")
+    p.add_argument("--test-size", type=int, default=1000, help="scenes generated for evaluation")
+    p.add_argument("--dev-size", type=int, default=500, help="scenes generated for validation")
+    p.add_argument("--epochs", type=int, default=25, help="training epochs")
     p.add_argument("--batch-size", type=int, default=128, help="small batches: more steps on a small set")
     p.add_argument("--image-size", type=int, default=128, help="CNN input size (the scenes are 96x96)")
-    p.add_argument("--bits", default="16,32,64")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bits", default="16,32,64", help="code lengths to train and evaluate")
+    p.add_argument("--seed", type=int, default=0, help="random seed of data and training")
     p.add_argument("--fresh", action="store_true", help="regenerate and retrain even if artifacts exist")
 
 

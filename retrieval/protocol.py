@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
+from crossmodal.progress import progress
 
 from crossmodal.codes import hamming_distances
 
@@ -143,7 +143,7 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
         rels[name] = (rel, gains if mode == "labels" else None, excl)
 
     # ---- learned codes -----------------------------------------------------------------
-    for nbits in tqdm(cfg.bits, desc="evaluate codes", leave=False):
+    for nbits in progress(cfg.bits, desc="evaluate codes", unit="length"):
         codes = {}
         for name, q, d, excl in dirs:
             cq = codes.setdefault(id(q), quantize(q.relaxed, nbits))
@@ -165,7 +165,7 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
         base.setdefault("float", {})[name] = direction_metrics(dist, rel, cfg, None, gains)
     floats = np.concatenate([query.images.relaxed, query.texts.relaxed] +
                             ([] if same_split else [database.images.relaxed, database.texts.relaxed]))
-    for nbits in tqdm(cfg.bits, desc="baselines", leave=False):
+    for nbits in progress(cfg.bits, desc="baselines", unit="length"):
         encoders = {"lsh": LSH(floats.shape[1], nbits, cfg.seed).fit(floats),
                     "itq": ITQ(nbits, seed=cfg.seed).fit(floats)}
         for bname, enc in encoders.items():

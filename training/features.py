@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from crossmodal.progress import progress
 
 from crossmodal.cache import default_cache_dir  # noqa: F401  (re-exported: callers import it from here)
 from crossmodal.data.images import open_image
@@ -70,7 +70,7 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
         tf = encoder.transform(train=False)
         plain = ds.cast_column("image", HFImage(decode=False))
         out = []
-        for s in tqdm(range(0, len(plain), batch_size), desc=desc, unit="batch", leave=False):
+        for s in progress(range(0, len(plain), batch_size), desc=desc, unit="batch"):
             rows = plain[s:s + batch_size]["image"]
             x = torch.stack([tf(decode_image(v)) for v in rows])
             x = torch.cat([x, torch.flip(x, dims=[3])]).to(_device(encoder))
@@ -93,7 +93,7 @@ def text_features(encoder, encoder_cfg: dict, ds, captions: list[str], cache_dir
         encoder.eval()
         dev = _device(encoder)
         out = [encoder(**{k: v.to(dev) for k, v in encoder.tokenize(captions[s:s + batch_size]).items()}).float().cpu()
-               for s in tqdm(range(0, len(captions), batch_size), desc=desc, unit="batch", leave=False)]
+               for s in progress(range(0, len(captions), batch_size), desc=desc, unit="batch")]
         return torch.cat(out) if out else torch.zeros(0, encoder.output_dim)
 
     if cache_dir is None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from crossmodal.progress import progress
 
 from crossmodal.data.splits import FlatSplit, flatten_split, label_vocab
 from crossmodal.model import CrossModalHasher
@@ -361,8 +361,8 @@ class Trainer:
             batches = self._batches(epoch)
             module.train()
             _frozen_to_eval(self.model)
-            bar = tqdm(range(state["batch"], len(batches)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=self.rank != 0, leave=False)
+            bar = progress(range(state["batch"], len(batches)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           unit="batch", disable=self.rank != 0)
             sums: dict[str, float] = {}
             done = 0  # batches run in this call (fewer than the epoch's after a resume)
             for b in bar:

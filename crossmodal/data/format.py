@@ -67,10 +67,10 @@ def _clean_records(records: Iterable[dict], split: str, report: PrepareReport, s
     """Yield records with decoded-and-verified image bytes and non-empty captions.
     ``seen``: ids already written (in any split) -> their split; a repeated id is an
     error naming it, or with ``dedupe`` is dropped (the first one is kept) and counted."""
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
     n_items = n_caps = 0
-    for rec in tqdm(records, desc=f"prepare {split}", unit="item", leave=False):
+    for rec in progress(records, desc=f"prepare {split}", unit="item"):
         item = str(rec["id"])
         if item in seen:
             if not dedupe:

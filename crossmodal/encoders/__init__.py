@@ -13,22 +13,26 @@ from ..config import ImageEncoderConfig, TextEncoderConfig, parse_trainable
 
 _IMAGE: dict[str, Callable[[ImageEncoderConfig], nn.Module]] = {}
 _TEXT: dict[str, Callable[[TextEncoderConfig], nn.Module]] = {}
+#: how each encoder gets its weights, shown by ``--help`` ("bundled, offline", "needs a download", ...)
+_NOTES: dict[tuple[str, str], str] = {}
 
 
-def register_image_encoder(name: str):
+def register_image_encoder(name: str, note: str = ""):
     def wrap(fn):
         if name in _IMAGE:
             raise ValueError(f"image encoder {name!r} registered twice")
         _IMAGE[name] = fn
+        _NOTES["image", name] = note
         return fn
     return wrap
 
 
-def register_text_encoder(name: str):
+def register_text_encoder(name: str, note: str = ""):
     def wrap(fn):
         if name in _TEXT:
             raise ValueError(f"text encoder {name!r} registered twice")
         _TEXT[name] = fn
+        _NOTES["text", name] = note
         return fn
     return wrap
 
@@ -39,6 +43,12 @@ def list_image_encoders() -> list[str]:
 
 def list_text_encoders() -> list[str]:
     return sorted(_TEXT)
+
+
+def describe_encoders(kind: str) -> dict[str, str]:
+    """``{name: how it gets its weights}`` for ``kind`` 'image' or 'text'."""
+    names = list_image_encoders() if kind == "image" else list_text_encoders()
+    return {n: _NOTES.get((kind, n), "") for n in names}
 
 
 def create_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:

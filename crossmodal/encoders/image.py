@@ -136,7 +136,7 @@ class EfficientNetLite0(ImageEncoder):
         return x
 
 
-register_image_encoder("efficientnet-lite0")(EfficientNetLite0)
+register_image_encoder("efficientnet-lite0", "bundled ImageNet weights, offline")(EfficientNetLite0)
 
 
 # torchvision CNNs: (constructor name, feature dim, how to strip the classifier, blocks)
@@ -201,7 +201,7 @@ class TorchvisionCNN(ImageEncoder):
 
 
 for _name in _TV_SPECS:
-    register_image_encoder(_name)(TorchvisionCNN)
+    register_image_encoder(_name, "torchvision ImageNet weights: needs a download, or --image-weights FILE")(TorchvisionCNN)
 
 
 class SmallCNN(ImageEncoder):
@@ -231,4 +231,4 @@ class SmallCNN(ImageEncoder):
         return list(self.stages)
 
 
-register_image_encoder("small-cnn")(SmallCNN)
+register_image_encoder("small-cnn", "trained from scratch, offline")(SmallCNN)

@@ -62,12 +62,12 @@ class TransformerTextEncoder(nn.Module):
         return [self.net.embeddings, *layers]
 
 
-@register_text_encoder("minilm")
+@register_text_encoder("minilm", "all-MiniLM-L6-v2, bundled, offline")
 def _minilm(cfg: TextEncoderConfig) -> TransformerTextEncoder:
     return TransformerTextEncoder(cfg, source=str(minilm_path()))
 
 
-@register_text_encoder("transformers")
+@register_text_encoder("transformers", "any other name: a transformers model (needs a download) or a local folder")
 def _transformers(cfg: TextEncoderConfig) -> TransformerTextEncoder:
     return TransformerTextEncoder(cfg)
 
@@ -137,4 +137,4 @@ class GRUTextEncoder(nn.Module):
         self.vocab = json.loads(path.read_text())
 
 
-register_text_encoder("gru")(GRUTextEncoder)
+register_text_encoder("gru", "bidirectional GRU trained from scratch, offline")(GRUTextEncoder)

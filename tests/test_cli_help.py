@@ -1,0 +1,123 @@
+"""First contact: every option explains itself, registries are listed, --version and
+`info` answer, and progress stays readable in a log file."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from crossmodal.cli import HelpFormatter, build_parser, main
+from test_trainer import TINY_ARGS
+
+
+def _subparsers(parser: argparse.ArgumentParser, prefix=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _subparsers(sub, (*prefix, name))
+
+
+def _leaf_commands():
+    return [(path, p) for path, p in _subparsers(build_parser())
+            if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+
+
+def test_every_option_of_every_command_has_help_and_every_command_an_example():
+    leaves = _leaf_commands()
+    assert {" ".join(path) for path, _ in leaves} >= {
+        "train", "encode", "eval", "demo", "index build", "index add", "index remove", "index info", "video add",
+        "video search", "video captions", "serve", "search", "info"}
+    for path, parser in leaves:
+        assert parser.formatter_class is HelpFormatter, path
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help.strip(), f"{' '.join(path)} {action.option_strings or action.dest}"
+        assert "examples:\n  crossmodal " + path[0] in (parser.epilog or ""), path
+        text = parser.format_help()
+        assert "examples:" in text
+
+
+def test_defaults_show_in_help_and_registries_are_listed():
+    from crossmodal.encoders import list_image_encoders, list_text_encoders
+    from crossmodal.quantizers import QUANTIZERS
+    from retrieval.backends import BACKENDS, DEFAULT_PARAMS
+
+    parsers = dict((" ".join(path), p) for path, p in _leaf_commands())
+    flat = lambda p: " ".join(p.format_help().split())  # noqa: E731  (help text is wrapped to the terminal)
+    train = flat(parsers["train"])
+    for name in [*list_image_encoders(), *list_text_encoders(), *QUANTIZERS]:
+        assert name in train, name
+    assert "bundled ImageNet weights, offline" in train and "needs a download" in train
+    assert "(default: 40)" in train  # --epochs, from TrainConfig
+    build = flat(parsers["index build"])
+    for name in [*DEFAULT_PARAMS, *BACKENDS, "nprobe=16", "efSearch=128"]:
+        assert name in build, name
+    search = flat(parsers["search"])
+    assert "(default: 10)" in search and "frame" in search
+
+
+def test_version():
+    res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "--version"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("crossmodal 0.") and "torch 2." in lines[1] and "faiss 1." in lines[1]
+    assert lines[2] in ("device: cpu",) or lines[2].startswith("device: cuda")
+
+
+def test_train_log_in_a_file_stays_small_and_info_reports_the_model(tiny_data, tmp_path, capsys):
+    log = tmp_path / "train.log"
+    epochs = 6
+    with open(log, "w") as f:
+        res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "train", "--data", str(tiny_data), "--out",
+                              str(tmp_path / "m"), "--epochs", str(epochs), "--batch-size", "8", "--patience", "99",
+                              *TINY_ARGS], stdout=f, stderr=subprocess.STDOUT, timeout=600,
+                             env={**os.environ, "CROSSMODAL_PROGRESS_INTERVAL": "30"})
+    text = log.read_text()
+    assert res.returncode == 0, text[-3000:]
+    assert "\r" not in text
+    lines = text.splitlines()
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) == epochs  # one line per epoch, whatever the number of batches
+    assert len(lines) <= 3 * epochs + 20, text
+    assert main(["info", str(tmp_path / "m")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "model" and info["bits"] == [16, 32]
+    assert info["image_encoder"]["name"] == "small-cnn" and info["text_encoder"]["name"] == "gru"
+    assert info["training"]["data"] == str(tiny_data.resolve()) and info["training"]["finished"]
+    assert "score" in info["training"]["validation"]
+
+
+def test_quiet_prints_no_progress(tiny_data, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "--quiet", "train", "--data", str(tiny_data),
+                          "--out", str(tmp_path / "m"), "--epochs", "2", "--batch-size", "8", *TINY_ARGS],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "epoch 1/2" not in res.stderr and "batch/s" not in res.stderr
+    assert "model written to" in res.stdout
+
+
+def test_info_on_an_index_and_on_a_wrong_folder(tiny_model, tiny_data, feature_cache_dir, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    assert main(["index", "build", "--model", str(tiny_model), "--data", str(tiny_data), "--bits", "16",
+                 "--cache-dir", str(feature_cache_dir), "--out", str(idx)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(idx)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "index" and info["nbits"] == 16 and info["counts"]["image"] == 16
+    assert info["model"]["fingerprint"] == info["model_fingerprint"]
+    assert main(["info", str(tmp_path)]) == 2
+    assert "neither a model folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["index", "--help"], ["video", "search", "--help"]])
+def test_help_exits_zero(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "usage: crossmodal" in capsys.readouterr().out
