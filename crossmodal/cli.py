@@ -695,6 +695,11 @@ def _model_info(path: Path) -> dict:
     return info
 
 
+def _index_and_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter,
@@ -757,8 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/crossmodal/features)")
     b.add_argument("--out", required=True, help="index folder to write (new, empty, or an index)")
     a = _sub(isub, "add", "add items (a dataset split, image files or captions)", "index add")
-    a.add_argument("--index", required=True, help="index folder")
-    a.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    _index_and_model_args(a)
     a.add_argument("--data", default=None, help="a prepared dataset whose --split to add")
     a.add_argument("--split", default="test", help="split(s) of --data, comma-separated")
     a.add_argument("--images", nargs="*", default=None, metavar="FILE", help="image files")
@@ -782,13 +786,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "video", "video moments and caption lookup through frame encoding")
     vsub = p.add_subparsers(dest="video_command", required=True, metavar="ACTION")
     v = _sub(vsub, "add", "sample, encode and index the frames of videos", "video add")
-    v.add_argument("--index", required=True, help="index folder")
-    v.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    _index_and_model_args(v)
     v.add_argument("videos", nargs="+", help="video files (anything PyAV/FFmpeg reads)")
     sampling_args(v)
     v = _sub(vsub, "search", "find moments by text or image", "video search")
-    v.add_argument("--index", required=True, help="index folder")
-    v.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    _index_and_model_args(v)
     g = v.add_mutually_exclusive_group(required=True)
     g.add_argument("--text", help="describe the moment")
     g.add_argument("--image", help="an image like the moment")
@@ -796,8 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--radius", type=_count(0), default=None, help="only frames within this Hamming distance")
     v.add_argument("--json", action="store_true", help="print JSON")
     v = _sub(vsub, "captions", "caption lookup for a video", "video captions")
-    v.add_argument("--index", required=True, help="index folder")
-    v.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    _index_and_model_args(v)
     v.add_argument("video", help="a video file (indexed or not)")
     v.add_argument("-k", type=_count(1), default=3, help="captions per segment")
     sampling_args(v)
@@ -819,8 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
         int(a.max_megapixels * 1e6) if a.max_megapixels else None))
 
     p = _sub(sub, "search", "search an index by text or image")
-    p.add_argument("--index", required=True, help="index folder")
-    p.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+    _index_and_model_args(p)
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--text", help="a caption to search with")
     q.add_argument("--image", help="an image file to search with")
