@@ -4,6 +4,8 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,12 +55,19 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_model_core_never_imports_training_or_retrieval():
-    app_modules = {"cli.py", "demo.py"}  # where the packages meet, by design
+    app = ROOT / "crossmodal" / "cli"  # the application layer: the only place the packages meet
     for path in (ROOT / "crossmodal").rglob("*.py"):
-        if path.name in app_modules and path.parent.name == "crossmodal":
+        if path.is_relative_to(app):
             continue
         assert not _imports(path) & {"training", "retrieval"}, path
     for path in (ROOT / "training").rglob("*.py"):
         assert "retrieval" not in _imports(path), path
     for path in (ROOT / "retrieval").rglob("*.py"):
         assert "training" not in _imports(path), path
+
+
+def test_importing_the_library_loads_neither_training_nor_retrieval():
+    code = ("import sys, crossmodal, crossmodal.model, crossmodal.data, crossmodal.data.screen; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'retrieval')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr

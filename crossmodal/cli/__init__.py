@@ -1,6 +1,8 @@
 """The ``crossmodal`` command: one subcommand per user task.
 
-This is the one place where the model library, ``training`` and ``retrieval`` meet.
+This package (``crossmodal/cli/``) is the application on top: the one place where the
+model library, ``training`` and ``retrieval`` meet. The rest of ``crossmodal`` imports
+neither of them.
 """
 from __future__ import annotations
 
@@ -858,7 +860,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crossmodal {args.command}: error: {msg}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

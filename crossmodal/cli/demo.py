@@ -2,7 +2,7 @@
 
 Generate the dataset -> train with the default encoders -> build the image and text
 indexes -> evaluate both directions against the baselines -> print a table and example
-queries -> write the report. Like ``cli.py`` this is an application module: it is where
+queries -> write the report. Like the rest of ``crossmodal.cli`` this is an application module: it is where
 the model library, ``training`` and ``retrieval`` meet.
 """
 from __future__ import annotations
