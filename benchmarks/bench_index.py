@@ -35,7 +35,7 @@ def trained_like_codes(model_dir: str, data_dir: str, n: int, seed: int = 0):
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
     from crossmodal.model import CrossModalHasher
-    from training.features import default_cache_dir
+    from crossmodal.cache import default_cache_dir
 
     model = CrossModalHasher.from_pretrained(model_dir)
     ds = load_prepared(data_dir)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .atomic import atomic_write_text
 from .codes import pack_bits
 from .config import ModelConfig, parse_trainable
 from .encoders import create_image_encoder, create_text_encoder
@@ -168,12 +169,6 @@ def _tail_stages(trainable: str, encoder: nn.Module) -> int:
     if mode != "last" or n <= 0 or not getattr(encoder, "supports_split", False):
         return 0
     return min(n, encoder.num_stages)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def create_model(config: ModelConfig | None = None) -> CrossModalHasher:

@@ -3,8 +3,9 @@
 On a terminal: tqdm bars. On a pipe or a file (a log, CI): no carriage-return frames,
 but one plain line at most every ``CROSSMODAL_PROGRESS_INTERVAL`` seconds (default 30)
 while a task runs, and one when a task that printed such lines ends; a short task is
-silent there (its result is printed anyway, e.g. the trainer's line per epoch). ``crossmodal --quiet`` (or
-``CROSSMODAL_QUIET=1``) silences progress altogether; results and errors still print.
+silent there (its result is printed anyway, e.g. the trainer's line per epoch).
+``crossmodal --quiet`` (or ``CROSSMODAL_QUIET=1``) silences progress altogether; results
+and errors still print.
 """
 from __future__ import annotations
 
@@ -58,12 +59,12 @@ class _Lines:
 
 
 def progress(iterable: Iterable[T], desc: str, unit: str = "it", total: int | None = None,
-             disable: bool = False, leave: bool = False):
+             disable: bool = False):
     """``iterable`` with progress reporting suited to where stderr goes."""
     if disable or quiet():
         from tqdm.auto import tqdm
         return tqdm(iterable, disable=True)
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
-        return tqdm(iterable, desc=desc, unit=unit, total=total, leave=leave)
+        return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False)
     return _Lines(iterable, desc, unit, total, float(os.environ.get("CROSSMODAL_PROGRESS_INTERVAL", "30")))

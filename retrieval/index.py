@@ -263,8 +263,7 @@ class CrossModalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         current = _read_current(folder)
         _remove_debris(folder, keep={current} if current else set())
-        n = max([_version_number(current)] if current else [0]) + 1
-        version = f"v-{n:06d}"
+        version = f"v-{_version_number(current) + 1 if current else 1:06d}"
         tmp = folder / f".{version}.tmp"
         tmp.mkdir()
         for m, be in self.indexes.items():
@@ -300,14 +299,13 @@ class CrossModalIndex:
         A writer may switch ``CURRENT`` and retire the version being read while this
         runs; the load then starts again on the new version."""
         folder = Path(folder)
-        for _ in range(5):
+        for attempt in range(5):
             current = read_current_version(folder)
             try:
                 return cls._load_version(folder, current, model_fingerprint, nbits)
             except (IndexCorrupt, NotAnIndex):
-                if read_current_version(folder) == current:
+                if attempt == 4 or read_current_version(folder) == current:
                     raise
-        return cls._load_version(folder, read_current_version(folder), model_fingerprint, nbits)
 
     @classmethod
     def _load_version(cls, folder: Path, current: str, model_fingerprint: str | None,

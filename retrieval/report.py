@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from crossmodal.atomic import atomic_write_text
+
 DIRECTION_NAMES = {"i2t": "image → text", "t2i": "text → image", "i2i": "image → image", "t2t": "text → text"}
 
 
@@ -117,9 +119,7 @@ def write_report(report: dict, out_dir: str | os.PathLike, examples: list[dict] 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = _plots(report, out)
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1, default=float))
-    os.replace(tmp, out / "report.json")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=float))
     p = report["protocol"]
     lines = [f"# {title}", "",
              f"Queries: split(s) {', '.join(p['query_splits'])} ({p['queries']['images']} images, "

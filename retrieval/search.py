@@ -46,20 +46,18 @@ class Searcher:
         self._reload = threading.Lock()
 
     @classmethod
-    def open(cls, index_dir: str | Path, model_dir: str | Path | None = None, model=None) -> "Searcher":
-        """Open the index in ``index_dir`` with the model recorded in it (or ``model_dir``,
-        or an already loaded ``model``)."""
+    def open(cls, index_dir: str | Path, model_dir: str | Path | None = None) -> "Searcher":
+        """Open the index in ``index_dir`` with the model recorded in it (or ``model_dir``)."""
         from crossmodal.model import CrossModalHasher
 
         index = CrossModalIndex.load(index_dir)
-        if model is None:
-            model_dir = model_dir or index.model_path
-            if not model_dir:
-                raise InvalidInput(f"{index_dir} does not record its model's folder: pass --model DIR")
-            model = CrossModalHasher.from_pretrained(model_dir)
-            if model.fingerprint() != index.model_fingerprint:
-                raise IndexMismatch(f"{index_dir} was built by model {index.model_fingerprint}, not by the model in "
-                                    f"{model_dir} ({model.fingerprint()}); rebuild the index with this model")
+        model_dir = model_dir or index.model_path
+        if not model_dir:
+            raise InvalidInput(f"{index_dir} does not record its model's folder: pass --model DIR")
+        model = CrossModalHasher.from_pretrained(model_dir)
+        if model.fingerprint() != index.model_fingerprint:
+            raise IndexMismatch(f"{index_dir} was built by model {index.model_fingerprint}, not by the model in "
+                                f"{model_dir} ({model.fingerprint()}); rebuild the index with this model")
         return cls(model, index, index_dir)
 
     def refresh(self) -> bool:

@@ -137,8 +137,10 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
                     target: str = Query("image", pattern="^(image|text|frame|moments)$"),
                     k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                     bits: int | None = None):
-        if not q.strip():
-            raise HTTPException(422, "invalid request: q: the query must not be blank")
+        try:
+            check_query_texts([q])
+        except InvalidInput as e:
+            raise HTTPException(422, f"invalid request: q: {e}") from None
         s = pick(bits)
         relaxed = batchers[fingerprints[s.index.nbits]].embed_text(q)
         return {"query": q, "target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}

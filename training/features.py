@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 from crossmodal.progress import progress
 
-from crossmodal.cache import default_cache_dir  # noqa: F401  (re-exported: callers import it from here)
 from crossmodal.data.images import open_image
 
 

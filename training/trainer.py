@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from crossmodal.cache import default_cache_dir
 from crossmodal.progress import progress
 
 from crossmodal.data.splits import FlatSplit, flatten_split, label_vocab
@@ -146,7 +147,7 @@ class Trainer:
         self.image_mode = ("features" if getattr(m.image_encoder, "is_frozen", False)
                            else "trunk" if m.image_tail_stages else "pixels")
         self.text_cached = bool(getattr(m.text_encoder, "is_frozen", False))
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache.default_cache_dir()
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         img_cfg, txt_cfg = asdict(m.config.image_encoder), asdict(m.config.text_encoder)
 
         def compute_all():

@@ -283,7 +283,8 @@ def run_eval(args) -> dict:
     from retrieval.protocol import EvalConfig, ItemSet, evaluate
     from crossmodal.errors import InvalidInput
     from retrieval.report import summary_table, write_report
-    from training.features import decode_image, default_cache_dir
+    from crossmodal.cache import default_cache_dir
+    from training.features import decode_image
 
     model = CrossModalHasher.from_pretrained(args.model)
     bits = args.bits or tuple(b for b in model.config.bits if b <= 64) or model.config.bits
@@ -491,8 +492,6 @@ def run_index(args):
 
 
 def run_search(args):
-    from PIL import Image as PILImage
-
     from crossmodal.errors import InvalidInput
     from retrieval.search import Searcher
 

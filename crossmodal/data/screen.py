@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_text
+from ..errors import InvalidInput
 from .images import open_image
 
 MAX_NAMED = 5
@@ -71,11 +72,9 @@ def unreadable_rows(ds, cache_dir: Path | None) -> dict[int, str]:
                 open_image(cell.get("bytes") or cell["path"], min_side=8)
             except Exception as e:  # Pillow raises many types for bad files
                 bad[start + n] = f"{type(e).__name__}: {e}"
-    if path is not None:
+    if path is not None:  # a cache: atomic, but no need to survive a power cut
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(bad))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(bad), durable=False)
     return bad
 
 
@@ -115,7 +114,6 @@ def screen_prepared(dd, splits, cache_dir: Path | None, warn: bool = True) -> di
     for split in splits:
         dd[split], reports[split] = screen_split(dd[split], split, cache_dir, warn)
         if len(dd[split]) == 0:
-            from ..errors import InvalidInput
             raise InvalidInput(f"split {split!r} has no usable item left after screening "
                                f"({reports[split].summary()})")
     return reports

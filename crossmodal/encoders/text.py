@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_text
 from ..config import TextEncoderConfig
 from . import register_text_encoder
 
@@ -126,9 +127,7 @@ class GRUTextEncoder(nn.Module):
         return [self.embed, self.gru]
 
     def save_extra(self, folder: Path) -> None:
-        tmp = folder / ".vocab.json.tmp"
-        tmp.write_text(json.dumps(self.vocab))
-        tmp.replace(folder / "vocab.json")
+        atomic_write_text(folder / "vocab.json", json.dumps(self.vocab))
 
     def load_extra(self, folder: Path) -> None:
         path = folder / "vocab.json"
