@@ -31,9 +31,9 @@ def trained_like_codes(model_dir: str, data_dir: str, n: int, seed: int = 0):
     """n codes (and their 64-d relaxed outputs) from mixtures of real backbone features."""
     import torch
 
-    from crossmodal.cli import split_outputs
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
+    from crossmodal.features import relaxed_outputs
     from crossmodal.model import CrossModalHasher
     from crossmodal.cache import default_cache_dir
 
@@ -42,9 +42,9 @@ def trained_like_codes(model_dir: str, data_dir: str, n: int, seed: int = 0):
     img_raw, txt_raw = [], []
     for split in ds:
         flat = flatten_split(ds[split])
-        img, txt = split_outputs(model, ds[split], flat, default_cache_dir(), [])
-        img_raw.append(img.raw)
-        txt_raw.append(txt.raw)
+        outputs = relaxed_outputs(model, ds[split], flat.captions, default_cache_dir())
+        img_raw.append(outputs.image_features)
+        txt_raw.append(outputs.text_features)
     rng = np.random.default_rng(seed)
     out = np.empty((n, 64), np.float32)
     with torch.inference_mode():

@@ -42,7 +42,7 @@ def bench_screening(n: int, tmp: Path) -> list[str]:
     from crossmodal.data.format import _features
     from crossmodal.data.screen import screen_split
     from crossmodal.model import CrossModalHasher
-    from training.features import image_features
+    from crossmodal.features import image_features
 
     rng = np.random.default_rng(0)
     rows = [{"id": f"i{i}", "image": {"bytes": _photo(rng, 224, 224, 85), "path": None}, "captions": ["a photo"],

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import InvalidInput
+
 DEFAULT_BITS: tuple[int, ...] = (16, 32, 64, 128)
 
 
@@ -70,12 +72,12 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self.bits = tuple(sorted(int(b) for b in self.bits))
         if not self.bits:
-            raise ValueError("ModelConfig.bits must name at least one code length")
+            raise InvalidInput("ModelConfig.bits must name at least one code length")
         for b in self.bits:
             if b <= 0 or b % 8:
-                raise ValueError(f"code length {b} is not a positive multiple of 8")
+                raise InvalidInput(f"code length {b} is not a positive multiple of 8")
         if self.quantizer not in ("sign", "itq", "kmeans"):
-            raise ValueError(f"unknown quantizer {self.quantizer!r}: choose sign, itq or kmeans")
+            raise InvalidInput(f"unknown quantizer {self.quantizer!r}: choose sign, itq or kmeans")
 
     @property
     def max_bits(self) -> int:
@@ -112,4 +114,4 @@ def parse_trainable(spec: str) -> tuple[str, int]:
             n = -1
         if n >= 0:
             return "last", n
-    raise ValueError(f"trainable must be 'frozen', 'full' or 'last:N', got {spec!r}")
+    raise InvalidInput(f"trainable must be 'frozen', 'full' or 'last:N', got {spec!r}")

@@ -11,6 +11,9 @@ from __future__ import annotations
 class CrossmodalError(Exception):
     """Something the user can fix: the message says what is wrong and what to do."""
 
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
 
 class InvalidInput(CrossmodalError, ValueError):
     """A bad argument, file or value."""
@@ -26,3 +29,11 @@ class UnsafeOutput(CrossmodalError, ValueError):
 
 class NothingDone(CrossmodalError):
     """The command had nothing to do (no readable input); nothing was written."""
+
+
+class MissingField(CrossmodalError, KeyError):
+    """A column, split or field the input should have is not there."""
+
+
+class Unavailable(CrossmodalError, RuntimeError):
+    """Something needed cannot be loaded or reached: weights, an optional package, a server."""

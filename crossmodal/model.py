@@ -19,9 +19,10 @@ from PIL import Image
 from torch import nn
 
 from .atomic import atomic_write_text
+from .errors import InvalidInput, MissingInput
 from .codes import pack_bits
 from .config import ModelConfig, parse_trainable
-from .encoders import create_image_encoder, create_text_encoder
+from .encoders import ImageEncoder, create_image_encoder, create_text_encoder
 from .heads import HashHead
 from .quantizers import create_quantizer
 
@@ -123,8 +124,7 @@ class CrossModalHasher(nn.Module):
         tmp = folder / f".{WEIGHTS_NAME}.tmp"
         save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
         os.replace(tmp, folder / WEIGHTS_NAME)
-        if hasattr(self.text_encoder, "save_extra"):
-            self.text_encoder.save_extra(folder)
+        self.text_encoder.save_extra(folder)
         cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
         atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True))
         return folder
@@ -136,20 +136,19 @@ class CrossModalHasher(nn.Module):
         folder = Path(folder)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         if not cfg_path.is_file() or not w_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a crossmodal model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+            raise MissingInput(f"{folder} is not a crossmodal model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         raw = json.loads(cfg_path.read_text())
         version = raw.pop("format_version", 1)
         if version > FORMAT_VERSION:
-            raise ValueError(f"{folder} was written by a newer crossmodal (format {version} > {FORMAT_VERSION})")
+            raise InvalidInput(f"{folder} was written by a newer crossmodal (format {version} > {FORMAT_VERSION})")
         config = ModelConfig.from_dict(raw)
         # Weights come from the file: do not load pretrained backbones again.
         config.image_encoder.weights = "none"
         model = cls(config)
-        if hasattr(model.text_encoder, "load_extra"):
-            model.text_encoder.load_extra(folder)
+        model.text_encoder.load_extra(folder)
         missing, unexpected = model.load_state_dict(load_file(str(w_path)), strict=False)
         if missing or unexpected:
-            raise ValueError(f"{w_path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise InvalidInput(f"{w_path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         model.config = ModelConfig.from_dict(raw)
         model.eval()
         return model
@@ -164,9 +163,9 @@ class CrossModalHasher(nn.Module):
         return h.hexdigest()[:16]
 
 
-def _tail_stages(trainable: str, encoder: nn.Module) -> int:
+def _tail_stages(trainable: str, encoder: ImageEncoder) -> int:
     mode, n = parse_trainable(trainable)
-    if mode != "last" or n <= 0 or not getattr(encoder, "supports_split", False):
+    if mode != "last" or n <= 0 or not encoder.supports_split:
         return 0
     return min(n, encoder.num_stages)
 

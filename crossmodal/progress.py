@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, Sized, TypeVar
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ class _Lines:
 
     def __init__(self, iterable: Iterable[T], desc: str, unit: str, total: int | None, interval: float):
         self.iterable, self.desc, self.unit, self.interval = iterable, desc, unit, interval
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
         self.postfix = ""
 
     def set_postfix(self, **values) -> None:

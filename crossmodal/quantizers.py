@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import InvalidInput
+
 
 class Quantizer(nn.Module):
     """Base: maps relaxed [N, >=K] outputs to boolean bits [N, K]."""
@@ -32,7 +34,7 @@ class Quantizer(nn.Module):
 
     def forward(self, relaxed: torch.Tensor, nbits: int) -> torch.Tensor:
         if nbits not in self.bits:
-            raise ValueError(f"this model serves code lengths {list(self.bits)}, not {nbits}")
+            raise InvalidInput(f"this model serves code lengths {list(self.bits)}, not {nbits}")
         return self.project(relaxed, nbits) >= 0
 
 
@@ -98,5 +100,5 @@ QUANTIZERS = {"sign": SignQuantizer, "itq": ITQQuantizer, "kmeans": KMeansQuanti
 
 def create_quantizer(kind: str, bits: tuple[int, ...]) -> Quantizer:
     if kind not in QUANTIZERS:
-        raise ValueError(f"unknown quantizer {kind!r}; choose one of {sorted(QUANTIZERS)}")
+        raise InvalidInput(f"unknown quantizer {kind!r}; choose one of {sorted(QUANTIZERS)}")
     return QUANTIZERS[kind](bits)

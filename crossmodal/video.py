@@ -14,8 +14,10 @@ from typing import Iterator
 
 from PIL import Image
 
+from .errors import InvalidInput
 
-class VideoError(ValueError):
+
+class VideoError(InvalidInput):
     """A video that cannot be read; the message names the file and the reason."""
 
 
@@ -82,7 +84,7 @@ def sample_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | N
     import av
 
     if fps <= 0:
-        raise ValueError("fps must be positive")
+        raise InvalidInput("fps must be positive")
     container, stream = _open(path)
     stream.thread_type = "AUTO"
     duration = float(stream.duration * stream.time_base) if stream.duration else (

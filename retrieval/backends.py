@@ -26,6 +26,8 @@ from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from crossmodal.errors import InvalidInput
+
 INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
 DEFAULT_PARAMS = {"flat": {}, "ivf": {"nlist": 1024, "nprobe": 16}, "hnsw": {"M": 32, "efSearch": 128,
                                                                              "efConstruction": 80},
@@ -47,14 +49,14 @@ class FaissBinaryIndex:
         import faiss
 
         if kind not in INDEX_TYPES:
-            raise ValueError(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
+            raise InvalidInput(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
         if nbits % 8:
-            raise ValueError(f"code length {nbits} is not a multiple of 8")
+            raise InvalidInput(f"code length {nbits} is not a multiple of 8")
         self.nbits, self.kind = nbits, kind
         self.params = {**DEFAULT_PARAMS[kind], **(params or {})}
         unknown = set(self.params) - set(DEFAULT_PARAMS[kind])
         if unknown:
-            raise ValueError(f"index type {kind!r} has no parameter(s) {sorted(unknown)}; "
+            raise InvalidInput(f"index type {kind!r} has no parameter(s) {sorted(unknown)}; "
                              f"it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}")
         self.index = index if index is not None else self._new()
         self._apply_search_params()
@@ -117,7 +119,7 @@ class FaissBinaryIndex:
         if self.kind == "ivf" and not self.index.is_trained:
             nlist = int(self.params["nlist"])
             if len(codes) < nlist:
-                raise ValueError(f"ivf with nlist={nlist} needs at least {nlist} training codes, got {len(codes)}; "
+                raise InvalidInput(f"ivf with nlist={nlist} needs at least {nlist} training codes, got {len(codes)}; "
                                  f"lower nlist (about sqrt(n)) or use flat")
             self.index.train(codes)
 

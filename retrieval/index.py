@@ -127,7 +127,8 @@ class CrossModalIndex:
     def add(self, modality: str, items: Sequence[Item], codes: np.ndarray, floats: np.ndarray | None = None,
             update: bool = False) -> dict[str, int]:
         """Add items with their packed codes. An item already present (same modality and
-        key) is skipped, or replaced when ``update``. Returns counts."""
+        key) is skipped, or replaced when ``update``. Returns counts: ``added`` (replaced
+        items included), ``replaced`` and ``skipped``."""
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         if codes.shape != (len(items), self.nbits // 8):
             raise ValueError(f"expected codes of shape ({len(items)}, {self.nbits // 8}) for {self.nbits}-bit "
@@ -138,6 +139,7 @@ class CrossModalIndex:
         keep[first] = True
         present = self.store.existing(ids[keep].tolist())
         is_present = np.array([i in present for i in ids])
+        replaced = int((keep & is_present).sum()) if update else 0
         if update and is_present.any():
             self.remove(modality, ids[keep & is_present])
             is_present[:] = False
@@ -150,7 +152,8 @@ class CrossModalIndex:
                 for i, f in zip(ids[new], np.asarray(floats, dtype=np.float16)[new]):
                     store[int(i)] = f
         self.changes += int(new.sum())
-        return {"added": int(new.sum()), "skipped": int((keep & is_present).sum() + (~keep).sum())}
+        return {"added": int(new.sum()), "replaced": replaced,
+                "skipped": int((keep & is_present).sum() + (~keep).sum())}
 
     def remove(self, modality: str, ids: Sequence[int]) -> int:
         ids = [int(i) for i in ids]

@@ -1,5 +1,9 @@
 """The ingest path: embed -> quantize -> add, and the commit that makes it durable.
 
+Prepared datasets and captions come through here; photo folders through
+:mod:`retrieval.photos`, which streams and commits in chunks through the same index
+writes.
+
 Embedding is the slow part and runs outside any lock; :func:`commit` then takes the
 index folder's writer lock, loads the newest version, adds, and writes the next version
 (only if something was added or replaced). Two writers (two commands, or a server and
@@ -9,14 +13,11 @@ a command) therefore never lose each other's items, and each sees the other's it
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-from crossmodal.data import open_image_checked
 
 from .index import CrossModalIndex
 from .store import Item
@@ -61,6 +62,57 @@ def commit(index_dir: str | os.PathLike, model, pending: Sequence[Pending], stor
         return add_pending(index, model, pending, store_floats, update, report)
 
 
+def dataset_items(data_dir: str | os.PathLike, split: str, flat, rows=None) -> tuple[list[Item], list[Item]]:
+    """Index items of a prepared split: images keyed by item id, captions by their caption
+    id ('<id>#<n>'). ``rows``: each item's row in the dataset as stored (screening may
+    have dropped some), kept so a result can be traced back to its dataset row."""
+    root = str(Path(data_dir).resolve())
+    rows = range(len(flat.ids)) if rows is None else rows
+    images = [Item(key=i, source=i, labels=list(flat.labels[n]),
+                   extra={"dataset": root, "split": split, "row": int(rows[n])})
+              for n, i in enumerate(flat.ids)]
+    texts = [Item(key=cid, source=cap, labels=list(flat.labels[owner]),
+                  extra={"image_key": flat.ids[owner], "dataset": root, "split": split})
+             for cid, cap, owner in zip(flat.caption_ids(), flat.captions, flat.caption_item.tolist())]
+    return images, texts
+
+
+def embed_prepared(model, data_dir: str | os.PathLike, splits: Sequence[str], cache_dir: Path | None
+                   ) -> tuple[list[Pending], dict]:
+    """Pending image and caption items of prepared splits, screened (unusable rows are
+    skipped); returns them with the per-split screening for the caller to report."""
+    from crossmodal.data import load_prepared
+    from crossmodal.data.screen import screen_prepared
+    from crossmodal.data.splits import flatten_split
+    from crossmodal.features import relaxed_outputs
+
+    ds = load_prepared(data_dir, splits=splits)
+    screening = screen_prepared(ds, list(splits), cache_dir)
+    pending = []
+    for split in splits:
+        flat = flatten_split(ds[split])
+        out = relaxed_outputs(model, ds[split], flat.captions, cache_dir)
+        img_items, txt_items = dataset_items(data_dir, split, flat, screening[split].rows)
+        pending += [Pending("image", img_items, out.image_relaxed), Pending("text", txt_items, out.text_relaxed)]
+    return pending, screening
+
+
+def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending], out: str | os.PathLike,
+                nbits: int, index_type: str = "flat", params: dict | None = None, backend: str = "faiss",
+                backend_options: dict | None = None, store_floats: bool = False) -> CrossModalIndex:
+    """A new index of ``pending`` items written to ``out`` (checked with
+    :func:`~retrieval.index.check_index_destination` by the caller before embedding)."""
+    from crossmodal.errors import InvalidInput
+
+    if nbits not in model.config.bits:
+        raise InvalidInput(f"--bits {nbits}: this model serves code lengths {list(model.config.bits)}")
+    idx = CrossModalIndex(nbits, model.fingerprint(), index_type, params or {}, backend, **(backend_options or {}))
+    idx.model_path = str(Path(model_dir).resolve())
+    add_pending(idx, model, pending, store_floats)
+    idx.save(out)
+    return idx
+
+
 def text_items(texts: Sequence[str]) -> list[Item]:
     """Free captions, keyed by their text."""
     return [Item(key=t, source=t) for t in texts]
@@ -68,22 +120,3 @@ def text_items(texts: Sequence[str]) -> list[Item]:
 
 def embed_texts(model, texts: Sequence[str]) -> Pending:
     return Pending("text", text_items(texts), model.embed_texts(list(texts)))
-
-
-def embed_image_files(model, paths: Sequence[str | os.PathLike], report: IngestReport) -> Pending:
-    """Image files keyed by their absolute path; unreadable ones are named on stderr and
-    counted in ``report.failed``."""
-    items, images = [], []
-    min_side = model.image_encoder.image_size
-    for path in paths:
-        try:
-            _, img = open_image_checked(path, min_side=min_side)
-        except Exception as e:  # Pillow raises many types for bad files
-            report.failed.append(str(path))
-            print(f"skipped {path}: {type(e).__name__}: {e}", file=sys.stderr)
-            continue
-        key = str(Path(path).resolve())
-        items.append(Item(key=key, source=key))
-        images.append(img)
-    relaxed = model.embed_images(images) if images else np.zeros((0, model.config.max_bits), np.float32)
-    return Pending("image", items, relaxed)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crossmodal.errors import InvalidInput, Unavailable
+
 MILVUS_INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
 
 
@@ -21,12 +23,12 @@ class MilvusBinaryIndex:
         try:
             from pymilvus import DataType, MilvusClient
         except ImportError:
-            raise RuntimeError("the Milvus backend needs pymilvus (and milvus-lite for a local file): "
+            raise Unavailable("the Milvus backend needs pymilvus (and milvus-lite for a local file): "
                                "pip install 'crossmodal[milvus]'") from None
         if uri is None:
-            raise ValueError("the Milvus backend needs --milvus-uri (a local .db file or http://host:19530)")
+            raise InvalidInput("the Milvus backend needs --milvus-uri (a local .db file or http://host:19530)")
         if index_type not in MILVUS_INDEX_TYPES:
-            raise ValueError(f"Milvus offers index types {sorted(MILVUS_INDEX_TYPES)}, not {index_type!r}")
+            raise InvalidInput(f"Milvus offers index types {sorted(MILVUS_INDEX_TYPES)}, not {index_type!r}")
         self.nbits, self.collection, self.uri, self.kind = nbits, collection, uri, index_type
         self.params = {"nlist": 1024, "nprobe": 16, **(params or {})} if index_type == "ivf" else {}
         self.client = MilvusClient(uri)

@@ -13,6 +13,7 @@ import numpy as np
 from crossmodal.progress import progress
 
 from crossmodal.codes import hamming_distances
+from crossmodal.errors import InvalidInput
 
 from . import metrics as M
 from .baselines import CCAITQ, ITQ, LSH, cosine_distances
@@ -57,7 +58,7 @@ def check_no_leak(query: ItemSet, database: ItemSet) -> None:
     d = set(database.images.item_ids) | set(database.texts.item_ids)
     leaked = q & d
     if leaked:
-        raise ValueError(f"{len(leaked)} query item(s) are also in the database (e.g. {sorted(leaked)[:3]}); "
+        raise InvalidInput(f"{len(leaked)} query item(s) are also in the database (e.g. {sorted(leaked)[:3]}); "
                          f"queries and database must not overlap")
 
 
@@ -124,9 +125,9 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
     if mode == "auto":
         mode = "labels" if has_labels else "pairs"
     if mode == "labels" and not has_labels:
-        raise ValueError("relevance 'labels' asked for, but the dataset has no labels")
+        raise InvalidInput("relevance 'labels' asked for, but the dataset has no labels")
     if mode == "pairs" and not same_split:
-        raise ValueError("pair-based relevance needs the database to be the query split itself "
+        raise InvalidInput("pair-based relevance needs the database to be the query split itself "
                          "(a caption's own image is its positive); use labels with --database")
 
     report: dict = {"protocol": {"relevance": mode, "query_splits": query.splits,

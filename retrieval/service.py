@@ -67,7 +67,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
     image decodes running at once, so simultaneous large uploads queue instead of
     multiplying peak memory."""
     if allow_writes and not token:
-        raise ValueError("writes need a token: start the server with --write-token")
+        raise InvalidInput("writes need a token: start the server with --write-token")
     bits_available = sorted(searchers)
     default_bits = bits_available[-1]
     # one batcher per model; the fingerprint hashes every weight, so it is computed once here, not per request
@@ -110,9 +110,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
 
     def run(searcher: Searcher, relaxed: np.ndarray, target: str, k: int, radius: int | None):
         if target == "moments":
-            from .video import moments_for_codes
-            code = searcher.model.quantize(relaxed[None], searcher.index.nbits)[0]
-            return [m.to_dict() for m in moments_for_codes(searcher.index, code, top=k, radius=radius)]
+            from .video import moments_for_relaxed
+            return [m.to_dict() for m in moments_for_relaxed(searcher, relaxed, top=k, radius=radius)]
         hits = searcher.search_relaxed(relaxed[None], target, k=k, radius=radius)[0]
         return [{**h.to_dict(), "id": str(h.id)} for h in hits]
 
@@ -249,7 +248,7 @@ def serve(index_dirs: list[str], model_dir: str | None = None, host: str = "127.
         fp = s.model.fingerprint()
         s.model = models.setdefault(fp, s.model)  # one model in memory per fingerprint
         if s.index.nbits in searchers:
-            raise ValueError(f"two indexes with {s.index.nbits}-bit codes: {d}")
+            raise InvalidInput(f"two indexes with {s.index.nbits}-bit codes: {d}; serve one index per code length")
         searchers[s.index.nbits] = s
     app = create_app(searchers, allow_writes, token, max_upload_bytes, max_pixels)
     print(f"serving {', '.join(index_dirs)} on http://{host}:{port}", flush=True)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -89,6 +89,11 @@ class MetadataStore:
                 out[r[0]] = {"id": r[0], "modality": r[1], "key": r[2], "source": r[3], "labels": json.loads(r[4] or "[]"),
                              "video": r[5], "timestamp": r[6], "extra": json.loads(r[7] or "{}")}
         return out
+
+    def items_of(self, modality: str) -> Iterator[dict]:
+        """Every item of a modality: ``{"id", "key", "source", "extra"}``."""
+        for r in self.db.execute("SELECT id, key, source, extra FROM items WHERE modality = ?", (modality,)):
+            yield {"id": r[0], "key": r[1], "source": r[2], "extra": json.loads(r[3] or "{}")}
 
     def count(self, modality: str | None = None) -> int:
         if modality is None:

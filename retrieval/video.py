@@ -82,26 +82,40 @@ def encode_video(model, path: str, nbits: int, fps: float = 1.0, max_frames: int
     return kept, sampled
 
 
-def add_videos(index: CrossModalIndex, model, paths: Iterable[str], fps: float = 1.0,
-               max_frames: int | None = None, dedup_radius: int = 2, store_floats: bool = True) -> VideoAddReport:
+def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int | None = None,
+               dedup_radius: int = 2, store_floats: bool = True) -> VideoAddReport:
+    """Sample, encode and index the frames of videos into the searcher's index folder.
+
+    Encoding (the slow part) runs outside the writer lock; the frames then go in as one
+    serialised commit, which replaces the frames of a video added before."""
+    if searcher.index_dir is None:
+        raise ValueError("add_videos needs a Searcher opened from an index folder")
     report = VideoAddReport()
+    encoded = []
     for path in paths:
-        video = str(Path(path).resolve())
         try:
-            kept, sampled = encode_video(model, path, index.nbits, fps, max_frames, dedup_radius)
+            kept, sampled = encode_video(searcher.model, path, searcher.index.nbits, fps, max_frames, dedup_radius)
         except VideoError as e:
             report.failed.append((str(path), str(e)))
             continue
-        items = [Item(key=f"{video}@{k.frame}", source=video, video=video, timestamp=k.start,
-                      extra={"frame": k.frame, "end": k.end}) for k in kept]
-        old = [f["id"] for f in index.store.frames_of(video)]
-        if old:  # re-adding a video replaces its frames
-            index.remove("frame", old)
-        index.add("frame", items, np.stack([k.code for k in kept]),
-                  floats=np.stack([k.relaxed for k in kept]) if store_floats else None)
+        encoded.append((str(Path(path).resolve()), kept))
         report.videos_added += 1
         report.frames_sampled += sampled
         report.frames_kept += len(kept)
+    if not encoded:
+        return report
+    with CrossModalIndex.updating(searcher.index_dir, searcher.model.fingerprint()) as index:
+        for video, kept in encoded:
+            old = [f["id"] for f in index.store.frames_of(video)]
+            if old:  # re-adding a video replaces its frames
+                index.remove("frame", old)
+            if not kept:
+                continue
+            items = [Item(key=f"{video}@{k.frame}", source=video, video=video, timestamp=k.start,
+                          extra={"frame": k.frame, "end": k.end}) for k in kept]
+            index.add("frame", items, np.stack([k.code for k in kept]),
+                      floats=np.stack([k.relaxed for k in kept]) if store_floats else None)
+    searcher.refresh()
     return report
 
 
@@ -150,26 +164,24 @@ def _moments_from_hits(index: CrossModalIndex, hits, top: int, margin: int | Non
     return moments[:top]
 
 
-def moments_for_codes(index: CrossModalIndex, codes: np.ndarray, top: int = 10, candidates: int = 100,
-                      radius: int | None = None, margin: int | None = None) -> list[Moment]:
-    """Segments of indexed videos matching one packed query code (``margin``: see
-    ``_moments_from_hits``)."""
-    hits = index.search(codes[None] if codes.ndim == 1 else codes, "frame", k=candidates, radius=radius)[0]
-    return _moments_from_hits(index, hits, top, margin)
+def moments_for_relaxed(searcher, relaxed: np.ndarray, top: int = 10, candidates: int = 100,
+                        radius: int | None = None, margin: int | None = None) -> list[Moment]:
+    """Segments of indexed videos matching one query's continuous outputs [1, K] (through
+    the searcher's public query path; ``margin``: see ``_moments_from_hits``)."""
+    hits = searcher.search_relaxed(relaxed.reshape(1, -1), "frame", k=candidates, radius=radius)[0]
+    return _moments_from_hits(searcher.index, hits, top, margin)
 
 
 def text_to_moments(searcher, text: str, top: int = 10, candidates: int = 100,
                     radius: int | None = None, margin: int | None = None) -> list[Moment]:
-    relaxed = searcher.model.embed_texts([text])
-    return moments_for_codes(searcher.index, searcher.model.quantize(relaxed, searcher.index.nbits)[0], top,
-                             candidates, radius, margin)
+    from .search import check_query_texts
+    return moments_for_relaxed(searcher, searcher.model.embed_texts(check_query_texts([text])), top, candidates,
+                               radius, margin)
 
 
 def image_to_moments(searcher, image, top: int = 10, candidates: int = 100, radius: int | None = None,
                      margin: int | None = None) -> list[Moment]:
-    relaxed = searcher.model.embed_images([image])
-    return moments_for_codes(searcher.index, searcher.model.quantize(relaxed, searcher.index.nbits)[0], top,
-                             candidates, radius, margin)
+    return moments_for_relaxed(searcher, searcher.model.embed_images([image]), top, candidates, radius, margin)
 
 
 def video_captions(searcher, path: str, k: int = 3, fps: float = 1.0, max_frames: int | None = None,
@@ -180,7 +192,7 @@ def video_captions(searcher, path: str, k: int = 3, fps: float = 1.0, max_frames
     segments = []
     if not kept:
         return {"video": str(path), "segments": [], "summary": []}
-    results = searcher.index.search(np.stack([f.code for f in kept]), "text", k=k)
+    results = searcher.search_relaxed(np.stack([f.relaxed for f in kept]), "text", k=k)
     best: dict[int, dict] = {}
     for f, hits in zip(kept, results):
         segments.append({"start": f.start, "end": f.end, "frame": f.frame,

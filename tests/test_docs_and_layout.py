@@ -71,3 +71,27 @@ def test_importing_the_library_loads_neither_training_nor_retrieval():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'retrieval')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+def test_only_the_entry_point_imports_the_application():
+    """``crossmodal.cli`` is the top floor: no library, training or retrieval module (and
+    no benchmark) reaches into it."""
+    for package in ("crossmodal", "training", "retrieval", "benchmarks", "data_scripts"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.is_relative_to(ROOT / "crossmodal" / "cli"):
+                continue
+            tree = ast.parse(path.read_text())
+            modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+            modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            assert not any(m == "crossmodal.cli" or m.startswith("crossmodal.cli.") for m in modules), path
+
+
+def test_interfaces_are_declared_not_probed():
+    """Encoders, backends and the rest declare what they are (base classes, protocols);
+    nothing asks an object whether it happens to have an attribute."""
+    for package in ("crossmodal", "training", "retrieval"):
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            probes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                      and n.func.id == "hasattr"]
+            assert not probes, f"{path}: hasattr at line(s) {probes}"

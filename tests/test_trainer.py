@@ -194,7 +194,7 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
     assert changed and all(k.startswith(("net._conv_head", "net._bn1")) for k in changed), sorted(changed)[:5]
     loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
     ds = data["dev"]
-    from training.features import decode_image
+    from crossmodal.features import decode_image
     images = [decode_image(v) for v in ds.cast_column("image", __import__("datasets").Image(decode=False))["image"][:4]]
     full = loaded.embed_images(images)
     with torch.inference_mode():
@@ -202,8 +202,8 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
         split = loaded.image_relaxed_from_trunk(loaded.image_encoder.trunk(x, 1)).numpy()
     assert np.allclose(full, split, atol=1e-4)
     # evaluation reads the same trunk cache and gets what the full forward gives
-    from crossmodal.cli import split_outputs
     from crossmodal.data.splits import flatten_split
-    images_side, _ = split_outputs(loaded, ds, flatten_split(ds), cache, [])
-    assert np.allclose(images_side.relaxed[:4], full, atol=1e-2)
+    from crossmodal.features import relaxed_outputs
+    outputs = relaxed_outputs(loaded, ds, flatten_split(ds).captions, cache)
+    assert np.allclose(outputs.image_relaxed[:4], full, atol=1e-2)
     assert len(list(cache.glob("img-*.safetensors"))) == 2  # train and dev trunks, nothing recomputed for dev

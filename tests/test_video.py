@@ -77,7 +77,7 @@ def test_caption_finds_its_segment_and_video_finds_its_captions(scene, tmp_path)
     idx = tmp_path / "idx"
     shutil.copytree(scene["index"], idx)
     searcher = Searcher.open(idx)
-    rep = add_videos(searcher.index, searcher.model, [str(scene["video"])], fps=1.0, dedup_radius=6)
+    rep = add_videos(searcher, [str(scene["video"])], fps=1.0, dedup_radius=6)
     assert rep.videos_added == 1 and rep.frames_kept == 3 and not rep.failed
     for x, row in enumerate(scene["rows"]):
         # margin 0: a moment is a run of equally near frames (the tiny test model separates scenes by few bits)

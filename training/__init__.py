@@ -1,5 +1,7 @@
-"""Training: losses, the feature cache and the trainer. Imports ``crossmodal`` only."""
+"""Training: losses, the trainer and the training pipeline. Imports ``crossmodal`` only."""
 from .losses import HashingLoss, LossConfig
+from .run import TrainingRun, train_model
 from .trainer import TrainConfig, Trainer, init_distributed_from_env
 
-__all__ = ["HashingLoss", "LossConfig", "TrainConfig", "Trainer", "init_distributed_from_env"]
+__all__ = ["HashingLoss", "LossConfig", "TrainConfig", "Trainer", "TrainingRun", "init_distributed_from_env",
+           "train_model"]

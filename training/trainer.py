@@ -31,10 +31,11 @@ from torch import nn
 from crossmodal.cache import default_cache_dir
 from crossmodal.progress import progress
 
+from crossmodal import features as feature_cache
 from crossmodal.data.splits import FlatSplit, flatten_split, label_vocab
+from crossmodal.features import relaxed_outputs
 from crossmodal.model import CrossModalHasher
 
-from . import features as feature_cache
 from .losses import HashingLoss, LossConfig, label_positives, resolve_loss_config
 
 Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None"], dict]
@@ -134,7 +135,7 @@ class Trainer:
         cfg, m = self.cfg, self.model
         self.train = flatten_split(self.train_ds)
         self.val = flatten_split(self.val_ds) if self.val_ds is not None else None
-        if hasattr(m.text_encoder, "build_vocab") and not m.text_encoder.vocab:
+        if m.text_encoder.needs_vocab and not m.text_encoder.has_vocab():
             m.text_encoder.build_vocab(self.train.captions)
         use_labels = cfg.supervision == "labels" or (cfg.supervision == "auto" and self.train.has_labels)
         self.vocab = label_vocab(self.train) if use_labels else []
@@ -144,10 +145,10 @@ class Trainer:
         # never more caption rounds than the most captions any image has (one-caption data: 1)
         self.captions_per_step = max(1, min(cfg.captions_per_step, max((len(c) for c in self.captions_of), default=1)))
         # frozen: cached pooled features; last:N on a splittable CNN: cached trunk activations
-        self.image_mode = ("features" if getattr(m.image_encoder, "is_frozen", False)
+        self.image_mode = ("features" if m.image_encoder.is_frozen
                            else "trunk" if m.image_tail_stages else "pixels")
-        self.text_cached = bool(getattr(m.text_encoder, "is_frozen", False))
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        self.text_cached = m.text_encoder.is_frozen
+        self.cache_dir = cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         img_cfg, txt_cfg = asdict(m.config.image_encoder), asdict(m.config.text_encoder)
 
         def compute_all():
@@ -240,7 +241,7 @@ class Trainer:
             if not p.requires_grad:
                 continue
             is_encoder = ".image_encoder." in f".{name}" or ".text_encoder." in f".{name}"
-            scratch = any(getattr(e, "always_trainable", False) and f"{part}." in name
+            scratch = any(e.always_trainable and f"{part}." in name
                           for part, e in (("image_encoder", self.model.image_encoder),
                                           ("text_encoder", self.model.text_encoder)))
             (enc_params if is_encoder and not scratch else head_params).append(p)
@@ -259,29 +260,12 @@ class Trainer:
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
     # ---- validation -----------------------------------------------------------------
-    @torch.inference_mode()
     def relaxed_outputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Relaxed image and caption outputs of the ``train`` or ``val`` split: from the
-        cached features (or trunk activations) where the encoders allow, else by running them."""
-        m = self.model
-        m.eval()
+        """Relaxed image and caption outputs of the ``train`` or ``val`` split (through
+        the feature cache where the encoders are frozen)."""
         ds, flat = (self.train_ds, self.train) if split == "train" else (self.val_ds, self.val)
-        if self.image_mode != "pixels":
-            fn = m.image_relaxed_from_features if self.image_mode == "features" else m.image_relaxed_from_trunk
-            feats = self.feats[f"{split}_img"]
-            img = torch.cat([fn(feats[s:s + 256, 0].to(self.device).float())
-                             for s in range(0, len(feats), 256)]).cpu().numpy()
-        else:
-            from datasets import Image as HFImage
-            rows = ds.cast_column("image", HFImage(decode=False))["image"]
-            img = m.embed_images(feature_cache.decode_image(v) for v in rows)
-        if self.text_cached:
-            feats = self.feats[f"{split}_txt"]
-            txt = torch.cat([m.text_relaxed_from_features(feats[s:s + 4096].to(self.device))
-                             for s in range(0, len(feats), 4096)]).cpu().numpy()
-        else:
-            txt = m.embed_texts(flat.captions)
-        return img, txt
+        out = relaxed_outputs(self.model, ds, flat.captions, self.cache_dir)
+        return out.image_relaxed, out.text_relaxed
 
     def validate(self) -> dict:
         if self.val is None or self.scorer is None:
@@ -322,8 +306,7 @@ class Trainer:
         state = json.loads((ck / "trainer_state.json").read_text())
         weights = load_file(str(ck / "model.safetensors"), device=str(self.device))
         self.model.load_state_dict(weights)
-        if hasattr(self.model.text_encoder, "load_extra"):
-            self.model.text_encoder.load_extra(ck)
+        self.model.text_encoder.load_extra(ck)
         tensors = load_file(str(ck / "optimizer.safetensors"), device=str(self.device))
         with torch.no_grad():
             module.loss.log_inv_temperature.copy_(tensors.pop("loss.log_inv_temperature")[0])
@@ -441,9 +424,9 @@ def _frozen_to_eval(model: CrossModalHasher) -> None:
     """Frozen encoders, and the frozen blocks of partly trained ones, keep eval mode
     (BatchNorm running statistics, dropout) while the rest trains."""
     for enc in (model.image_encoder, model.text_encoder):
-        if getattr(enc, "is_frozen", False):
+        if enc.is_frozen:
             enc.eval()
-        elif hasattr(enc, "blocks"):
+        else:
             for block in enc.blocks():
                 if not any(p.requires_grad for p in block.parameters()):
                     block.eval()

@@ -2,8 +2,8 @@
 
 Generate the dataset -> train with the default encoders -> build the image and text
 indexes -> evaluate both directions against the baselines -> print a table and example
-queries -> write the report. Like the rest of ``crossmodal.cli`` this is an application module: it is where
-the model library, ``training`` and ``retrieval`` meet.
+queries -> write the report. It calls the same library pipelines as the subcommands
+(``training.train_model``, ``retrieval.ingest``, ``retrieval.evaluation``), never the parser.
 """
 from __future__ import annotations
 
@@ -27,21 +27,42 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="regenerate and retrain even if artifacts exist")
 
 
+EXAMPLES = """examples:
+  crossmodal demo                      # the built-in dataset, offline, a few minutes
+  crossmodal demo --epochs 5 --out runs/quick"""
+
+
+def register(sub) -> None:
+    from .common import add_command
+
+    p = add_command(sub, "demo", "the whole job on the built-in dataset, offline (README's first command)", EXAMPLES)
+    add_demo_args(p)
+    p.set_defaults(func=run_demo)
+
+
 def _step(msg: str) -> float:
     print(f"\n== {msg}", flush=True)
     return time.time()
 
 
 def run_demo(args) -> dict:
-    from crossmodal.cli import build_parser, run_eval, run_index, run_train
+    from crossmodal.config import ImageEncoderConfig, ModelConfig
     from crossmodal.data import build_dataset_dict, load_prepared, write_prepared
     from crossmodal.data.synthetic import synthetic_splits
+    from crossmodal.model import CrossModalHasher
+    from retrieval.evaluation import evaluate_prepared, validation_scorer
+    from retrieval.index import check_index_destination
+    from retrieval.ingest import build_index, embed_prepared
+    from retrieval.report import summary_table, write_report
     from retrieval.search import Searcher
+    from training import TrainConfig, train_model
+
+    from .common import print_screening
 
     start = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = str(out / "cache")
+    cache = out / "cache"
     data = Path(args.data) if args.data else out / "data"
     if args.data is None and (args.fresh or not (data / "dataset_dict.json").exists()):
         t = _step(f"1/5 generating the built-in dataset: {args.train_size} train / {args.dev_size} dev / "
@@ -53,25 +74,31 @@ def run_demo(args) -> dict:
     else:
         _step(f"1/5 dataset: {data}")
     model_dir = out / "model"
-    parser = build_parser()
+    bits = tuple(int(b) for b in args.bits.split(","))
     if args.fresh or not (model_dir / "train_summary.json").exists():
         t = _step("2/5 training: EfficientNet-Lite0 + MiniLM (frozen, features cached) with hash heads")
-        run_train(parser.parse_args(["train", "--data", str(data), "--out", str(model_dir), "--epochs",
-                                     str(args.epochs), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size), "--bits", args.bits,
-                                     "--cache-dir", cache, "--seed", str(args.seed), "--patience", "8"]))
-        print(f"   ({time.time() - t:.0f}s)")
+        model_config = ModelConfig(image_encoder=ImageEncoderConfig(image_size=args.image_size), bits=bits)
+        train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, patience=8,
+                                   cache_dir=str(cache))
+        run = train_model(data, model_dir, model_config, train_config, scorer=validation_scorer,
+                          on_screened=print_screening)
+        print(f"   best epoch {run.summary['best_epoch']}, validation score {run.summary['best_score']:.3f} "
+              f"({time.time() - t:.0f}s)")
     else:
         _step(f"2/5 model: {model_dir} (already trained; --fresh retrains)")
-    bits = [int(b) for b in args.bits.split(",")]
+    model = CrossModalHasher.from_pretrained(model_dir)
     t = _step(f"3/5 indexing the test split: image and text indexes, {max(bits)}-bit flat")
     index_dir = out / "index"
-    run_index(parser.parse_args(["index", "build", "--model", str(model_dir), "--data", str(data), "--split", "test",
-                                 "--bits", str(max(bits)), "--store-floats", "--cache-dir", cache,
-                                 "--out", str(index_dir)]))
+    check_index_destination(index_dir)
+    pending, _ = embed_prepared(model, data, ["test"], cache)
+    idx = build_index(model, model_dir, pending, index_dir, max(bits), store_floats=True)
+    print(f"   {idx.count('image')} images, {idx.count('text')} captions ({time.time() - t:.0f}s)")
     t = _step("4/5 evaluating both directions against the float ceiling, LSH, ITQ and CCA+ITQ")
     report_dir = out / "report"
-    report = run_eval(parser.parse_args(["eval", "--model", str(model_dir), "--data", str(data), "--split", "test",
-                                         "--bits", args.bits, "--cache-dir", cache, "--out", str(report_dir)]))
+    result = evaluate_prepared(model, data, "test", bits=bits, cache_dir=cache)
+    report = result.report
+    write_report(report, report_dir, result.examples, result.load_image, title=f"crossmodal evaluation of {model_dir}")
+    print(summary_table(report))
     print(f"   ({time.time() - t:.0f}s)")
     _step("5/5 example queries")
     searcher = Searcher.open(index_dir)

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 
 from PIL import Image
 
-from ..errors import InvalidInput, UnsafeOutput
+from ..errors import InvalidInput, MissingField, MissingInput, UnsafeOutput
 from .images import open_image
 
 COLUMNS = ("id", "image", "captions", "labels")
@@ -199,14 +199,14 @@ def load_prepared(path: str | os.PathLike, splits: Iterable[str] | None = None):
 
     path = Path(path)
     if not (path / "dataset_dict.json").is_file():
-        raise FileNotFoundError(f"{path} is not a prepared crossmodal dataset (no dataset_dict.json); "
+        raise MissingInput(f"{path} is not a prepared crossmodal dataset (no dataset_dict.json); "
                                 f"make one with data_scripts/prepare_*.py")
     dd = load_from_disk(str(path))
     for split in splits or ():
         if split not in dd:
-            raise KeyError(f"{path} has no split {split!r} (it has: {', '.join(dd.keys())})")
+            raise MissingField(f"{path} has no split {split!r} (it has: {', '.join(dd.keys())})")
     for split, ds in dd.items():
         missing = [c for c in COLUMNS if c not in ds.column_names]
         if missing:
-            raise KeyError(f"{path} split {split!r} lacks column(s) {missing}")
+            raise MissingField(f"{path} split {split!r} lacks column(s) {missing}")
     return dd

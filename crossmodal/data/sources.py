@@ -13,7 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import InvalidInput, MissingInput
+from PIL import Image
+
+from ..errors import InvalidInput, MissingField, MissingInput
 from .format import PrepareReport
 
 
@@ -90,7 +92,7 @@ def read_fashion(source: str | Path, report: PrepareReport, label_columns: Itera
     if rows:
         for col in ["id", "productDisplayName", *label_columns]:
             if col not in rows[0]:
-                raise KeyError(f"{table} has no column {col!r} (columns: {', '.join(rows[0])})")
+                raise MissingField(f"{table} has no column {col!r} (columns: {', '.join(rows[0])})")
     assign = seeded_split([r["id"] for r in rows], {"test": test_size, "dev": dev_size}, seed)
     splits: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
     for r in rows:
@@ -112,7 +114,7 @@ def read_coco(source: str | Path, report: PrepareReport, year: str = "2017", dev
         cap_file = ann / f"captions_{coco_split}{year}.json"
         if not cap_file.exists():
             if coco_split == "train":
-                raise FileNotFoundError(f"COCO caption file not found: {cap_file}")
+                raise MissingInput(f"COCO caption file not found: {cap_file}")
             continue
         caps = json.loads(cap_file.read_text())
         by_image: dict[int, list[str]] = defaultdict(list)
@@ -241,7 +243,7 @@ def read_hf(name_or_path: str, report: PrepareReport, image_column: str = "image
     for split, ds in dd.items():
         for col in [image_column, caption_column, label_column, id_column]:
             if col and col not in ds.column_names:
-                raise KeyError(f"{name_or_path} split {split!r} has no column {col!r} (has: {ds.column_names})")
+                raise MissingField(f"{name_or_path} split {split!r} has no column {col!r} (has: {ds.column_names})")
         ds = ds.cast_column(image_column, datasets.Image(decode=False)) if isinstance(
             ds.features[image_column], datasets.Image) else ds
 
@@ -250,7 +252,7 @@ def read_hf(name_or_path: str, report: PrepareReport, image_column: str = "image
                 img = row[image_column]
                 if isinstance(img, dict):
                     img = img.get("bytes") or img.get("path")
-                elif hasattr(img, "save"):
+                elif isinstance(img, Image.Image):
                     buf = io.BytesIO()
                     img.save(buf, format="PNG")
                     img = buf.getvalue()

@@ -29,6 +29,17 @@ class FlatSplit:
                     m[i, index[lab]] = True
         return m
 
+    def caption_ids(self) -> list[str]:
+        """Each caption's id, ``'<item id>#<n>'`` (n counts the item's captions from 0):
+        the key a caption has in code files and indexes."""
+        seen: dict[int, int] = {}
+        out = []
+        for owner in self.caption_item.tolist():
+            n = seen.get(owner, 0)
+            seen[owner] = n + 1
+            out.append(f"{self.ids[owner]}#{n}")
+        return out
+
     def captions_of(self) -> list[np.ndarray]:
         """For each item, the indices of its captions."""
         order = np.argsort(self.caption_item, kind="stable")

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from torch import nn
-
 from ..config import ImageEncoderConfig, TextEncoderConfig, parse_trainable
+from ..errors import InvalidInput
+from .base import Encoder, TextEncoder
 
-_IMAGE: dict[str, Callable[[ImageEncoderConfig], nn.Module]] = {}
-_TEXT: dict[str, Callable[[TextEncoderConfig], nn.Module]] = {}
+_IMAGE: dict[str, Callable[[ImageEncoderConfig], "ImageEncoder"]] = {}
+_TEXT: dict[str, Callable[[TextEncoderConfig], TextEncoder]] = {}
 #: how each encoder gets its weights, shown by ``--help`` ("bundled, offline", "needs a download", ...)
 _NOTES: dict[tuple[str, str], str] = {}
 
@@ -51,15 +51,15 @@ def describe_encoders(kind: str) -> dict[str, str]:
     return {n: _NOTES.get((kind, n), "") for n in names}
 
 
-def create_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+def create_image_encoder(cfg: ImageEncoderConfig) -> "ImageEncoder":
     if cfg.name not in _IMAGE:
-        raise ValueError(f"unknown image encoder {cfg.name!r}; registered: {', '.join(list_image_encoders())}")
+        raise InvalidInput(f"unknown image encoder {cfg.name!r}; registered: {', '.join(list_image_encoders())}")
     enc = _IMAGE[cfg.name](cfg)
     apply_trainable(enc, cfg.trainable)
     return enc
 
 
-def create_text_encoder(cfg: TextEncoderConfig) -> nn.Module:
+def create_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
     # Any name that is not registered is taken as a transformers model name or folder.
     factory = _TEXT.get(cfg.name, _TEXT["transformers"])
     enc = factory(cfg)
@@ -67,7 +67,7 @@ def create_text_encoder(cfg: TextEncoderConfig) -> nn.Module:
     return enc
 
 
-def apply_trainable(encoder: nn.Module, spec: str) -> None:
+def apply_trainable(encoder: Encoder, spec: str) -> None:
     """Freeze an encoder, or unfreeze all of it or its last N blocks.
 
     Every encoder exposes ``blocks()``: its layers from input to output, so "last N"
@@ -75,7 +75,7 @@ def apply_trainable(encoder: nn.Module, spec: str) -> None:
     Encoders trained from scratch (``always_trainable``) ignore ``frozen``.
     """
     mode, n = parse_trainable(spec)
-    if getattr(encoder, "always_trainable", False):
+    if encoder.always_trainable:
         mode = "full"
     for p in encoder.parameters():
         p.requires_grad = mode == "full"
@@ -87,3 +87,7 @@ def apply_trainable(encoder: nn.Module, spec: str) -> None:
 
 
 from . import image, text  # noqa: E402,F401  (registers the built-in encoders)
+from .image import ImageEncoder  # noqa: E402
+
+__all__ = ["Encoder", "ImageEncoder", "TextEncoder", "create_image_encoder", "create_text_encoder",
+           "apply_trainable", "register_image_encoder", "register_text_encoder", "describe_encoders"]

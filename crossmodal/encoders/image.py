@@ -10,13 +10,15 @@ from torch import nn
 from torchvision.transforms import v2 as T
 
 from ..config import ImageEncoderConfig
+from ..errors import MissingInput, Unavailable
 from . import register_image_encoder
+from .base import Encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(Encoder):
     """Base class: a backbone plus the preprocessing it was trained with."""
 
     output_dim: int
@@ -39,9 +41,6 @@ class ImageEncoder(nn.Module):
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels.contiguous(memory_format=torch.channels_last) if self.channels_last else pixels
-
-    def blocks(self) -> list[nn.Module]:
-        raise NotImplementedError
 
     # ---- split forward: frozen trunk + trainable tail ---------------------------------
     #: Encoders that can run their stages one range at a time set this; the trainer
@@ -74,7 +73,7 @@ def load_state_file(path: str) -> dict[str, torch.Tensor]:
     """Read a local weights file (.safetensors, or a torch state dict loaded with weights_only)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingInput(f"weights file not found: {path}")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(p))
@@ -167,7 +166,7 @@ class TorchvisionCNN(ImageEncoder):
             try:
                 state = weights_enum.get_state_dict(progress=False, check_hash=True)
             except Exception as e:  # network errors come in many types (URLError, OSError, ...)
-                raise RuntimeError(
+                raise Unavailable(
                     f"could not fetch torchvision's ImageNet weights for {name} ({type(e).__name__}: {e}). "
                     f"Offline, download {weights_enum.url} elsewhere and pass the file with "
                     f"--image-weights PATH (or ImageEncoderConfig(weights=PATH)); "

@@ -15,7 +15,9 @@ from torch import nn
 
 from ..atomic import atomic_write_text
 from ..config import TextEncoderConfig
+from ..errors import InvalidInput, MissingInput, Unavailable
 from . import register_text_encoder
+from .base import TextEncoder
 
 
 def minilm_path() -> Path:
@@ -24,7 +26,7 @@ def minilm_path() -> Path:
     return Path(get_model_path())
 
 
-class TransformerTextEncoder(nn.Module):
+class TransformerTextEncoder(TextEncoder):
     """Any transformers encoder, mean-pooled over tokens (sentence-transformers' pooling)."""
 
     def __init__(self, cfg: TextEncoderConfig, source: str | None = None):
@@ -38,7 +40,7 @@ class TransformerTextEncoder(nn.Module):
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.net = AutoModel.from_pretrained(source)
         except OSError as e:
-            raise RuntimeError(
+            raise Unavailable(
                 f"could not load text encoder {source!r}: {e}. Offline, pass a local folder that holds "
                 f"config.json, the tokenizer files and the weights (--text-encoder /path/to/folder), "
                 f"or use the bundled 'minilm'."
@@ -59,7 +61,7 @@ class TransformerTextEncoder(nn.Module):
     def blocks(self) -> list[nn.Module]:
         layers = getattr(getattr(self.net, "encoder", None), "layer", None)
         if layers is None:
-            raise ValueError(f"partial fine-tuning: cannot find the layers of {type(self.net).__name__}")
+            raise InvalidInput(f"partial fine-tuning: cannot find the layers of {type(self.net).__name__}")
         return [self.net.embeddings, *layers]
 
 
@@ -80,7 +82,7 @@ def simple_words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-class GRUTextEncoder(nn.Module):
+class GRUTextEncoder(TextEncoder):
     """Bidirectional GRU over word embeddings, trained from scratch.
 
     Its vocabulary is built from the training captions (``build_vocab``) and saved as
@@ -88,6 +90,7 @@ class GRUTextEncoder(nn.Module):
     """
 
     always_trainable = True
+    needs_vocab = True
     PAD, UNK = 0, 1
 
     def __init__(self, cfg: TextEncoderConfig):
@@ -103,6 +106,9 @@ class GRUTextEncoder(nn.Module):
         counts = Counter(w for t in texts for w in simple_words(t))
         words = [w for w, _ in counts.most_common(self.vocab_size - 2)]
         self.vocab = {w: i + 2 for i, w in enumerate(words)}
+
+    def has_vocab(self) -> bool:
+        return bool(self.vocab)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if not self.vocab:
@@ -132,7 +138,7 @@ class GRUTextEncoder(nn.Module):
     def load_extra(self, folder: Path) -> None:
         path = folder / "vocab.json"
         if not path.is_file():
-            raise FileNotFoundError(f"GRU model folder {folder} has no vocab.json")
+            raise MissingInput(f"GRU model folder {folder} has no vocab.json")
         self.vocab = json.loads(path.read_text())
 
 

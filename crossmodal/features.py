@@ -1,4 +1,4 @@
-"""On-disk cache of frozen-backbone features.
+"""On-disk cache of frozen-backbone features, and the one way to get a split's outputs.
 
 With a frozen backbone only the hash heads learn, so each image and caption goes
 through its encoder once; features are cached under a key made of the encoder config
@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 import torch
 from PIL import Image
-from crossmodal.progress import progress
-
-from crossmodal.data.images import open_image
+from .data.images import open_image
+from .progress import progress
 
 
 def split_fingerprint(ds) -> str:
@@ -58,7 +60,8 @@ def decode_image(value) -> Image.Image:
 @torch.inference_mode()
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
                    desc: str = "image features", trunk_of: int = 0) -> torch.Tensor:
-    """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped).
+    """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped); without a
+    cache only the plain view is computed, [N, 1, D] (nothing would reuse the flipped one).
 
     With ``trunk_of=N``: the activations before the encoder's last N stages instead,
     [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune)."""
@@ -72,10 +75,14 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
         for s in progress(range(0, len(plain), batch_size), desc=desc, unit="batch"):
             rows = plain[s:s + batch_size]["image"]
             x = torch.stack([tf(decode_image(v)) for v in rows])
-            x = torch.cat([x, torch.flip(x, dims=[3])]).to(_device(encoder))
+            if views == 2:
+                x = torch.cat([x, torch.flip(x, dims=[3])])
+            x = x.to(_device(encoder))
             f = encoder.trunk(x, trunk_of).half().cpu() if trunk_of else encoder(x).float().cpu()
-            out.append(torch.stack([f[: len(rows)], f[len(rows):]], dim=1))
-        return torch.cat(out) if out else torch.zeros(0, 2, encoder.output_dim)
+            out.append(torch.stack(f.chunk(views), dim=1))
+        return torch.cat(out) if out else torch.zeros(0, views, encoder.output_dim)
+
+    views = 1 if cache_dir is None else 2
 
     if cache_dir is None:
         return compute()
@@ -98,3 +105,53 @@ def text_features(encoder, encoder_cfg: dict, ds, captions: list[str], cache_dir
     if cache_dir is None:
         return compute()
     return _load_or_compute(Path(cache_dir) / f"txt-{cache_key('text', encoder_cfg, ds)}.safetensors", compute)
+
+
+class SplitOutputs(NamedTuple):
+    """Continuous outputs of one split: relaxed codes (what quantizers and indexes take)
+    and the encoders' pooled features (what the float and CCA baselines take)."""
+    image_relaxed: np.ndarray  #: [N, max_bits]
+    text_relaxed: np.ndarray  #: [M, max_bits], captions flattened in item order
+    image_features: np.ndarray  #: [N, D_image]
+    text_features: np.ndarray  #: [M, D_text]
+
+
+IMAGE_HEAD_CHUNK = 2048
+TEXT_HEAD_CHUNK = 4096
+TAIL_CHUNK = 256
+
+
+@torch.inference_mode()
+def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None) -> SplitOutputs:
+    """The outputs of a split's images and captions: the one place that computes them,
+    for evaluation, indexing, validation and quantizer fitting alike.
+
+    A frozen encoder's features come from the feature cache, and so do the frozen trunk
+    activations under a fine-tuned tail (``last:N``); any other fine-tuned encoder is run
+    directly (its weights are not part of the cache key). Heads and tails run in chunks
+    on the model's device."""
+    from dataclasses import asdict
+
+    model.eval()
+    dev = model.device
+    img_cfg, txt_cfg = asdict(model.config.image_encoder), asdict(model.config.text_encoder)
+    n_tail = model.image_tail_stages
+    if n_tail:
+        acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail)[:, 0]
+        img_raw = torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK].to(dev).float(), n_tail).cpu()
+                             for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else \
+            torch.zeros(0, model.image_encoder.output_dim)
+    else:
+        img_cache = cache_dir if model.image_encoder.is_frozen else None
+        img_raw = image_features(model.image_encoder, img_cfg, ds, img_cache)[:, 0]
+    txt_cache = cache_dir if model.text_encoder.is_frozen else None
+    txt_raw = text_features(model.text_encoder, txt_cfg, ds, captions, txt_cache)
+
+    def heads(fn, x: torch.Tensor, chunk: int) -> np.ndarray:
+        if not len(x):
+            return np.zeros((0, model.config.max_bits), np.float32)
+        return torch.cat([fn(x[s:s + chunk].to(dev).float()).cpu() for s in range(0, len(x), chunk)]).numpy()
+
+    return SplitOutputs(heads(model.image_relaxed_from_features, img_raw, IMAGE_HEAD_CHUNK),
+                        heads(model.text_relaxed_from_features, txt_raw, TEXT_HEAD_CHUNK),
+                        img_raw.float().numpy(), txt_raw.float().numpy())

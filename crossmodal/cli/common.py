@@ -1,0 +1,71 @@
+"""What every subcommand module shares: argument types, the help formatter, the way a
+subcommand is registered, and the way a screening is reported."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def count(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (a clear one-line error otherwise)."""
+    def parse(s: str) -> int:
+        try:
+            value = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def bits_list(s: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated code lengths."""
+    try:
+        return tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bits must be comma-separated integers, got {s!r}") from None
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their line breaks; every option shows its default (unless None/False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text
+                and action.option_strings and not isinstance(action.default, bool)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def choices_help(notes: dict[str, str]) -> str:
+    return "; ".join(f"{n}: {d}" for n, d in notes.items())
+
+
+def add_command(sub, name: str, help: str, examples: str | None = None, **kw) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared formatter and its examples as the epilog."""
+    return sub.add_parser(name, help=help, description=kw.pop("description", help), formatter_class=HelpFormatter,
+                          epilog=examples, **kw)
+
+
+def index_and_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")
+
+
+def cache_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: ~/.cache/crossmodal/features)")
+
+
+def cache_dir(args) -> Path:
+    from crossmodal.cache import default_cache_dir
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+
+def print_screening(screening: dict) -> None:
+    """One line per split that lost rows to screening."""
+    for report in screening.values():
+        line = report.summary()
+        if line:
+            print(line)

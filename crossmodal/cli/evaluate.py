@@ -1,0 +1,43 @@
+"""``crossmodal eval``: metrics, baselines, plots and a summary of a model on a prepared dataset."""
+from __future__ import annotations
+
+from .common import add_command, bits_list, cache_dir, cache_dir_arg, print_screening
+
+EXAMPLES = """examples:
+  crossmodal eval --model models/f8k --data data/flickr8k --split test --out reports/f8k
+  crossmodal eval --model models/fashion --data data/fashion --database train,dev --within --out reports/fashion"""
+
+
+def run(args) -> dict:
+    from crossmodal.model import CrossModalHasher
+    from retrieval.evaluation import evaluate_prepared
+    from retrieval.report import summary_table, write_report
+
+    model = CrossModalHasher.from_pretrained(args.model)
+    result = evaluate_prepared(model, args.data, args.split, [s for s in (args.database or "").split(",") if s],
+                               args.bits, args.relevance, args.within, args.baselines, cache_dir(args))
+    print_screening(result.screening)
+    result.report["model"]["path"] = str(args.model)
+    write_report(result.report, args.out, result.examples, result.load_image,
+                 title=f"crossmodal evaluation of {args.model}")
+    print(summary_table(result.report))
+    print(f"report written to {args.out} (report.json, summary.md, plots)")
+    return result.report
+
+
+def register(sub) -> None:
+    p = add_command(sub, "eval", "evaluate a model: metrics, baselines, plots, summary", EXAMPLES)
+    p.add_argument("--model", required=True, help="trained model folder")
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--split", default="test", help="query split")
+    p.add_argument("--database", default=None,
+                   help="database split(s), comma-separated (default: the query split's other modality)")
+    p.add_argument("--bits", type=bits_list, default=None, help="code lengths (default: the model's, up to 64)")
+    p.add_argument("--relevance", default="auto", choices=["auto", "pairs", "labels"],
+                   help="what counts as relevant: the paired item, a shared label, or labels when the data has them")
+    p.add_argument("--within", action="store_true", help="also image->image and text->text")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false",
+                   help="skip the float, LSH, ITQ and CCA+ITQ baselines")
+    cache_dir_arg(p)
+    p.add_argument("--out", required=True, help="report folder")
+    p.set_defaults(func=run)

@@ -1,0 +1,255 @@
+"""``crossmodal index build|add|remove|info``: build and maintain binary indexes."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from crossmodal.errors import InvalidInput, NothingDone
+
+from .common import add_command, cache_dir, cache_dir_arg, count, index_and_model_args, print_screening
+
+EXAMPLES = {
+    "index": """examples:
+  crossmodal index build --model models/f8k --data data/flickr8k --bits 64 --out idx/f8k
+  crossmodal index add --index idx/f8k --images photo1.jpg photo2.jpg
+  crossmodal index info --index idx/f8k""",
+    "build": """examples:
+  crossmodal index build --model models/f8k --images ~/Pictures --out idx/photos
+  crossmodal index build --model models/f8k --data data/flickr8k --split test --bits 64 --out idx/f8k
+  crossmodal index build --model models/f8k --data data/flickr8k --type ivf --param nlist=256 --out idx/ivf""",
+    "sync": """examples:
+  crossmodal index sync --index idx/photos --images ~/Pictures""",
+    "add": """examples:
+  crossmodal index add --index idx/photos --images ~/Pictures/2026 new1.jpg
+  crossmodal index add --index idx/f8k --texts "a dog on a beach" "two children at a table"\n""",
+    "remove": """examples:
+  crossmodal index remove --index idx/f8k --modality image photos/new1.jpg
+  crossmodal index remove --index idx/f8k --modality text "a dog on a beach"\n""",
+    "info": """examples:
+  crossmodal index info --index idx/f8k""",
+}
+
+
+def parse_params(pairs) -> dict:
+    """``--param NAME=VALUE`` pairs; integers become ints."""
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise InvalidInput(f"--param takes NAME=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = int(v) if v.lstrip("-").isdigit() else v
+    return out
+
+
+def run_build(args) -> dict:
+    from crossmodal.model import CrossModalHasher
+    from retrieval.index import CrossModalIndex, check_index_destination
+    from retrieval.ingest import build_index, embed_prepared
+    from retrieval.photos import PhotoReport, index_photos, walk_photos
+
+    if not (args.data or args.images):
+        raise InvalidInput("index build: nothing to index: give --data DIR (a prepared dataset) and/or "
+                           "--images DIR|FILE... (photo folders)")
+    check_index_destination(args.out)  # before minutes of feature extraction, not after
+    model = CrossModalHasher.from_pretrained(args.model)
+    if args.bits not in model.config.bits:
+        raise InvalidInput(f"--bits {args.bits}: this model serves code lengths {list(model.config.bits)}")
+    pending = []
+    if args.data:
+        pending, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
+        print_screening(screening)
+    resumed = args.images and not args.data and _resumable(args.out, model, args.bits)
+    if resumed:
+        print(f"{args.out} already holds a build by this model: resuming (photos indexed before are not read again)")
+    else:
+        build_index(model, args.model, pending, args.out, args.bits, args.type, parse_params(args.param),
+                    args.backend, {"milvus_uri": args.milvus_uri}, args.store_floats)
+    if args.images:
+        report = PhotoReport()
+        photos = walk_photos(args.images, report)
+        index_photos(args.out, model, photos, report, args.chunk_size, args.batch_size, args.workers,
+                     update=True, store_floats=args.store_floats)
+        print(f"photos: {report.found} found, " + report.summary())
+    idx = CrossModalIndex.load(args.out)
+    counts = {m: idx.count(m) for m in ("image", "text")}
+    print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
+          f"{args.bits}-bit {args.type} ({args.backend})")
+    return counts
+
+
+def _resumable(out: str, model, nbits: int) -> bool:
+    """An index at ``out`` that an interrupted ``build --images`` of this model left."""
+    from retrieval.index import CrossModalIndex, read_current_version
+
+    if not read_current_version(out):
+        return False
+    idx = CrossModalIndex.load(out)
+    if idx.model_fingerprint != model.fingerprint() or idx.nbits != nbits:
+        return False
+    return True
+
+
+def run_add(args) -> dict:
+    from crossmodal.model import CrossModalHasher
+    from retrieval.index import CrossModalIndex, IndexMismatch
+    from retrieval.ingest import IngestReport, commit, embed_prepared, embed_texts
+    from retrieval.photos import PhotoReport, index_photos, walk_photos
+    from retrieval.search import check_query_texts
+
+    if not (args.data or args.images or args.texts):
+        raise InvalidInput("index add: nothing to add: give --images FILE..., --texts TEXT... or --data DIR")
+    live = CrossModalIndex.load(args.index)
+    model_dir = args.model or live.model_path
+    model = CrossModalHasher.from_pretrained(model_dir)
+    if model.fingerprint() != live.model_fingerprint:
+        raise IndexMismatch(f"{args.index} was built by model {live.model_fingerprint}, not by {model_dir}")
+    del live
+    report = IngestReport()
+    pending = []
+    if args.data:
+        embedded, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
+        print_screening(screening)
+        pending += embedded
+    if args.texts:
+        pending.append(embed_texts(model, check_query_texts(args.texts)))
+    photos = PhotoReport()
+    if args.images:
+        found = walk_photos(args.images, photos)
+        if found:
+            index_photos(args.index, model, found, photos, args.chunk_size, args.batch_size, args.workers,
+                         update=args.update, store_floats=args.store_floats)
+    if any(p.items for p in pending):
+        commit(args.index, model, pending, args.store_floats, args.update, report)
+    report.added += photos.added + photos.updated
+    report.skipped += photos.unchanged + photos.restamped
+    report.failed += [path for path, _ in photos.failed]
+    if not (report.added or report.skipped):
+        raise NothingDone(f"nothing added to {args.index}: none of the {len(report.failed)} input(s) could be read; "
+                          f"no new version was written")
+    print(report.summary())
+    return {"added": report.added, "skipped": report.skipped, "failed": len(report.failed)}
+
+
+def run_sync(args) -> dict:
+    from crossmodal.model import CrossModalHasher
+    from retrieval.index import CrossModalIndex
+    from retrieval.photos import sync_photos
+
+    live = CrossModalIndex.load(args.index)
+    model = CrossModalHasher.from_pretrained(args.model or live.model_path)
+    del live
+    report = sync_photos(args.index, model, args.images, args.chunk_size, args.batch_size, args.workers,
+                         store_floats=args.store_floats)
+    print(report.sync_summary())
+    return {"added": report.added, "updated": report.updated, "removed": report.removed,
+            "unchanged": report.unchanged + report.restamped, "failed": len(report.failed)}
+
+
+def photo_args(p) -> None:
+    from retrieval.photos import DEFAULT_BATCH, DEFAULT_CHUNK, default_workers
+
+    p.add_argument("--chunk-size", type=count(1), default=DEFAULT_CHUNK,
+                   help="photos per commit: a killed run loses at most this many and resumes after them")
+    p.add_argument("--batch-size", type=count(1), default=DEFAULT_BATCH, help="photos encoded at once")
+    p.add_argument("--workers", type=count(0), default=default_workers(),
+                   help="processes decoding photos while the CNN runs (0: decode in this process)")
+
+
+def resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]]:
+    """Keys as stored: a file added with --images is keyed by its absolute path, so a
+    relative or ``~`` path is resolved the same way. Returns (found, not found)."""
+    from retrieval.store import item_id
+
+    found, missing = [], []
+    for key in keys:
+        forms = [key, str(Path(key).expanduser().resolve())]
+        hit = next((f for f in forms if idx.store.existing([item_id(modality, f)])), None)
+        (found if hit is not None else missing).append(hit if hit is not None else key)
+    return found, missing
+
+
+def run_remove(args) -> int:
+    from retrieval.index import CrossModalIndex
+
+    with CrossModalIndex.updating(args.index) as idx:
+        keys, missing = resolve_removal_keys(idx, args.modality, args.keys)
+        n = idx.remove_keys(args.modality, keys)
+    for key in missing:
+        print(f"not in the index: {args.modality} {key!r}", file=sys.stderr)
+    if not n:
+        raise NothingDone(f"nothing removed from {args.index}: no {args.modality} item has the key(s) given "
+                          f"(image files are keyed by their absolute path, dataset items by their id, captions "
+                          f"by their text or '<id>#<n>'); no new version was written")
+    print(f"removed {n} {args.modality} item(s)")
+    return n
+
+
+def run_info(args) -> dict:
+    from retrieval.index import CrossModalIndex
+
+    idx = CrossModalIndex.load(args.index)
+    info = idx.info()
+    info["model_path"] = idx.model_path
+    print(json.dumps(info, indent=2))
+    return info
+
+
+def register(sub) -> None:
+    from retrieval.backends import BACKENDS, DEFAULT_PARAMS
+    from retrieval.index import MODALITIES
+
+    type_help = "; ".join(f"{t}: {', '.join(f'{k}={v}' for k, v in ps.items()) or 'no parameters'}"
+                          for t, ps in DEFAULT_PARAMS.items())
+    p = add_command(sub, "index", "build and maintain binary indexes", EXAMPLES["index"])
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    b = add_command(isub, "build", "index a prepared dataset split (images and captions) or photo folders",
+                    EXAMPLES["build"])
+    b.add_argument("--model", required=True, help="trained model folder")
+    b.add_argument("--data", default=None, help="prepared dataset folder")
+    b.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
+                   help="photo folders (walked recursively) or files; an interrupted build resumes when run again")
+    b.add_argument("--split", default="test", help="split(s), comma-separated")
+    b.add_argument("--bits", type=int, default=64, help="code length (one the model serves)")
+    b.add_argument("--type", default="flat", choices=list(DEFAULT_PARAMS), help=f"index type ({type_help})")
+    b.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="an index parameter, repeatable (see --type for each type's parameters and defaults)")
+    b.add_argument("--backend", default="faiss", choices=list(BACKENDS),
+                   help="faiss (in this process) or milvus (a Milvus server or Milvus Lite file)")
+    b.add_argument("--milvus-uri", default=None, help="Milvus Lite file or http://host:19530 (with --backend milvus)")
+    b.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
+    cache_dir_arg(b)
+    photo_args(b)
+    b.add_argument("--out", required=True, help="index folder to write (new, empty, or an index)")
+    b.set_defaults(func=run_build)
+
+    a = add_command(isub, "add", "add items (a dataset split, image files or captions)", EXAMPLES["add"])
+    index_and_model_args(a)
+    a.add_argument("--data", default=None, help="a prepared dataset whose --split to add")
+    a.add_argument("--split", default="test", help="split(s) of --data, comma-separated")
+    a.add_argument("--images", nargs="*", default=None, metavar="DIR_OR_FILE",
+                   help="photo folders (walked recursively) or image files")
+    a.add_argument("--texts", nargs="*", default=None, metavar="TEXT", help="captions")
+    a.add_argument("--update", action="store_true", help="replace items already present")
+    a.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
+    cache_dir_arg(a)
+    photo_args(a)
+    a.set_defaults(func=run_add)
+
+    y = add_command(isub, "sync", "bring an index in line with photo folders: add new, re-encode changed, "
+                                  "remove deleted", EXAMPLES["sync"])
+    index_and_model_args(y)
+    y.add_argument("--images", nargs="+", required=True, metavar="DIR", help="the photo folders to follow")
+    y.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
+    photo_args(y)
+    y.set_defaults(func=run_sync)
+
+    r = add_command(isub, "remove", "remove items by key", EXAMPLES["remove"])
+    r.add_argument("--index", required=True, help="index folder")
+    r.add_argument("--modality", default="image", choices=list(MODALITIES), help="which items the keys name")
+    r.add_argument("keys", nargs="+", help="image file paths, dataset item ids, caption texts or '<id>#<n>'")
+    r.set_defaults(func=run_remove)
+
+    i = add_command(isub, "info", "what an index holds", EXAMPLES["info"])
+    i.add_argument("--index", required=True, help="index folder")
+    i.set_defaults(func=run_info)

@@ -1,0 +1,62 @@
+"""``crossmodal info``: what a model or an index folder holds, as JSON."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .common import add_command
+
+EXAMPLES = """examples:
+  crossmodal info models/f8k
+  crossmodal info idx/f8k"""
+
+
+def run(args) -> dict:
+    from crossmodal.errors import InvalidInput
+
+    path = Path(args.path)
+    if (path / "config.json").is_file():
+        info = model_info(path)
+    elif (path / "CURRENT").is_file():
+        from retrieval.index import CrossModalIndex
+        idx = CrossModalIndex.load(path)
+        info = {"kind": "index", "path": str(path.resolve()), "version": idx.version, **idx.info(),
+                "created": idx.created, "model_path": idx.model_path}
+        if idx.model_path and (Path(idx.model_path) / "config.json").is_file():
+            info["model"] = model_info(Path(idx.model_path))
+    else:
+        raise InvalidInput(f"{path} is neither a model folder (config.json) nor an index folder (CURRENT)")
+    print(json.dumps(info, indent=2))
+    return info
+
+
+def model_info(path: Path) -> dict:
+    from crossmodal.model import CrossModalHasher
+
+    model = CrossModalHasher.from_pretrained(path)
+    cfg = model.config
+    info = {"kind": "model", "path": str(path.resolve()), "bits": list(cfg.bits), "quantizer": cfg.quantizer,
+            "fingerprint": model.fingerprint(),
+            "image_encoder": {"name": cfg.image_encoder.name, "trainable": cfg.image_encoder.trainable,
+                              "image_size": model.image_encoder.image_size},
+            "text_encoder": {"name": cfg.text_encoder.name, "trainable": cfg.text_encoder.trainable},
+            "head": asdict(cfg.head)}
+    summary = path / "train_summary.json"
+    if summary.is_file():
+        s = json.loads(summary.read_text())
+        info["training"] = {k: s.get(k) for k in ("data", "finished", "best_epoch", "best_score", "steps")}
+        log = path / "train_log.jsonl"
+        if log.is_file():
+            epochs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            best = next((e for e in epochs if e.get("epoch") == s.get("best_epoch")), None)
+            if best:
+                info["training"]["validation"] = {k[4:]: v for k, v in best.items() if k.startswith("val_")}
+    return info
+
+
+def register(sub) -> None:
+    p = add_command(sub, "info", "what a model or an index holds: code lengths, encoders, fingerprint, training",
+                    EXAMPLES)
+    p.add_argument("path", help="a model folder or an index folder")
+    p.set_defaults(func=run)

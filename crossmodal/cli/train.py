@@ -1,0 +1,114 @@
+"""``crossmodal train``: a model from a prepared dataset."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from .common import add_command, bits_list, cache_dir_arg, choices_help, print_screening
+
+EXAMPLES = """examples:
+  crossmodal train --data data/flickr8k --out models/f8k
+  crossmodal train --data data/mine --text-encoder gru --image-trainable last:1 --out models/mine"""
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+    from crossmodal.encoders import describe_encoders
+    from crossmodal.quantizers import QUANTIZERS
+    from training import LossConfig, TrainConfig
+
+    d, dl, m = TrainConfig(), LossConfig(), ModelConfig()
+    img, txt, head = ImageEncoderConfig(), TextEncoderConfig(), HeadConfig()
+    p.add_argument("--data", required=True, help="prepared dataset folder (data_scripts/prepare_*.py)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--image-encoder", default=img.name, metavar="NAME",
+                   choices=list(describe_encoders("image")),
+                   help="image CNN: " + choices_help(describe_encoders("image")))
+    p.add_argument("--image-weights", default=img.weights, help="'default', 'none' or a local weights file")
+    p.add_argument("--image-trainable", default=img.trainable, help="frozen | full | last:N (the last N stages)")
+    p.add_argument("--image-size", type=int, default=None, help="CNN input size (default: the encoder's own)")
+    p.add_argument("--text-encoder", default=txt.name, metavar="NAME",
+                   help="text encoder: " + choices_help(describe_encoders("text")))
+    p.add_argument("--text-trainable", default=txt.trainable, help="frozen | full | last:N (the last N layers)")
+    p.add_argument("--text-vocab-size", type=int, default=None, help=f"GRU vocabulary size (default: {txt.vocab_size})")
+    p.add_argument("--text-hidden", type=int, default=None,
+                   help=f"GRU hidden and embedding size (default: {txt.hidden_dim} and {txt.embed_dim})")
+    p.add_argument("--bits", type=bits_list, default=m.bits, help="code lengths to train, comma-separated multiples of 8")
+    p.add_argument("--quantizer", default=m.quantizer, choices=sorted(QUANTIZERS),
+                   help="how outputs become bits: sign of each output, ITQ rotation, or k-means per bit")
+    p.add_argument("--head-depth", type=int, default=head.depth, help="layers of each hash head's MLP")
+    p.add_argument("--head-hidden", type=int, default=head.hidden_dim, help="width of the hash heads' hidden layers")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split (at most)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the heads")
+    p.add_argument("--captions-per-step", type=int, default=d.captions_per_step,
+                   help="captions of each image in every step (several positives per image row)")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop after this many epochs without a better validation score")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same model)")
+    p.add_argument("--supervision", default=d.supervision, choices=["auto", "pairs", "labels"],
+                   help="positives: image-caption pairs, shared labels, or labels when the data has them")
+    p.add_argument("--val-split", default=d.val_split, help="split scored after each epoch to pick the best")
+    cache_dir_arg(p)
+    p.add_argument("--loss", default=None,
+                   help=f"JSON of loss weights to override, e.g. '{{\"triplet\": 0.5}}'; fields: "
+                        f"{', '.join(asdict(dl))}")
+    p.add_argument("--device", default=d.device, help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+
+
+def model_config_from_args(args):
+    from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+
+    text = TextEncoderConfig(name=args.text_encoder, trainable=args.text_trainable)
+    if args.text_vocab_size:
+        text.vocab_size = args.text_vocab_size
+    if args.text_hidden:
+        text.hidden_dim = text.embed_dim = args.text_hidden
+    return ModelConfig(
+        image_encoder=ImageEncoderConfig(name=args.image_encoder, weights=args.image_weights,
+                                         trainable=args.image_trainable, image_size=args.image_size),
+        text_encoder=text, head=HeadConfig(depth=args.head_depth, hidden_dim=args.head_hidden),
+        bits=args.bits, quantizer=args.quantizer)
+
+
+def train_config_from_args(args):
+    from crossmodal.errors import InvalidInput
+    from training import LossConfig, TrainConfig
+
+    loss = asdict(LossConfig())
+    if args.loss:
+        try:
+            override = json.loads(args.loss)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"--loss is not valid JSON: {e}") from None
+        unknown = set(override) - set(loss)
+        if unknown:
+            raise InvalidInput(f"--loss: unknown field(s) {sorted(unknown)}; known: {sorted(loss)}")
+        loss.update(override)
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                       captions_per_step=args.captions_per_step, seed=args.seed, supervision=args.supervision,
+                       val_split=args.val_split, cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
+                       device=args.device, loss=LossConfig(**loss))
+
+
+def run(args) -> dict:
+    from retrieval.evaluation import validation_scorer
+    from training import init_distributed_from_env, train_model
+
+    init_distributed_from_env()
+    result = train_model(args.data, args.out, model_config_from_args(args), train_config_from_args(args),
+                         scorer=validation_scorer, resume=args.resume, on_screened=print_screening)
+    if result.is_main_process:
+        s = result.summary
+        print(f"model written to {args.out} (best epoch {s['best_epoch']}, validation score {s['best_score']:.3f})")
+        print_screening(result.screening)
+    return result.summary
+
+
+def register(sub) -> None:
+    p = add_command(sub, "train", "train a model on a prepared dataset", EXAMPLES)
+    add_train_args(p)
+    p.set_defaults(func=run)

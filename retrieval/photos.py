@@ -1,0 +1,284 @@
+"""A folder tree of photos into an index: walk, decode reduced in parallel, encode in
+batches, commit in chunks, and keep the index in sync with the folder.
+
+* **Walk**: folders recursively (symlinked folders followed once: a link loop is seen
+  and skipped), files by image extension, unreadable folders reported, never fatal.
+* **Stream**: a ``torch`` DataLoader decodes in worker processes while the main process
+  runs the CNN; at most ``batch_size * (workers * prefetch + 1)`` decoded photos exist
+  at any time, whatever the number of photos. A JPEG is decoded reduced to the encoder's
+  size (never below it) and EXIF orientation is applied (:func:`crossmodal.data.open_image`).
+* **Chunks**: every ``chunk_size`` photos the codes go in as one serialised commit, so
+  a killed run loses at most one chunk; the next run skips every photo already indexed
+  with the same size and modification time, and never adds one twice (items are keyed
+  by absolute path).
+* **Sync**: each photo's path, size, mtime and content hash live in the item metadata;
+  :func:`sync_photos` adds new photos, re-encodes changed ones, removes deleted ones.
+  A photo whose size and mtime match is not read at all; one whose mtime changed but
+  whose content hash did not is only re-stamped.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from crossmodal.data.images import open_image
+from crossmodal.errors import InvalidInput
+from crossmodal.progress import progress
+
+from .index import CrossModalIndex
+from .store import Item, item_id
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+DEFAULT_CHUNK = 2000
+DEFAULT_BATCH = 32
+
+
+@dataclass(frozen=True)
+class PhotoFile:
+    """A photo on disk as the index remembers it."""
+    path: str  #: absolute path: the item's key
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class PhotoReport:
+    """What a photo run did; ``summary()`` is the line a command prints at the end."""
+    found: int = 0
+    added: int = 0
+    updated: int = 0  #: re-encoded because the file changed
+    restamped: int = 0  #: mtime changed, content did not: metadata only
+    removed: int = 0
+    unchanged: int = 0  #: already indexed with the same size and mtime (not read)
+    failed: list[tuple[str, str]] = field(default_factory=list)  #: (path, why)
+    unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
+    commits: int = 0
+
+    def summary(self) -> str:
+        """``added A, already present P, unreadable U`` (+ updated/removed when any)."""
+        parts = [f"added {self.added}", f"already present {self.unchanged + self.restamped}",
+                 f"unreadable {len(self.failed)}"]
+        if self.updated:
+            parts.append(f"updated {self.updated}")
+        if self.removed:
+            parts.append(f"removed {self.removed}")
+        if self.unreadable_folders:
+            parts.append(f"unreadable folders {len(self.unreadable_folders)}")
+        return ", ".join(parts)
+
+    def sync_summary(self) -> str:
+        return (f"sync of {self.found} photo(s): added {self.added}, updated {self.updated}, removed {self.removed}, "
+                f"unchanged {self.unchanged + self.restamped}, unreadable {len(self.failed)}")
+
+
+def walk_photos(roots: Sequence[str | os.PathLike], report: PhotoReport | None = None) -> list[PhotoFile]:
+    """Every image file under ``roots`` (folders, recursively, or files), sorted by path,
+    each once. Hidden files and folders (a leading dot) are left out."""
+    report = report if report is not None else PhotoReport()
+    seen_dirs: set[tuple[int, int]] = set()
+    found: dict[str, PhotoFile] = {}
+
+    def fail(path, why: str) -> None:
+        report.failed.append((str(path), why))
+        print(f"skipped {path}: {why}", file=sys.stderr)
+
+    def add_file(path: Path) -> None:
+        try:
+            key = str(path.resolve())
+            st = os.stat(key)
+        except OSError as e:
+            fail(path, f"{type(e).__name__}: {e.strerror or e}")
+            return
+        found.setdefault(key, PhotoFile(key, st.st_size, st.st_mtime_ns))
+
+    def on_error(e: OSError) -> None:
+        report.unreadable_folders.append((str(e.filename), e.strerror or str(e)))
+        print(f"skipped folder {e.filename}: {e.strerror or e}", file=sys.stderr)
+
+    for root in roots:
+        root = Path(root).expanduser()
+        if root.is_file():
+            add_file(root)
+            continue
+        if not root.is_dir():
+            fail(root, "no such file or folder")
+            continue
+        root = root.resolve()
+        for folder, dirs, files in os.walk(root, onerror=on_error, followlinks=True):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                dirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a folder reached twice
+                dirs[:] = []
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                    add_file(Path(folder) / name)
+    report.found = len(found)
+    return [found[k] for k in sorted(found)]
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Photos -> (position, pixels or None, content hash, error): run in DataLoader workers."""
+
+    def __init__(self, photos: Sequence[PhotoFile], transform, min_side: int):
+        self.photos, self.transform, self.min_side = photos, transform, min_side
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, i: int):
+        path = self.photos[i].path
+        try:
+            data = Path(path).read_bytes()
+            img = open_image(data, min_side=self.min_side)
+            return i, self.transform(img), content_hash(data), None
+        except Exception as e:  # Pillow raises many types for bad files; the run goes on
+            return i, None, None, f"{type(e).__name__}: {e}"
+
+
+def _collate(batch):
+    return batch  # variable: some entries failed
+
+
+def default_workers() -> int:
+    """Decode workers: all cores but the one the CNN runs on (at least one)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _photo_item(p: PhotoFile, digest: str) -> Item:
+    return Item(key=p.path, source=p.path, extra={"size": p.size, "mtime_ns": p.mtime_ns, "hash": digest})
+
+
+def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_BATCH,
+                  workers: int | None = None, desc: str = "photos") -> Iterator[tuple[list[Item], np.ndarray, list]]:
+    """Stream ``photos`` through the image encoder: yields, per batch, the items that
+    decoded, their relaxed outputs and the (path, why) of those that did not."""
+    workers = default_workers() if workers is None else workers
+    enc = model.image_encoder
+    dataset = _Decoded(photos, enc.transform(train=False), enc.image_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                                         prefetch_factor=2 if workers else None, persistent_workers=False)
+    model.eval()
+    bar = progress(loader, desc=desc, unit="batch", total=len(loader))
+    for batch in bar:
+        good = [(i, x, h) for i, x, h, err in batch if err is None]
+        failed = [(photos[i].path, err) for i, _, _, err in batch if err is not None]
+        if good:
+            with torch.inference_mode():
+                pixels = torch.stack([x for _, x, _ in good]).to(model.device)
+                relaxed = model.image_relaxed(pixels).float().cpu().numpy()
+        else:
+            relaxed = np.zeros((0, model.config.max_bits), np.float32)
+        yield [_photo_item(photos[i], h) for i, _, h in good], relaxed, failed
+
+
+def indexed_photos(index: CrossModalIndex) -> dict[str, dict]:
+    """path -> {size, mtime_ns, hash} of every image item that came from a photo file."""
+    out = {}
+    for meta in index.store.items_of("image"):
+        extra = meta["extra"]
+        if "mtime_ns" in extra:
+            out[meta["key"]] = extra
+    return out
+
+
+def _changed(p: PhotoFile, known: dict | None) -> bool:
+    return known is None or known.get("size") != p.size or known.get("mtime_ns") != p.mtime_ns
+
+
+def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile], report: PhotoReport,
+                 chunk_size: int = DEFAULT_CHUNK, batch_size: int = DEFAULT_BATCH, workers: int | None = None,
+                 update: bool = True, store_floats: bool = False) -> PhotoReport:
+    """Encode and add ``photos`` to the index in ``index_dir``, committing every
+    ``chunk_size`` photos. Photos already indexed with the same size and mtime are not
+    read; with ``update``, changed ones are re-encoded (same key, new code)."""
+    if chunk_size < 1:
+        raise InvalidInput(f"--chunk-size must be at least 1, got {chunk_size}")
+    known = indexed_photos(CrossModalIndex.load(index_dir, model.fingerprint()))
+    todo = [p for p in photos if (_changed(p, known.get(p.path)) if update else p.path not in known)]
+    report.unchanged += len(photos) - len(todo)
+    pending_items: list[Item] = []
+    pending_relaxed: list[np.ndarray] = []
+
+    def flush():
+        if not pending_items:
+            return
+        _commit_photos(index_dir, model, pending_items, np.concatenate(pending_relaxed), known, report,
+                       update, store_floats)
+        pending_items.clear()
+        pending_relaxed.clear()
+
+    for items, relaxed, failed in encode_photos(model, todo, batch_size, workers):
+        for path, why in failed:
+            report.failed.append((path, why))
+            print(f"skipped {path}: {why}", file=sys.stderr)
+        pending_items.extend(items)
+        pending_relaxed.append(relaxed)
+        if len(pending_items) >= chunk_size:
+            flush()
+    flush()
+    return report
+
+
+def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, known: dict, report: PhotoReport,
+                   update: bool, store_floats: bool) -> None:
+    """One chunk as one serialised commit. A photo whose content hash is unchanged is
+    only re-stamped (its code would be the same)."""
+    restamp = [n for n, it in enumerate(items) if (k := known.get(it.key)) is not None and k.get("hash") == it.extra["hash"]]
+    with CrossModalIndex.updating(index_dir, model.fingerprint()) as idx:
+        if restamp:
+            ids = [item_id("image", items[n].key) for n in restamp]
+            idx.store.upsert("image", ids, [items[n] for n in restamp])
+            idx.changes += len(restamp)
+        keep = np.setdiff1d(np.arange(len(items)), restamp)
+        if len(keep):
+            res = idx.add("image", [items[n] for n in keep], model.quantize(relaxed[keep], idx.nbits),
+                          floats=relaxed[keep] if store_floats else None, update=update)
+            report.added += res["added"] - res["replaced"]
+            report.updated += res["replaced"]
+            report.unchanged += res["skipped"]
+    report.restamped += len(restamp)
+    report.commits += 1
+    for it in items:
+        known[it.key] = it.extra
+
+
+def sync_photos(index_dir: str | os.PathLike, model, roots: Sequence[str | os.PathLike],
+                chunk_size: int = DEFAULT_CHUNK, batch_size: int = DEFAULT_BATCH, workers: int | None = None,
+                store_floats: bool = False) -> PhotoReport:
+    """Bring the index's photos under ``roots`` in line with the folders: add new
+    photos, re-encode changed ones, remove those that are gone. Photos indexed from
+    elsewhere (other folders, dataset items, captions) are left alone."""
+    report = PhotoReport()
+    photos = walk_photos(roots, report)
+    index_photos(index_dir, model, photos, report, chunk_size, batch_size, workers, True, store_floats)
+    present = {p.path for p in photos}
+    prefixes = tuple(str(Path(r).expanduser().resolve()) for r in roots)
+    unreadable = tuple(f for f, _ in report.unreadable_folders)
+    with CrossModalIndex.updating(index_dir, model.fingerprint()) as idx:
+        gone = [path for path in indexed_photos(idx) if _under(path, prefixes) and path not in present
+                and not _under(path, unreadable)]  # a folder we could not read is not a deleted folder
+        if gone:
+            report.removed = idx.remove_keys("image", gone)
+    return report
+
+
+def _under(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)

@@ -1,0 +1,59 @@
+"""Training a model on a prepared dataset, start to finish: the pipeline behind
+``crossmodal train`` and the demo (screening, seeding, the trainer, the record of what
+the model was trained on)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from crossmodal.atomic import atomic_write_text
+from crossmodal.cache import default_cache_dir
+from crossmodal.config import ModelConfig
+from crossmodal.data import load_prepared
+from crossmodal.data.screen import Screening, screen_prepared
+from crossmodal.model import CrossModalHasher
+
+from .trainer import Scorer, TrainConfig, Trainer
+
+
+@dataclass
+class TrainingRun:
+    summary: dict  #: best epoch and score, steps, skipped rows per split
+    screening: dict[str, Screening]
+    is_main_process: bool  #: rank 0 (the process that writes and reports)
+
+
+def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_config: ModelConfig,
+                config: TrainConfig, scorer: Scorer | None = None, resume: bool = False,
+                on_screened=None) -> TrainingRun:
+    """Train a new model (or resume ``out/checkpoint``) and write it to ``out``.
+
+    ``scorer`` scores validation codes each epoch (``retrieval.evaluation.validation_scorer``;
+    passed in so that ``training`` never imports ``retrieval``). ``on_screened`` gets the
+    screening before the slow part starts, to report skipped rows early."""
+    data = load_prepared(data_dir, splits=[config.train_split])
+    splits = [s for s in (config.train_split, config.val_split) if s and s in data]
+    screening = screen_prepared(data, splits, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    if on_screened:
+        on_screened(screening)
+    torch.manual_seed(config.seed)
+    trainer = Trainer(CrossModalHasher(model_config), data, out, config, scorer=scorer)
+    summary = trainer.fit(resume=resume)
+    summary["skipped"] = {split: r.counts() for split, r in screening.items()}
+    if trainer.rank == 0:
+        record_training_data(Path(out), data_dir, summary["skipped"])
+    return TrainingRun(summary, screening, trainer.rank == 0)
+
+
+def record_training_data(out: Path, data_dir: str | os.PathLike, skipped: dict) -> None:
+    """Add what `crossmodal info` shows to train_summary.json: the data and when training ended."""
+    path = out / "train_summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary.update(data=str(Path(data_dir).resolve()), skipped=skipped,
+                   finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    atomic_write_text(path, json.dumps(summary, indent=2))
