@@ -80,9 +80,9 @@ def run_build(args) -> dict:
 
 def _resumable(out: str, model, nbits: int) -> bool:
     """An index at ``out`` that an interrupted ``build --images`` of this model left."""
-    from retrieval.index import CrossModalIndex, read_current_version
+    from retrieval.index import CrossModalIndex
 
-    if not read_current_version(out):
+    if not (Path(out) / "CURRENT").is_file():
         return False
     idx = CrossModalIndex.load(out)
     if idx.model_fingerprint != model.fingerprint() or idx.nbits != nbits:
