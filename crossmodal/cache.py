@@ -5,6 +5,11 @@ import os
 from pathlib import Path
 
 
+def cache_root() -> Path:
+    """``$CROSSMODAL_CACHE``, or ``~/.cache/crossmodal``."""
+    return Path(os.environ.get("CROSSMODAL_CACHE", Path.home() / ".cache" / "crossmodal"))
+
+
 def default_cache_dir() -> Path:
     """``$CROSSMODAL_CACHE/features``, or ``~/.cache/crossmodal/features``."""
-    return Path(os.environ.get("CROSSMODAL_CACHE", Path.home() / ".cache" / "crossmodal")) / "features"
+    return cache_root() / "features"

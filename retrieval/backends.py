@@ -189,11 +189,12 @@ class FaissBinaryIndex:
 
     @classmethod
     def read_from(cls, folder: Path, modality: str, nbits: int, kind: str, params: dict,
-                  uri: str | None = None) -> "FaissBinaryIndex":
+                  options: dict | None = None) -> "FaissBinaryIndex":
         return cls.read(str(Path(folder) / f"{modality}.faissbin"), nbits, kind, params)
 
     @classmethod
-    def create(cls, nbits: int, modality: str, kind: str, params: dict, uri: str | None = None) -> "FaissBinaryIndex":
+    def create(cls, nbits: int, modality: str, kind: str, params: dict, options: dict | None = None
+               ) -> "FaissBinaryIndex":
         return cls(nbits, kind, params)
 
     def write(self, path: str) -> None:
@@ -245,8 +246,8 @@ class BinaryIndex(Protocol):
 
 class Backend(NamedTuple):
     """How to make a backend for a new index and reopen it from a saved version."""
-    create: Callable[..., BinaryIndex]   # (nbits, modality, kind, params, uri)
-    open: Callable[..., BinaryIndex]     # (version folder, modality, nbits, kind, params, uri)
+    create: Callable[..., BinaryIndex]   # (nbits, modality, kind, params, backend options)
+    open: Callable[..., BinaryIndex]     # (version folder, modality, nbits, kind, params, backend options)
 
 
 def _milvus() -> type:

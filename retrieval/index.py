@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +99,13 @@ class CrossModalIndex:
     """Per-modality binary indexes built by one model at one code length."""
 
     def __init__(self, nbits: int, model_fingerprint: str, index_type: str = "flat", params: dict | None = None,
-                 backend: str = "faiss", milvus_uri: str | None = None):
+                 backend: str = "faiss", backend_options: dict | None = None, uid: str | None = None):
         self.nbits, self.model_fingerprint = nbits, model_fingerprint
         self.index_type, self.params = index_type, dict(params or {})
-        self.backend, self.milvus_uri = backend, milvus_uri
+        #: backend settings kept in the manifest (a Milvus URI, database, prefix; never a secret)
+        self.backend, self.backend_options = backend, dict(backend_options or {})
+        #: this index's own id: a server-side backend names its collections after it
+        self.uid = uuid.uuid4().hex[:12] if uid is None else uid
         self.model_path: str | None = None  # where the model lives, so `search` needs no --model
         self.indexes: dict[str, object] = {}
         self.store = MetadataStore()
@@ -115,14 +119,18 @@ class CrossModalIndex:
         if modality not in MODALITIES:
             raise InvalidInput(f"unknown modality {modality!r}; one of {MODALITIES}")
         if modality not in self.indexes:
-            be = backend_of(self.backend).create(self.nbits, modality, self.index_type, self.params, self.milvus_uri)
+            be = backend_of(self.backend).create(self.nbits, modality, self.index_type, self.params,
+                                                 self._options())
             self.params = be.params
             self.indexes[modality] = be
         return self.indexes[modality]
 
     def _open_backend(self, modality: str, version_dir: Path) -> BinaryIndex:
         return backend_of(self.backend).open(version_dir, modality, self.nbits, self.index_type, self.params,
-                                             self.milvus_uri)
+                                             self._options())
+
+    def _options(self) -> dict:
+        return {**self.backend_options, "index_id": self.uid}
 
     def add(self, modality: str, items: Sequence[Item], codes: np.ndarray, floats: np.ndarray | None = None,
             update: bool = False) -> dict[str, int]:
@@ -227,7 +235,7 @@ class CrossModalIndex:
     def manifest(self, files: dict[str, str]) -> dict:
         return {"format": "crossmodal-index", "format_version": FORMAT_VERSION, "nbits": self.nbits,
                 "index_type": self.index_type, "params": self.params, "backend": self.backend,
-                "milvus_uri": self.milvus_uri, "model_fingerprint": self.model_fingerprint,
+                "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint,
                 "model_path": self.model_path,
                 "counts": {m: self.count(m) for m in self.indexes}, "created": self.created,
                 "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "files": files}
@@ -343,7 +351,7 @@ class CrossModalIndex:
         if nbits is not None and manifest["nbits"] != nbits:
             raise IndexMismatch(f"{folder} holds {manifest['nbits']}-bit codes, not {nbits}-bit ones")
         idx = cls(manifest["nbits"], manifest["model_fingerprint"], manifest["index_type"], manifest["params"],
-                  manifest.get("backend", "faiss"), manifest.get("milvus_uri"))
+                  manifest.get("backend", "faiss"), _backend_options(manifest), uid=manifest.get("uid", ""))
         idx.created = manifest["created"]
         idx.model_path = manifest.get("model_path")
         idx.version = current
@@ -359,7 +367,7 @@ class CrossModalIndex:
 
     def info(self) -> dict:
         return {"nbits": self.nbits, "index_type": self.index_type, "params": self.params, "backend": self.backend,
-                "model_fingerprint": self.model_fingerprint, "counts": {m: self.count(m) for m in self.indexes},
+                "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint, "counts": {m: self.count(m) for m in self.indexes},
                 "memory_bytes": {m: be.memory_bytes() for m, be in self.indexes.items()}}
 
 
@@ -408,6 +416,13 @@ def _refuse_foreign(folder: Path) -> None:
             raise NotAnIndex(f"{folder} exists and is not a crossmodal index (it holds {', '.join(sorted(foreign)[:3])}"
                                f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: choose a new or "
                                f"empty --out")
+
+
+def _backend_options(manifest: dict) -> dict:
+    """Backend options of a manifest (format 1 indexes kept only ``milvus_uri``)."""
+    if "backend_options" in manifest:
+        return manifest["backend_options"]
+    return {"uri": manifest["milvus_uri"]} if manifest.get("milvus_uri") else {}
 
 
 def check_index_destination(folder: str | os.PathLike) -> None:

@@ -106,7 +106,7 @@ def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending],
 
     if nbits not in model.config.bits:
         raise InvalidInput(f"--bits {nbits}: this model serves code lengths {list(model.config.bits)}")
-    idx = CrossModalIndex(nbits, model.fingerprint(), index_type, params or {}, backend, **(backend_options or {}))
+    idx = CrossModalIndex(nbits, model.fingerprint(), index_type, params or {}, backend, backend_options)
     idx.model_path = str(Path(model_dir).resolve())
     add_pending(idx, model, pending, store_floats)
     idx.save(out)

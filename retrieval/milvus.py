@@ -1,13 +1,30 @@
-"""The Milvus backend: the same interface as ``FaissBinaryIndex``, on a Milvus collection
-with a BINARY_VECTOR field and the HAMMING metric.
+"""The Milvus backend: the :class:`~retrieval.backends.BinaryIndex` interface on a Milvus
+collection with a BINARY_VECTOR field and the HAMMING metric.
 
-``uri`` is a local file (Milvus Lite, ``milvus-lite==2.5.1``: BIN_FLAT) or a Milvus
-server address such as ``http://host:19530`` (BIN_FLAT or BIN_IVF_FLAT). pymilvus is
-imported only when this backend is used. Equal distances come back sorted by insertion
-order, as in the faiss flat backend; at the cut-off Milvus picks which tied items to keep.
+``uri`` is a Milvus server (``http://host:19530``: BIN_FLAT or BIN_IVF_FLAT) or a local
+file (Milvus Lite, ``milvus-lite==2.5.1``: BIN_FLAT only). pymilvus is imported only
+when this backend is used.
+
+* **One collection per index and modality**: ``<prefix>_<index id>_<modality>``, so any
+  number of indexes share a server (``collection_prefix`` and ``db_name`` group them).
+* **Writes are idempotent**: codes go in by ``upsert`` in batches of ``insert_batch``,
+  so a write repeated after a crash (the folder's version was not written, the server
+  already had the codes) leaves one copy; ids the metadata store does not know are
+  dropped from results.
+* **Consistency**: ``Strong`` by default, so a search right after a write sees it;
+  ``Bounded`` searches faster when a little staleness is fine.
+* **Secrets are never stored**: the token comes from ``token`` at open time or
+  ``CROSSMODAL_MILVUS_TOKEN``; ``CROSSMODAL_MILVUS_URI`` points every index at a server
+  that moved (a restart on another host or port).
+
+Equal distances come back sorted by insertion order, as in the faiss flat backend; at
+the cut-off Milvus picks which tied items to keep.
 """
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -15,24 +32,61 @@ import numpy as np
 from crossmodal.errors import InvalidInput, Unavailable
 
 MILVUS_INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+DEFAULT_IVF = {"nlist": 1024, "nprobe": 16}
+
+
+@dataclass
+class MilvusOptions:
+    """Where and how an index lives on Milvus (stored in the index manifest, but the token)."""
+    uri: str | None = None
+    db_name: str = ""  #: "" = the server's default database
+    collection_prefix: str = "crossmodal"
+    consistency_level: str = "Strong"
+    insert_batch: int = 5000
+    index_id: str = ""  #: set when the index is created; names its collections
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "MilvusOptions":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def collection(self, modality: str) -> str:
+        return "_".join(p for p in (self.collection_prefix, self.index_id, modality) if p)
 
 
 class MilvusBinaryIndex:
-    def __init__(self, nbits: int, collection: str, uri: str | None, index_type: str = "flat",
+    def __init__(self, nbits: int, modality: str, options: MilvusOptions, index_type: str = "flat",
                  params: dict | None = None):
         try:
             from pymilvus import DataType, MilvusClient
         except ImportError:
             raise Unavailable("the Milvus backend needs pymilvus (and milvus-lite for a local file): "
-                               "pip install 'crossmodal[milvus]'") from None
-        if uri is None:
-            raise InvalidInput("the Milvus backend needs --milvus-uri (a local .db file or http://host:19530)")
+                              "pip install 'crossmodal[milvus]'") from None
+        uri = os.environ.get("CROSSMODAL_MILVUS_URI") or options.uri
+        if not uri:
+            raise InvalidInput("the Milvus backend needs --milvus-uri (http://host:19530, or a local .db file)")
         if index_type not in MILVUS_INDEX_TYPES:
             raise InvalidInput(f"Milvus offers index types {sorted(MILVUS_INDEX_TYPES)}, not {index_type!r}")
-        self.nbits, self.collection, self.uri, self.kind = nbits, collection, uri, index_type
-        self.params = {"nlist": 1024, "nprobe": 16, **(params or {})} if index_type == "ivf" else {}
-        self.client = MilvusClient(uri)
-        if not self.client.has_collection(collection):
+        if options.consistency_level not in CONSISTENCY_LEVELS:
+            raise InvalidInput(f"unknown consistency level {options.consistency_level!r}; "
+                               f"one of {', '.join(CONSISTENCY_LEVELS)}")
+        self.nbits, self.kind, self.options = nbits, index_type, options
+        self.collection = options.collection(modality)
+        self.params = {**DEFAULT_IVF, **(params or {})} if index_type == "ivf" else {}
+        unknown = set(self.params) - set(DEFAULT_IVF)
+        if unknown:
+            raise InvalidInput(f"index type {index_type!r} on Milvus has no parameter(s) {sorted(unknown)}; "
+                               f"it takes {sorted(DEFAULT_IVF) if index_type == 'ivf' else 'none'}")
+        token = os.environ.get("CROSSMODAL_MILVUS_TOKEN", "")
+        try:
+            self.client = MilvusClient(uri, token=token, db_name=options.db_name)
+        except Exception as e:  # pymilvus raises its own types for refused connections and bad auth
+            raise Unavailable(f"cannot connect to Milvus at {uri}: {type(e).__name__}: {e}") from None
+        if not self.client.has_collection(self.collection):
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.INT64, is_primary=True)
             schema.add_field("seq", DataType.INT64)
@@ -41,37 +95,48 @@ class MilvusBinaryIndex:
             extra = {"nlist": int(self.params["nlist"])} if index_type == "ivf" else {}
             ip.add_index(field_name="code", index_type=MILVUS_INDEX_TYPES[index_type], metric_type="HAMMING",
                          params=extra)
-            self.client.create_collection(collection, schema=schema, index_params=ip)
-        self.client.load_collection(collection)
-        self._seq = self.ntotal
+            self.client.create_collection(self.collection, schema=schema, index_params=ip,
+                                          consistency_level=options.consistency_level)
+        self.client.load_collection(self.collection)
+        # insertion order for tie-breaking, monotone across processes without asking the server
+        self._seq = time.time_ns()
 
     @classmethod
-    def create(cls, nbits: int, modality: str, kind: str, params: dict, uri: str | None = None) -> "MilvusBinaryIndex":
-        return cls(nbits, collection=f"crossmodal_{modality}", uri=uri, index_type=kind, params=params)
+    def create(cls, nbits: int, modality: str, kind: str, params: dict, options: dict) -> "MilvusBinaryIndex":
+        return cls(nbits, modality, MilvusOptions.from_dict(options), index_type=kind, params=params)
 
     @classmethod
     def read_from(cls, folder: Path, modality: str, nbits: int, kind: str, params: dict,
-                  uri: str | None = None) -> "MilvusBinaryIndex":
-        return cls.create(nbits, modality, kind, params, uri)  # the codes live on the server
+                  options: dict) -> "MilvusBinaryIndex":
+        return cls.create(nbits, modality, kind, params, options)  # the codes live on the server
 
     def write_into(self, folder: Path, modality: str) -> None:
         """Nothing to write: Milvus persists its collections itself."""
 
+    def _query(self, **kw) -> list[dict]:
+        return self.client.query(self.collection, consistency_level=self.options.consistency_level, **kw)
+
     @property
     def ntotal(self) -> int:
-        stats = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        stats = self._query(filter="", output_fields=["count(*)"])
         return int(stats[0]["count(*)"])
 
     def add(self, ids, codes) -> None:
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         rows = [{"id": int(i), "seq": self._seq + n, "code": c.tobytes()} for n, (i, c) in enumerate(zip(ids, codes))]
-        for s in range(0, len(rows), 10000):
-            self.client.insert(self.collection, rows[s:s + 10000])
+        for s in range(0, len(rows), self.options.insert_batch):
+            self.client.upsert(self.collection, rows[s:s + self.options.insert_batch])
         self._seq += len(rows)
 
     def remove(self, ids) -> int:
-        res = self.client.delete(self.collection, ids=[int(i) for i in ids])
-        return int(res.get("delete_count", len(ids))) if isinstance(res, dict) else len(ids)
+        ids = [int(i) for i in ids]
+        removed = 0
+        for s in range(0, len(ids), 1000):
+            present = [int(r["id"]) for r in self._query(filter=f"id in {ids[s:s + 1000]}", output_fields=["id"])]
+            if present:
+                self.client.delete(self.collection, ids=present)
+            removed += len(present)
+        return removed
 
     def _search(self, codes, limit: int, radius: int | None):
         params: dict = {"metric_type": "HAMMING", "params": {}}
@@ -80,7 +145,8 @@ class MilvusBinaryIndex:
         if radius is not None:
             params["params"].update({"radius": int(radius) + 1, "range_filter": -1})  # d < radius + 1
         res = self.client.search(self.collection, data=[c.tobytes() for c in codes], anns_field="code",
-                                 limit=limit, search_params=params, output_fields=["seq"])
+                                 limit=limit, search_params=params, output_fields=["seq"],
+                                 consistency_level=self.options.consistency_level)
         out = []
         for hits in res:
             rows = sorted(((int(h["distance"]), int(h["entity"]["seq"]), int(h["id"])) for h in hits))
@@ -91,7 +157,7 @@ class MilvusBinaryIndex:
         codes = np.atleast_2d(np.ascontiguousarray(codes, dtype=np.uint8))
         D = np.full((len(codes), k), -1, np.int32)
         I = np.full((len(codes), k), -1, np.int64)
-        for q, (d, i) in enumerate(self._search(codes, k, None)):
+        for q, (d, i) in enumerate(self._search(codes, min(k, 16384), None)):
             D[q, :len(d)], I[q, :len(i)] = d, i
         return D, I
 
@@ -100,3 +166,7 @@ class MilvusBinaryIndex:
 
     def memory_bytes(self) -> int:
         return self.ntotal * (self.nbits // 8 + 16)
+
+    def drop(self) -> None:
+        """Delete the collection from the server (what removing the index folder cannot do)."""
+        self.client.drop_collection(self.collection)

@@ -4,8 +4,9 @@ batches, commit in chunks, and keep the index in sync with the folder.
 * **Walk**: folders recursively (symlinked folders followed once: a link loop is seen
   and skipped), files by image extension, unreadable folders reported, never fatal.
 * **Stream**: a ``torch`` DataLoader decodes in worker processes while the main process
-  runs the CNN; at most ``batch_size * (workers * prefetch + 1)`` decoded photos exist
-  at any time, whatever the number of photos. A JPEG is decoded reduced to the encoder's
+  runs the CNN (through ONNX Runtime when installed: :mod:`crossmodal.runtime`); at
+  most ``batch_size * (workers * prefetch + 1)`` decoded photos exist at any time,
+  whatever the number of photos. A JPEG is decoded reduced to the encoder's
   size (never below it) and EXIF orientation is applied (:func:`crossmodal.data.open_image`).
 * **Chunks**: every ``chunk_size`` photos the codes go in as one serialised commit, so
   a killed run loses at most one chunk; the next run skips every photo already indexed
@@ -32,6 +33,7 @@ import torch
 from crossmodal.data.images import open_image
 from crossmodal.errors import InvalidInput
 from crossmodal.progress import progress
+from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
 
 from .index import CrossModalIndex
 from .store import Item, item_id
@@ -39,6 +41,16 @@ from .store import Item, item_id
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 DEFAULT_CHUNK = 2000
 DEFAULT_BATCH = 32
+
+
+@dataclass
+class PhotoOptions:
+    """How a photo run works (all of it is speed and safety; none changes a code)."""
+    chunk_size: int = DEFAULT_CHUNK  #: photos per commit: a kill loses at most this many
+    batch_size: int = DEFAULT_BATCH  #: photos per CNN batch
+    workers: int | None = None  #: decoding processes (None: all cores but one; 0: in this process)
+    runtime: str = "auto"  #: image encoding runtime (:mod:`crossmodal.runtime`)
+    store_floats: bool = False  #: keep continuous outputs for re-ranking
 
 
 @dataclass(frozen=True)
@@ -158,8 +170,16 @@ def _collate(batch):
 
 
 def default_workers() -> int:
-    """Decode workers: all cores but the one the CNN runs on (at least one)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Decoding processes: about four in five cores. A 12-MP JPEG costs ~22 ms to decode
+    even reduced (entropy decoding reads every byte) against ~3 ms of ONNX Runtime CNN
+    time, so decoding needs most of the cores (measured in ``bench_ingest.py``: on two
+    cores, 2 workers + 1 runtime thread beat 1 worker + 2 threads by ~40%)."""
+    return max(1, round(0.8 * (os.cpu_count() or 2)))
+
+
+def runtime_threads(workers: int) -> int:
+    """Threads for the CNN runtime: the cores the decoders leave, at least one."""
+    return max(1, (os.cpu_count() or 2) - workers)
 
 
 def _photo_item(p: PhotoFile, digest: str) -> Item:
@@ -167,23 +187,23 @@ def _photo_item(p: PhotoFile, digest: str) -> Item:
 
 
 def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_BATCH,
-                  workers: int | None = None, desc: str = "photos") -> Iterator[tuple[list[Item], np.ndarray, list]]:
-    """Stream ``photos`` through the image encoder: yields, per batch, the items that
-    decoded, their relaxed outputs and the (path, why) of those that did not."""
+                  workers: int | None = None, runtime: ImageRuntime | None = None,
+                  desc: str = "photos") -> Iterator[tuple[list[Item], np.ndarray, list]]:
+    """Stream ``photos`` through the image encoder (``runtime``: PyTorch unless given):
+    yields, per batch, the items that decoded, their relaxed outputs and the (path, why)
+    of those that did not."""
     workers = default_workers() if workers is None else workers
+    runtime = runtime or TorchImageRuntime(model)
     enc = model.image_encoder
     dataset = _Decoded(photos, enc.transform(train=False), enc.image_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                                          prefetch_factor=2 if workers else None, persistent_workers=False)
-    model.eval()
     bar = progress(loader, desc=desc, unit="batch", total=len(loader))
     for batch in bar:
         good = [(i, x, h) for i, x, h, err in batch if err is None]
         failed = [(photos[i].path, err) for i, _, _, err in batch if err is not None]
         if good:
-            with torch.inference_mode():
-                pixels = torch.stack([x for _, x, _ in good]).to(model.device)
-                relaxed = model.image_relaxed(pixels).float().cpu().numpy()
+            relaxed = runtime.relaxed(torch.stack([x for _, x, _ in good]))
         else:
             relaxed = np.zeros((0, model.config.max_bits), np.float32)
         yield [_photo_item(photos[i], h) for i, _, h in good], relaxed, failed
@@ -204,13 +224,14 @@ def _changed(p: PhotoFile, known: dict | None) -> bool:
 
 
 def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile], report: PhotoReport,
-                 chunk_size: int = DEFAULT_CHUNK, batch_size: int = DEFAULT_BATCH, workers: int | None = None,
-                 update: bool = True, store_floats: bool = False) -> PhotoReport:
+                 options: PhotoOptions | None = None, update: bool = True) -> PhotoReport:
     """Encode and add ``photos`` to the index in ``index_dir``, committing every
-    ``chunk_size`` photos. Photos already indexed with the same size and mtime are not
-    read; with ``update``, changed ones are re-encoded (same key, new code)."""
-    if chunk_size < 1:
-        raise InvalidInput(f"--chunk-size must be at least 1, got {chunk_size}")
+    ``options.chunk_size`` photos. Photos already indexed with the same size and mtime
+    are not read; with ``update``, changed ones are re-encoded (same key, new code)."""
+    options = options or PhotoOptions()
+    if options.chunk_size < 1 or options.batch_size < 1:
+        raise InvalidInput(f"chunk and batch sizes must be at least 1, got {options.chunk_size} and "
+                           f"{options.batch_size}")
     known = indexed_photos(CrossModalIndex.load(index_dir, model.fingerprint()))
     todo = [p for p in photos if (_changed(p, known.get(p.path)) if update else p.path not in known)]
     report.unchanged += len(photos) - len(todo)
@@ -221,17 +242,21 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
         if not pending_items:
             return
         _commit_photos(index_dir, model, pending_items, np.concatenate(pending_relaxed), known, report,
-                       update, store_floats)
+                       update, options.store_floats)
         pending_items.clear()
         pending_relaxed.clear()
 
-    for items, relaxed, failed in encode_photos(model, todo, batch_size, workers):
+    if not todo:
+        return report
+    workers = default_workers() if options.workers is None else options.workers
+    runtime = image_runtime(model, options.runtime, threads=runtime_threads(workers))
+    for items, relaxed, failed in encode_photos(model, todo, options.batch_size, workers, runtime):
         for path, why in failed:
             report.failed.append((path, why))
             print(f"skipped {path}: {why}", file=sys.stderr)
         pending_items.extend(items)
         pending_relaxed.append(relaxed)
-        if len(pending_items) >= chunk_size:
+        if len(pending_items) >= options.chunk_size:
             flush()
     flush()
     return report
@@ -261,14 +286,13 @@ def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, kno
 
 
 def sync_photos(index_dir: str | os.PathLike, model, roots: Sequence[str | os.PathLike],
-                chunk_size: int = DEFAULT_CHUNK, batch_size: int = DEFAULT_BATCH, workers: int | None = None,
-                store_floats: bool = False) -> PhotoReport:
+                options: PhotoOptions | None = None) -> PhotoReport:
     """Bring the index's photos under ``roots`` in line with the folders: add new
     photos, re-encode changed ones, remove those that are gone. Photos indexed from
     elsewhere (other folders, dataset items, captions) are left alone."""
     report = PhotoReport()
     photos = walk_photos(roots, report)
-    index_photos(index_dir, model, photos, report, chunk_size, batch_size, workers, True, store_floats)
+    index_photos(index_dir, model, photos, report, options, update=True)
     present = {p.path for p in photos}
     prefixes = tuple(str(Path(r).expanduser().resolve()) for r in roots)
     unreadable = tuple(f for f, _ in report.unreadable_folders)

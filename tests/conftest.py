@@ -54,3 +54,17 @@ def tiny_model(tiny_data, feature_cache_dir, tmp_path_factory) -> Path:
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "40", "--batch-size", "16", "--patience", "40",
                  "--bits", "16,32,64", "--head-hidden", "256", "--cache-dir", str(feature_cache_dir)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real Milvus standalone server (the ``milvus`` package) for the whole session, on
+    free ports and a fresh data folder; stopped by PID at the end."""
+    pytest.importorskip("milvus", reason="the milvus package (a real Milvus standalone server) is not installed; "
+                                         "`pip install -e '.[test]'` installs it")
+    from retrieval.milvus_server import LocalMilvus
+
+    server = LocalMilvus(tmp_path_factory.mktemp("milvus-server")).start()
+    yield server
+    server.stop()
+    assert not server.alive()

@@ -77,13 +77,13 @@ def test_radius_search_matches_bruteforce(kind, params):
 
 def test_add_remove_update_without_rebuild():
     idx, codes = _index(100)
-    assert idx.add("image", [Item(key="img5")], codes[5:6]) == {"added": 0, "skipped": 1}  # no duplicate
+    assert idx.add("image", [Item(key="img5")], codes[5:6]) == {"added": 0, "replaced": 0, "skipped": 1}  # no dup
     assert idx.count("image") == 100
     idx.remove_keys("image", ["img5"])
     assert idx.count("image") == 99 and idx.search(codes[5:6], "image", k=1)[0][0].key != "img5"
     new_code = codes[7:8].copy()
     res = idx.add("image", [Item(key="img3", source="moved")], new_code, update=True)
-    assert res["added"] == 1 and idx.count("image") == 99
+    assert res["added"] == 1 and res["replaced"] == 1 and idx.count("image") == 99
     top = idx.search(new_code, "image", k=2)[0]
     assert {h.key for h in top if h.distance == 0} == {"img3", "img7"}
     assert [h for h in top if h.key == "img3"][0].source == "moved"
@@ -170,13 +170,13 @@ def test_killed_save_leaves_previous_index_intact(tmp_path):
 def test_milvus_lite_equals_faiss_flat(tmp_path):
     pytest.importorskip("pymilvus", reason="pymilvus is installed by .ci/run; it is an optional dependency")
     pytest.importorskip("milvus_lite", reason="milvus-lite is installed by .ci/run; it is an optional dependency")
-    from retrieval.milvus import MilvusBinaryIndex
+    from retrieval.milvus import MilvusBinaryIndex, MilvusOptions
 
     codes = _codes(3000, 8, seed=5)
     ids = np.arange(3000) * 11 + 3
     fa = FaissBinaryIndex(64, "flat")
     fa.add(ids, codes)
-    mv = MilvusBinaryIndex(64, "codes", str(tmp_path / "milvus.db"))
+    mv = MilvusBinaryIndex(64, "codes", MilvusOptions(uri=str(tmp_path / "milvus.db")))
     mv.add(ids, codes)
     assert mv.ntotal == 3000
     q = codes[:25] ^ np.uint8(3)

@@ -64,18 +64,25 @@ def run_build(args) -> dict:
         print(f"{args.out} already holds a build by this model: resuming (photos indexed before are not read again)")
     else:
         build_index(model, args.model, pending, args.out, args.bits, args.type, parse_params(args.param),
-                    args.backend, {"milvus_uri": args.milvus_uri}, args.store_floats)
+                    args.backend, backend_options(args), args.store_floats)
     if args.images:
         report = PhotoReport()
         photos = walk_photos(args.images, report)
-        index_photos(args.out, model, photos, report, args.chunk_size, args.batch_size, args.workers,
-                     update=True, store_floats=args.store_floats)
+        index_photos(args.out, model, photos, report, photo_options(args), update=True)
         print(f"photos: {report.found} found, " + report.summary())
     idx = CrossModalIndex.load(args.out)
     counts = {m: idx.count(m) for m in ("image", "text")}
     print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
           f"{args.bits}-bit {args.type} ({args.backend})")
     return counts
+
+
+def backend_options(args) -> dict:
+    """Options of the chosen backend as stored in the index (none for faiss)."""
+    if args.backend != "milvus":
+        return {}
+    return {"uri": args.milvus_uri, "db_name": args.milvus_db, "collection_prefix": args.milvus_prefix,
+            "consistency_level": args.milvus_consistency, "insert_batch": args.milvus_insert_batch}
 
 
 def _resumable(out: str, model, nbits: int) -> bool:
@@ -117,8 +124,7 @@ def run_add(args) -> dict:
     if args.images:
         found = walk_photos(args.images, photos)
         if found:
-            index_photos(args.index, model, found, photos, args.chunk_size, args.batch_size, args.workers,
-                         update=args.update, store_floats=args.store_floats)
+            index_photos(args.index, model, found, photos, photo_options(args), update=args.update)
     if any(p.items for p in pending):
         commit(args.index, model, pending, args.store_floats, args.update, report)
     report.added += photos.added + photos.updated
@@ -139,14 +145,19 @@ def run_sync(args) -> dict:
     live = CrossModalIndex.load(args.index)
     model = CrossModalHasher.from_pretrained(args.model or live.model_path)
     del live
-    report = sync_photos(args.index, model, args.images, args.chunk_size, args.batch_size, args.workers,
-                         store_floats=args.store_floats)
+    report = sync_photos(args.index, model, args.images, photo_options(args))
     print(report.sync_summary())
     return {"added": report.added, "updated": report.updated, "removed": report.removed,
             "unchanged": report.unchanged + report.restamped, "failed": len(report.failed)}
 
 
+def photo_options(args):
+    from retrieval.photos import PhotoOptions
+    return PhotoOptions(args.chunk_size, args.batch_size, args.workers, args.runtime, args.store_floats)
+
+
 def photo_args(p) -> None:
+    from crossmodal.runtime import RUNTIMES
     from retrieval.photos import DEFAULT_BATCH, DEFAULT_CHUNK, default_workers
 
     p.add_argument("--chunk-size", type=count(1), default=DEFAULT_CHUNK,
@@ -154,6 +165,9 @@ def photo_args(p) -> None:
     p.add_argument("--batch-size", type=count(1), default=DEFAULT_BATCH, help="photos encoded at once")
     p.add_argument("--workers", type=count(0), default=default_workers(),
                    help="processes decoding photos while the CNN runs (0: decode in this process)")
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="where the CNN runs for photos: ONNX Runtime when installed (auto; checked against PyTorch "
+                        "before use), or PyTorch")
 
 
 def resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]]:
@@ -216,7 +230,17 @@ def register(sub) -> None:
                    help="an index parameter, repeatable (see --type for each type's parameters and defaults)")
     b.add_argument("--backend", default="faiss", choices=list(BACKENDS),
                    help="faiss (in this process) or milvus (a Milvus server or Milvus Lite file)")
-    b.add_argument("--milvus-uri", default=None, help="Milvus Lite file or http://host:19530 (with --backend milvus)")
+    from retrieval.milvus import CONSISTENCY_LEVELS, MilvusOptions
+    mo = MilvusOptions()
+    b.add_argument("--milvus-uri", default=None,
+                   help="with --backend milvus: a server, http://host:19530, or a Milvus Lite .db file; the token, "
+                        "if the server wants one, comes from CROSSMODAL_MILVUS_TOKEN (never stored)")
+    b.add_argument("--milvus-db", default=mo.db_name, help="Milvus database (default: the server's default)")
+    b.add_argument("--milvus-prefix", default=mo.collection_prefix,
+                   help="collection name prefix; collections are PREFIX_<index id>_<modality>")
+    b.add_argument("--milvus-consistency", default=mo.consistency_level, choices=CONSISTENCY_LEVELS,
+                   help="Strong: a search sees every finished write; Bounded: faster, may lag a moment")
+    b.add_argument("--milvus-insert-batch", type=count(1), default=mo.insert_batch, help="rows per insert request")
     b.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
     cache_dir_arg(b)
     photo_args(b)
