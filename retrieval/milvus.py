@@ -7,7 +7,8 @@ when this backend is used.
 
 * **One collection per index and modality**: ``<prefix>_<index id>_<modality>``, so any
   number of indexes share a server (``collection_prefix`` and ``db_name`` group them).
-* **Writes are idempotent**: codes go in by ``upsert`` in batches of ``insert_batch``,
+* **Writes are idempotent**: codes go in by ``upsert`` in batches of ``insert_batch``
+  (plain inserts into a collection this process created, which nothing can repeat),
   so a write repeated after a crash (the folder's version was not written, the server
   already had the codes) leaves one copy; ids the metadata store does not know are
   dropped from results.
@@ -86,7 +87,10 @@ class MilvusBinaryIndex:
             self.client = MilvusClient(uri, token=token, db_name=options.db_name)
         except Exception as e:  # pymilvus raises its own types for refused connections and bad auth
             raise Unavailable(f"cannot connect to Milvus at {uri}: {type(e).__name__}: {e}") from None
-        if not self.client.has_collection(self.collection):
+        #: created by this instance: nothing on the server can repeat what we add, so plain
+        #: inserts (faster than upserts) are safe
+        self._fresh = not self.client.has_collection(self.collection)
+        if self._fresh:
             schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.INT64, is_primary=True)
             schema.add_field("seq", DataType.INT64)
@@ -124,11 +128,13 @@ class MilvusBinaryIndex:
     def add(self, ids, codes) -> None:
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         rows = [{"id": int(i), "seq": self._seq + n, "code": c.tobytes()} for n, (i, c) in enumerate(zip(ids, codes))]
+        write = self.client.insert if self._fresh else self.client.upsert
         for s in range(0, len(rows), self.options.insert_batch):
-            self.client.upsert(self.collection, rows[s:s + self.options.insert_batch])
+            write(self.collection, rows[s:s + self.options.insert_batch])
         self._seq += len(rows)
 
     def remove(self, ids) -> int:
+        self._fresh = False  # a removed id may come back: from here on, writes are upserts
         ids = [int(i) for i in ids]
         removed = 0
         for s in range(0, len(ids), 1000):
