@@ -122,28 +122,38 @@ TAIL_CHUNK = 256
 
 
 @torch.inference_mode()
-def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None) -> SplitOutputs:
+def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, flip_tta: bool = False) -> SplitOutputs:
     """The outputs of a split's images and captions: the one place that computes them,
     for evaluation, indexing, validation and quantizer fitting alike.
 
     A frozen encoder's features come from the feature cache, and so do the frozen trunk
     activations under a fine-tuned tail (``last:N``); any other fine-tuned encoder is run
     directly (its weights are not part of the cache key). Heads and tails run in chunks
-    on the model's device."""
+    on the model's device. ``flip_tta``: an image's output is the mean of its plain and
+    mirrored views' outputs (free where the cache holds both views, as it does for
+    frozen encoders and ``last:N`` trunks)."""
     from dataclasses import asdict
+
+    from .errors import InvalidInput
 
     model.eval()
     dev = model.device
     img_cfg, txt_cfg = asdict(model.config.image_encoder), asdict(model.config.text_encoder)
     n_tail = model.image_tail_stages
+    views = (0, 1) if flip_tta else (0,)
+    if flip_tta and not (n_tail or model.image_encoder.is_frozen) or flip_tta and cache_dir is None:
+        raise InvalidInput("flip test-time augmentation needs cached image features (a frozen image encoder or "
+                           "last:N, and a feature cache)")
     if n_tail:
-        acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail)[:, 0]
-        img_raw = torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK].to(dev).float(), n_tail).cpu()
-                             for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else \
-            torch.zeros(0, model.image_encoder.output_dim)
+        acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail)
+        img_views = [torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK, v].to(dev).float(), n_tail).cpu()
+                                for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else
+                     torch.zeros(0, model.image_encoder.output_dim) for v in views]
     else:
         img_cache = cache_dir if model.image_encoder.is_frozen else None
-        img_raw = image_features(model.image_encoder, img_cfg, ds, img_cache)[:, 0]
+        feats = image_features(model.image_encoder, img_cfg, ds, img_cache)
+        img_views = [feats[:, v] for v in views]
+    img_raw = img_views[0]
     txt_cache = cache_dir if model.text_encoder.is_frozen else None
     txt_raw = text_features(model.text_encoder, txt_cfg, ds, captions, txt_cache)
 
@@ -152,6 +162,7 @@ def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None) -> S
             return np.zeros((0, model.config.max_bits), np.float32)
         return torch.cat([fn(x[s:s + chunk].to(dev).float()).cpu() for s in range(0, len(x), chunk)]).numpy()
 
-    return SplitOutputs(heads(model.image_relaxed_from_features, img_raw, IMAGE_HEAD_CHUNK),
+    image_relaxed = np.mean([heads(model.image_relaxed_from_features, v, IMAGE_HEAD_CHUNK) for v in img_views], axis=0)
+    return SplitOutputs(image_relaxed,
                         heads(model.text_relaxed_from_features, txt_raw, TEXT_HEAD_CHUNK),
                         img_raw.float().numpy(), txt_raw.float().numpy())

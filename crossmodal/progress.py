@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable, Iterator, Sized, TypeVar
+from typing import Callable, Iterable, Iterator, Sized, TypeVar
 
 T = TypeVar("T")
 
@@ -28,8 +28,10 @@ def set_quiet(value: bool) -> None:
 class _Lines:
     """A tqdm stand-in for logs: a few whole lines instead of a redrawn bar."""
 
-    def __init__(self, iterable: Iterable[T], desc: str, unit: str, total: int | None, interval: float):
+    def __init__(self, iterable: Iterable[T], desc: str, unit: str, total: int | None, interval: float,
+                 size: Callable[[T], int] | None = None):
         self.iterable, self.desc, self.unit, self.interval = iterable, desc, unit, interval
+        self.size = size
         self.total = total if total is not None else (len(iterable) if isinstance(iterable, Sized) else None)
         self.postfix = ""
 
@@ -47,7 +49,7 @@ class _Lines:
         n = lines = 0
         for item in self.iterable:
             yield item
-            n += 1
+            n += self.size(item) if self.size else 1
             if time.time() - last >= self.interval:
                 self._line(n, start)
                 last, lines = time.time(), lines + 1
@@ -59,12 +61,25 @@ class _Lines:
 
 
 def progress(iterable: Iterable[T], desc: str, unit: str = "it", total: int | None = None,
-             disable: bool = False):
-    """``iterable`` with progress reporting suited to where stderr goes."""
+             disable: bool = False, size: Callable[[T], int] | None = None):
+    """``iterable`` with progress reporting suited to where stderr goes. ``size``: how
+    many units an item counts for (a batch counts its photos, so the rate is photos/s);
+    ``total`` is then in those units."""
     if disable or quiet():
         from tqdm.auto import tqdm
         return tqdm(iterable, disable=True)
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
-        return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False)
-    return _Lines(iterable, desc, unit, total, float(os.environ.get("CROSSMODAL_PROGRESS_INTERVAL", "30")))
+        if size is None:
+            return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False)
+        return _sized_bar(iterable, tqdm(desc=desc, unit=unit, total=total, leave=False), size)
+    return _Lines(iterable, desc, unit, total, float(os.environ.get("CROSSMODAL_PROGRESS_INTERVAL", "30")), size)
+
+
+def _sized_bar(iterable: Iterable[T], bar, size: Callable[[T], int]) -> Iterator[T]:
+    try:
+        for item in iterable:
+            yield item
+            bar.update(size(item))
+    finally:
+        bar.close()

@@ -76,7 +76,8 @@ def _concat_sides(sides):
 
 def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[str] = (),
                       bits: Sequence[int] | None = None, relevance: str = "auto", within: bool = False,
-                      baselines: bool = True, cache_dir: Path | None = None, n_examples: int = 3) -> DatasetEvaluation:
+                      baselines: bool = True, cache_dir: Path | None = None, n_examples: int = 3,
+                      flip_tta: bool = False) -> DatasetEvaluation:
     """Evaluate ``model`` with ``split`` as queries against ``database`` splits (or the
     split's other modality): metrics at each code length beside the baselines."""
     from crossmodal.data import load_prepared
@@ -100,7 +101,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     vocab = label_vocab(*flats.values()) if use_labels else []
 
     def sides(s, flat, vocab):
-        out = relaxed_outputs(model, ds[s], flat.captions, cache_dir)
+        out = relaxed_outputs(model, ds[s], flat.captions, cache_dir, flip_tta)
         labels = flat.label_matrix(vocab) if vocab else None
         return (_side(out.image_relaxed, out.image_features, flat.ids, labels),
                 _side(out.text_relaxed, out.text_features, [flat.ids[i] for i in flat.caption_item],
@@ -119,7 +120,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
         train_raw = (timg.raw[tflat.caption_item], ttxt.raw)
     cfg = EvalConfig(bits=bits, relevance="labels" if use_labels else "pairs", within=within, baselines=baselines)
     report = evaluate(model.quantize, query, db, cfg, train_raw)
-    report["model"] = {"fingerprint": model.fingerprint(), "quantizer": model.config.quantizer}
+    report["model"] = {"fingerprint": model.fingerprint(), "quantizer": model.config.quantizer, "flip_tta": flip_tta}
     report["data"] = str(data_dir)
 
     examples = example_queries(model, query, db or query, max(bits), use_labels, n_examples)

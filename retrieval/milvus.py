@@ -173,6 +173,19 @@ class MilvusBinaryIndex:
     def memory_bytes(self) -> int:
         return self.ntotal * (self.nbits // 8 + 16)
 
+    def wait_until_indexed(self, timeout: float = 600.0) -> None:
+        """Flush and wait until the server has built the index over every row (until then
+        it searches unindexed segments exhaustively: exact, but not what IVF costs)."""
+        self.client.flush(self.collection)
+        name = self.client.list_indexes(self.collection)[0]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            info = self.client.describe_index(self.collection, name)
+            if info.get("indexed_rows", 0) >= info.get("total_rows", 0) and not info.get("pending_index_rows", 0):
+                return
+            time.sleep(1)
+        raise Unavailable(f"Milvus did not finish indexing {self.collection} in {timeout:.0f} s")
+
     def drop(self) -> None:
         """Delete the collection from the server (what removing the index folder cannot do)."""
         self.client.drop_collection(self.collection)

@@ -198,8 +198,7 @@ def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_
     dataset = _Decoded(photos, enc.transform(train=False), enc.image_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                                          prefetch_factor=2 if workers else None, persistent_workers=False)
-    bar = progress(loader, desc=desc, unit="batch", total=len(loader))
-    for batch in bar:
+    for batch in progress(loader, desc=desc, unit="photo", total=len(photos), size=len):
         good = [(i, x, h) for i, x, h, err in batch if err is None]
         failed = [(photos[i].path, err) for i, _, _, err in batch if err is not None]
         if good:

@@ -25,11 +25,13 @@ from crossmodal.data.images import ImageTooLarge, max_pixels_default, open_image
 from crossmodal.errors import InvalidInput
 
 from .batching import EmbedBatcher
+from .index import MODALITIES
 from .ingest import Pending, add_pending, commit, text_items
 from .search import MAX_QUERY_CHARS, Searcher, check_query_texts
 
 WEB_DIR = Path(__file__).with_name("web")
-TARGETS = ("image", "text", "frame", "moments")
+TARGETS = (*MODALITIES, "moments")  #: what a query can look for: an index modality, or video moments
+TARGET_PATTERN = "^(" + "|".join(TARGETS) + ")$"
 
 
 class NewTexts(BaseModel):
@@ -133,7 +135,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
 
     @app.get("/api/search/text")
     def search_text(q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="the caption"),
-                    target: str = Query("image", pattern="^(image|text|frame|moments)$"),
+                    target: str = Query("image", pattern=TARGET_PATTERN),
                     k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                     bits: int | None = None):
         try:
@@ -146,7 +148,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
 
     @app.post("/api/search/image")
     def search_image(request: Request, file: UploadFile = File(...),
-                     target: str = Query("text", pattern="^(image|text|frame|moments)$"),
+                     target: str = Query("text", pattern=TARGET_PATTERN),
                      k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                      bits: int | None = None):
         data = file.file.read(max_upload_bytes + 1)

@@ -1,4 +1,5 @@
 """The ``crossmodal`` command as a user runs it."""
+import json
 import subprocess
 import sys
 
@@ -35,3 +36,19 @@ def test_bad_input_gives_clear_error_not_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "train", "--data", "x", "--out", "y",
                           "--bits", "12"], capture_output=True, text=True)
     assert res.returncode == 2 and "multiple of 8" in res.stderr
+
+
+def test_demo_runs_end_to_end_on_a_small_built_in_set(tmp_path, capsys):
+    """The README's first command, shrunk: dataset -> train -> index -> eval -> queries."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--train-size", "60", "--dev-size", "20", "--test-size", "20",
+                 "--epochs", "2", "--bits", "16,32"]) == 0
+    text = capsys.readouterr().out
+    assert "5/5 example queries" in text and "text → images" in text
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert 0.0 < summary["i2t_mAP"] <= 1.0 and 0.0 < summary["t2i_mAP"] <= 1.0
+    assert (out / "report" / "summary.md").is_file() and (out / "index" / "CURRENT").is_file()
+    # run again: the dataset and the model are reused, the index is rebuilt in place
+    assert main(["demo", "--out", str(out), "--train-size", "60", "--dev-size", "20", "--test-size", "20",
+                 "--epochs", "2", "--bits", "16,32"]) == 0
+    assert "already trained" in capsys.readouterr().out

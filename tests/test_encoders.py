@@ -31,6 +31,22 @@ def test_efficientnet_lite0_pretrained_offline_gives_distinct_features():
     assert enc.net._bn0.running_var.mean().item() != pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("name,size", [("efficientnet-lite1", 240), ("efficientnet-lite2", 260)])
+def test_stronger_lite_weights_load_offline_at_their_native_size(name, size):
+    enc = create_image_encoder(ImageEncoderConfig(name=name))
+    enc.eval()
+    assert enc.image_size == size
+    x = enc.transform()(Image.new("RGB", (300, 200), (0, 128, 255)))
+    assert x.shape == (3, size, size)
+    with torch.no_grad():
+        f = enc(x[None])
+    assert f.shape == (1, 1280)
+    lite0 = create_image_encoder(ImageEncoderConfig())
+    assert enc.net._bn0.running_var.mean().item() != pytest.approx(1.0)  # ImageNet statistics, not init
+    assert enc.net._bn0.running_var.shape == lite0.net._bn0.running_var.shape
+    assert not torch.equal(enc.net._conv_stem.weight, lite0.net._conv_stem.weight)  # its own weights
+
+
 @pytest.mark.parametrize("name", TV)
 def test_torchvision_cnn_from_local_weights_file(name, tmp_path):
     from safetensors.torch import save_file

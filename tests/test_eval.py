@@ -68,3 +68,26 @@ def test_protocol_leak_check_and_hand_made_ranking():
         evaluate(quant, q, leaky, EvalConfig(bits=(8,), baselines=False))
     with pytest.raises(ValueError, match="pair-based relevance needs"):
         evaluate(quant, q, db, EvalConfig(bits=(8,), relevance="pairs", baselines=False))
+
+
+def test_flip_tta_is_the_mean_of_both_cached_views(tiny_model, tiny_data, feature_cache_dir):
+    from dataclasses import asdict
+
+    import torch
+
+    from crossmodal.data import load_prepared
+    from crossmodal.data.splits import flatten_split
+    from crossmodal.features import image_features, relaxed_outputs
+    from crossmodal.model import CrossModalHasher
+
+    model = CrossModalHasher.from_pretrained(tiny_model)
+    ds = load_prepared(tiny_data)["test"]
+    captions = flatten_split(ds).captions
+    plain = relaxed_outputs(model, ds, captions, feature_cache_dir)
+    tta = relaxed_outputs(model, ds, captions, feature_cache_dir, flip_tta=True)
+    feats = image_features(model.image_encoder, asdict(model.config.image_encoder), ds, feature_cache_dir)
+    with torch.no_grad():
+        mirrored = model.image_relaxed_from_features(feats[:, 1]).numpy()
+    assert np.allclose(tta.image_relaxed, (plain.image_relaxed + mirrored) / 2, atol=1e-5)
+    assert not np.allclose(tta.image_relaxed, plain.image_relaxed)
+    assert np.array_equal(tta.text_relaxed, plain.text_relaxed)

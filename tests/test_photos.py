@@ -68,13 +68,15 @@ def test_walk_is_recursive_skips_hidden_non_images_and_symlink_loops(library):
     assert len({p.path for p in found}) == 8  # the loop does not bring anything twice
 
 
-def test_build_from_folders_counts_bad_files_and_searches(tiny_model, library, tmp_path, capsys):
+def test_build_from_folders_counts_bad_files_and_searches(tiny_model, library, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CROSSMODAL_PROGRESS_INTERVAL", "0")  # a log line per batch (stderr is not a terminal here)
     out = tmp_path / "idx"
     assert main(["index", "build", "--model", str(tiny_model), "--images", str(library), str(tmp_path / "gone"),
                  "--bits", "32", "--out", str(out), "--workers", "1"]) == 0
     text = capsys.readouterr()
     assert "photos: 8 found, added 7, already present 0, unreadable 2" in text.out
     assert "broken.jpg" in text.err and "gone" in text.err
+    assert "photos: 8/8 photo (" in text.err and "photo/s" in text.err  # progress counts photos, with a rate
     assert {Path(k).name for k in keys_in(out)} == {"a.jpg", "b.jpg", "c.JPG", "d.jpeg", "e.jpg", "f.jpg", "g.png"}
     meta = next(m for m in CrossModalIndex.load(out).store.items_of("image") if m["key"].endswith("f.jpg"))
     st = os.stat(meta["key"])

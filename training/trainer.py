@@ -1,22 +1,21 @@
 """The trainer: heads (and any unfrozen encoder blocks) learn the shared Hamming space.
 
 * Frozen encoders are run once: their features come from the on-disk cache
-  (``features.py``), so an epoch over Flickr8k takes seconds on two CPU cores.
+  (``crossmodal/features.py``), so an epoch over Flickr8k takes seconds on two CPU cores.
   Unfrozen encoders run end to end on raw images / captions.
 * AdamW with linear warm-up and cosine decay; validation each epoch through a
   ``scorer`` (injected, so this package does not depend on ``retrieval``) with early
   stopping; everything seeded: batch order and caption choice are functions of
   (seed, epoch, batch), so a resumed run continues exactly where it stopped.
-* Checkpoints are safetensors + JSON, written atomically each epoch and every
-  ``checkpoint_every`` steps; ``resume=True`` continues from the last one.
-* Data-parallel across processes under ``torchrun`` (DDP; gloo on CPU): every rank
-  takes its share of each global batch.
+* Checkpoints (``checkpoint.py``) are safetensors + JSON, written atomically each epoch
+  and every ``checkpoint_every`` steps; ``resume=True`` continues from the last one.
+* Data-parallel across processes under ``torchrun`` (DDP; gloo on CPU; ``distributed.py``):
+  every rank takes its share of each global batch.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -26,16 +25,17 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from crossmodal.cache import default_cache_dir
-from crossmodal.progress import progress
 
 from crossmodal import features as feature_cache
+from crossmodal.cache import default_cache_dir
 from crossmodal.data.splits import FlatSplit, flatten_split, label_vocab
 from crossmodal.features import relaxed_outputs
 from crossmodal.model import CrossModalHasher
+from crossmodal.progress import progress
 
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import barrier, pick_device, world
 from .losses import HashingLoss, LossConfig, label_positives, resolve_loss_config
 
 Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None"], dict]
@@ -74,20 +74,6 @@ class TrainConfig:
         return cls(**d, loss=loss)
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed_from_env() -> bool:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-        return True
-    return False
-
-
 class _TrainModule(nn.Module):
     """Model + loss in one module, so DDP syncs every trainable parameter."""
 
@@ -116,19 +102,14 @@ class Trainer:
         self.cfg = config or TrainConfig()
         self.out = Path(out_dir)
         self.scorer = scorer
-        self.rank, self.world = _world()
+        self.rank, self.world = world()
         self.train_ds = dataset[self.cfg.train_split]
         self.val_ds = dataset[self.cfg.val_split] if self.cfg.val_split and self.cfg.val_split in dataset else None
-        if self.cfg.val_bits not in model.config.bits:
-            self.cfg.val_bits = model.config.bits[-1]
+        #: validation scores codes of this length (the configured one if the model serves it)
+        self.val_bits = self.cfg.val_bits if self.cfg.val_bits in model.config.bits else model.config.bits[-1]
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
-        dev = self.cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        if dev.startswith("cuda") and self.world > 1:
-            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        self.device = torch.device(dev)
+        self.device = pick_device(self.cfg.device, self.world)
 
     # ---- data ----------------------------------------------------------------------
     def _prepare_data(self) -> None:
@@ -168,8 +149,7 @@ class Trainer:
         # Rank 0 fills the cache first; the others then read it.
         if self.rank == 0:
             self.feats = compute_all()
-        if self.world > 1:
-            dist.barrier()
+        barrier(self.world)
         if self.rank != 0:
             self.feats = compute_all()
         self._decoded: dict[int, object] = {}
@@ -272,47 +252,12 @@ class Trainer:
             return {}
         img, txt = self.relaxed_outputs("val")
         labels = self.val.label_matrix(self.vocab) if self.vocab else None
-        return self.scorer(m_bits(img, self.cfg.val_bits), m_bits(txt, self.cfg.val_bits), self.val, labels)
+        return self.scorer(m_bits(img, self.val_bits), m_bits(txt, self.val_bits), self.val, labels)
 
-    # ---- checkpoints ----------------------------------------------------------------
+    # ---- checkpoints (training/checkpoint.py) ---------------------------------------
     def _save_checkpoint(self, module, opt, sched, state: dict) -> None:
-        if self.rank != 0:
-            return
-        from safetensors.torch import save_file
-
-        final = self.out / "checkpoint"
-        tmp = self.out / ".checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp)
-        tensors, meta = _flatten_optimizer(opt.state_dict())
-        tensors["loss.log_inv_temperature"] = module.loss.log_inv_temperature.detach().clone().reshape(1)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "trainer_state.json").write_text(json.dumps(
-            {**state, "optimizer": meta, "scheduler": sched.state_dict(), "train_config": asdict(self.cfg)}))
-        old = self.out / ".checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _load_checkpoint(self, module, opt, sched) -> dict | None:
-        from safetensors.torch import load_file
-
-        ck = self.out / "checkpoint"
-        if not (ck / "trainer_state.json").is_file():
-            return None
-        state = json.loads((ck / "trainer_state.json").read_text())
-        weights = load_file(str(ck / "model.safetensors"), device=str(self.device))
-        self.model.load_state_dict(weights)
-        self.model.text_encoder.load_extra(ck)
-        tensors = load_file(str(ck / "optimizer.safetensors"), device=str(self.device))
-        with torch.no_grad():
-            module.loss.log_inv_temperature.copy_(tensors.pop("loss.log_inv_temperature")[0])
-        opt.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
-        sched.load_state_dict(state["scheduler"])
-        return state
+        if self.rank == 0:
+            save_checkpoint(self.out, self.model, module.loss, opt, sched, state, self.cfg)
 
     # ---- the loop -------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -333,7 +278,7 @@ class Trainer:
 
         state = {"epoch": 0, "batch": 0, "step": 0, "best_score": -float("inf"), "best_epoch": -1, "bad_epochs": 0}
         if resume:
-            loaded = self._load_checkpoint(module, opt, sched)
+            loaded = load_checkpoint(self.out, self.model, module.loss, opt, sched, self.device)
             if loaded:
                 state.update({k: loaded[k] for k in state})
                 if self.rank == 0:
@@ -395,8 +340,7 @@ class Trainer:
         return self._finish(state, best_dir)
 
     def _finish(self, state: dict, best_dir: Path) -> dict:
-        if self.world > 1:
-            dist.barrier()
+        barrier(self.world)
         if (best_dir / "model.safetensors").is_file():
             from safetensors.torch import load_file
             self.model.load_state_dict(load_file(str(best_dir / "model.safetensors"), device=str(self.device)))
@@ -430,23 +374,3 @@ def _frozen_to_eval(model: CrossModalHasher) -> None:
             for block in enc.blocks():
                 if not any(p.requires_grad for p in block.parameters()):
                     block.eval()
-
-
-def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, meta_state = {}, {}
-    for pid, st in sd["state"].items():
-        meta_state[str(pid)] = {}
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"state.{pid}.{k}"] = v.detach().clone().contiguous()
-            else:
-                meta_state[str(pid)][k] = v
-    return tensors, {"state": meta_state, "param_groups": sd["param_groups"]}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {int(pid): dict(v) for pid, v in meta["state"].items()}
-    for key, t in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = t
-    return {"state": state, "param_groups": meta["param_groups"]}

@@ -15,7 +15,8 @@ def run(args) -> dict:
 
     model = CrossModalHasher.from_pretrained(args.model)
     result = evaluate_prepared(model, args.data, args.split, [s for s in (args.database or "").split(",") if s],
-                               args.bits, args.relevance, args.within, args.baselines, cache_dir(args))
+                               args.bits, args.relevance, args.within, args.baselines, cache_dir(args),
+                               flip_tta=args.flip_tta)
     print_screening(result.screening)
     result.report["model"]["path"] = str(args.model)
     write_report(result.report, args.out, result.examples, result.load_image,
@@ -39,5 +40,7 @@ def register(sub) -> None:
     p.add_argument("--no-baselines", dest="baselines", action="store_false",
                    help="skip the float, LSH, ITQ and CCA+ITQ baselines")
     cache_dir_arg(p)
+    p.add_argument("--flip-tta", action="store_true",
+                   help="score each image as the mean of its plain and mirrored views (free with cached features)")
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=run)

