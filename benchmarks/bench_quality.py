@@ -44,8 +44,12 @@ def main():
     p.add_argument("--name", default=None, help="section name suffix (for ablations)")
     p.add_argument("--reuse", action="store_true",
                    help="evaluate the model already trained in WORK/models/DATASET-NAME instead of training again")
-    p.add_argument("train_args", nargs="*", help="extra `crossmodal train` arguments (after --)")
-    args = p.parse_args()
+    p.add_argument("--flip-tta", action="store_true",
+                   help="evaluate with flip test-time augmentation (the section is named NAME+flip-tta)")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # argparse would bind an empty list before options
+    args = p.parse_args(argv[:cut])
+    args.train_args = argv[cut + 1:]
     setup = SETUPS[args.dataset]
     work = Path(args.work)
     data = work / "data" / args.dataset
@@ -60,9 +64,11 @@ def main():
     else:
         t_train = run([sys.executable, "-m", "crossmodal.cli", "train", "--data", str(data), "--out", str(model),
                        *args.train_args])
-    report_dir = work / "reports" / f"{args.dataset}-{tag}"
+    section = f"{tag}+flip-tta" if args.flip_tta else tag
+    report_dir = work / "reports" / f"{args.dataset}-{section}"
     t_eval = run([sys.executable, "-m", "crossmodal.cli", "eval", "--model", str(model), "--data", str(data),
-                  "--split", "test", "--bits", args.bits, *setup["eval"], "--out", str(report_dir)])
+                  "--split", "test", "--bits", args.bits, *setup["eval"], "--out", str(report_dir),
+                  *(["--flip-tta"] if args.flip_tta else [])])
     from retrieval.report import summary_table
     report = json.loads((report_dir / "report.json").read_text())
     summary = json.loads((model / "train_summary.json").read_text())
@@ -72,7 +78,7 @@ def main():
             f"{summary['best_epoch']}; evaluation: {t_eval / 60:.1f} min.",
             f"Model: `crossmodal train --data {data} --out {model} {' '.join(args.train_args)}`".rstrip() + ".", "",
             summary_table(report)]
-    write_section(f"{setup['title']}: {tag}", "\n".join(body))
+    write_section(f"{setup['title']}: {section}", "\n".join(body))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,12 @@ class Searcher:
     """A model and the index it built, ready to answer queries."""
 
     def __init__(self, model, index: CrossModalIndex, index_dir: str | Path | None = None):
+        """The one place a model and an index are checked to belong together."""
         if model.fingerprint() != index.model_fingerprint:
-            raise IndexMismatch(f"the index was built by model {index.model_fingerprint}, "
-                                f"not by this model ({model.fingerprint()})")
+            where = f"{index_dir} was" if index_dir is not None else "the index was"
+            raise IndexMismatch(f"{where} built by model {index.model_fingerprint}, not by this model "
+                                f"({model.fingerprint()}); rebuild the index with this model, or search with "
+                                f"the model that built it")
         if index.nbits not in model.config.bits:
             raise IndexMismatch(f"the index holds {index.nbits}-bit codes; this model serves {list(model.config.bits)}")
         self.model, self.index = model, index
@@ -54,11 +57,7 @@ class Searcher:
         model_dir = model_dir or index.model_path
         if not model_dir:
             raise InvalidInput(f"{index_dir} does not record its model's folder: pass --model DIR")
-        model = CrossModalHasher.from_pretrained(model_dir)
-        if model.fingerprint() != index.model_fingerprint:
-            raise IndexMismatch(f"{index_dir} was built by model {index.model_fingerprint}, not by the model in "
-                                f"{model_dir} ({model.fingerprint()}); rebuild the index with this model")
-        return cls(model, index, index_dir)
+        return cls(CrossModalHasher.from_pretrained(model_dir), index, index_dir)
 
     def refresh(self) -> bool:
         """Swap in the folder's newest version if another writer made one; True if so."""
