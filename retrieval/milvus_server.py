@@ -12,7 +12,8 @@ binary) and fixes what its own wrapper leaves to the caller:
   run it behind a firewall or in its own network namespace.
 * **Crashes**: readiness is polled on the health port *and* the process, so a server
   that dies while starting raises at once with the end of its log, and
-  :meth:`LocalMilvus.alive` says whether it is still running.
+  :meth:`LocalMilvus.alive` says whether it is still running. A watchdog process kills
+  the server if the process that started it dies without stopping it.
 
     with LocalMilvus("/tmp/milvus-data") as server:
         print(server.uri)   # http://127.0.0.1:PORT for --milvus-uri
@@ -23,11 +24,30 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from crossmodal.errors import Unavailable
+
+#: run beside the server: kills it when the process that started it dies (a killed test
+#: run must not leave a server holding its ports, etcd's fixed 2380 among them)
+WATCHDOG = """
+import os, signal, sys, time
+owner, server = int(sys.argv[1]), int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+while alive(server):
+    if not alive(owner) or os.getppid() == 1:
+        os.kill(server, signal.SIGKILL)
+        break
+    time.sleep(0.5)
+"""
 
 COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord", "dataNode")
 
@@ -51,6 +71,7 @@ class LocalMilvus:
         self.ports: dict[str, int] = {}
         self.health_port = 0
         self._server = None
+        self._watchdog: subprocess.Popen | None = None
 
     @property
     def uri(self) -> str:
@@ -91,6 +112,8 @@ class LocalMilvus:
         server.webservice_port = self.health_port
         server.start()
         self._server = server
+        self._watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()),
+                                           str(server.server_proc.pid)], start_new_session=True)
         self.health_port = server.webservice_port
         self._wait_ready()
         return self
@@ -137,6 +160,9 @@ class LocalMilvus:
         self._server.server_proc = None
         self._server.stop()  # closes its log files
         self._server = None
+        if self._watchdog is not None:
+            self._watchdog.wait(timeout=10)  # it exits once the server is gone
+            self._watchdog = None
 
     def restart(self) -> "LocalMilvus":
         """Stop and start again on the same data and the same ports (the same URI)."""
