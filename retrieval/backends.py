@@ -187,6 +187,9 @@ class FaissBinaryIndex:
     def write_into(self, folder: Path, modality: str) -> None:
         self.write(str(Path(folder) / f"{modality}.faissbin"))
 
+    def location(self) -> str:
+        return "a faiss file in the index folder"
+
     @classmethod
     def read_from(cls, folder: Path, modality: str, nbits: int, kind: str, params: dict,
                   options: dict | None = None) -> "FaissBinaryIndex":
@@ -239,6 +242,8 @@ class BinaryIndex(Protocol):
     def search(self, codes, k: int) -> tuple[np.ndarray, np.ndarray]: ...
     def range_search(self, codes, radius: int) -> list[tuple[np.ndarray, np.ndarray]]: ...
     def memory_bytes(self) -> int: ...
+    def location(self) -> str:
+        """Where the codes live, for ``crossmodal info`` (a file name, a server collection)."""
     def write_into(self, folder: Path, modality: str) -> None:
         """Persist what lives in this process into a version folder (a server-side
         backend has nothing to write)."""

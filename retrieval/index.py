@@ -368,7 +368,8 @@ class CrossModalIndex:
     def info(self) -> dict:
         return {"nbits": self.nbits, "index_type": self.index_type, "params": self.params, "backend": self.backend,
                 "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint, "counts": {m: self.count(m) for m in self.indexes},
-                "memory_bytes": {m: be.memory_bytes() for m, be in self.indexes.items()}}
+                "memory_bytes": {m: be.memory_bytes() for m, be in self.indexes.items()},
+                "codes_at": {m: be.location() for m, be in self.indexes.items()}}
 
 
 def _version_number(name: str) -> int:

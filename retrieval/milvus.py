@@ -117,6 +117,10 @@ class MilvusBinaryIndex:
     def write_into(self, folder: Path, modality: str) -> None:
         """Nothing to write: Milvus persists its collections itself."""
 
+    def location(self) -> str:
+        db = f", database {self.options.db_name}" if self.options.db_name else ""
+        return f"Milvus collection {self.collection}{db}"
+
     def _query(self, **kw) -> list[dict]:
         return self.client.query(self.collection, consistency_level=self.options.consistency_level, **kw)
 

@@ -70,6 +70,7 @@ def test_cli_life_cycle_on_the_server_matches_faiss(milvus_server, tiny_model, t
     server, faiss_ = Searcher.open(on_server), Searcher.open(local)
     info = server.index.info()
     assert info["backend"] == "milvus" and info["backend_options"]["uri"] == milvus_server.uri
+    assert info["codes_at"]["image"] == f"Milvus collection crossmodal_{server.index.uid}_image"
     assert info["counts"] == faiss_.index.info()["counts"] == {"image": 16, "text": 80}
     captions = ["a red circle", "two blue squares", "a small green triangle"]
     for target in ("image", "text"):
