@@ -34,6 +34,17 @@ DEFAULT_PARAMS = {"flat": {}, "ivf": {"nlist": 1024, "nprobe": 16}, "hnsw": {"M"
                   "multihash": {"nhash": 4, "b": 16, "nflip": 2}}
 
 
+def index_params(kind: str, params: dict | None, backend: str = "") -> dict:
+    """``params`` over the defaults of index type ``kind``; a parameter the type does
+    not take is refused (the same check for every backend)."""
+    merged = {**DEFAULT_PARAMS[kind], **(params or {})}
+    unknown = set(merged) - set(DEFAULT_PARAMS[kind])
+    if unknown:
+        raise InvalidInput(f"index type {kind!r}{' on ' + backend if backend else ''} has no parameter(s) "
+                           f"{sorted(unknown)}; it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}")
+    return merged
+
+
 class UnsupportedOperation(RuntimeError):
     pass
 
@@ -53,11 +64,7 @@ class FaissBinaryIndex:
         if nbits % 8:
             raise InvalidInput(f"code length {nbits} is not a multiple of 8")
         self.nbits, self.kind = nbits, kind
-        self.params = {**DEFAULT_PARAMS[kind], **(params or {})}
-        unknown = set(self.params) - set(DEFAULT_PARAMS[kind])
-        if unknown:
-            raise InvalidInput(f"index type {kind!r} has no parameter(s) {sorted(unknown)}; "
-                             f"it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}")
+        self.params = index_params(kind, params)
         self.index = index if index is not None else self._new()
         self._apply_search_params()
 

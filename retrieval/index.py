@@ -322,23 +322,8 @@ class CrossModalIndex:
     def _load_version(cls, folder: Path, current: str, model_fingerprint: str | None,
                       nbits: int | None) -> "CrossModalIndex":
         vdir = folder / current
-        recover = (f"restore the folder from a backup, or rebuild it with `crossmodal index build --out {folder}`")
-        if not vdir.is_dir():
-            raise NotAnIndex(f"{folder}/CURRENT names version {current}, which is missing: {recover}")
-        try:
-            manifest = json.loads((vdir / "manifest.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise IndexCorrupt(f"{folder}: manifest of {current} unreadable ({e}); {recover}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != "crossmodal-index":
-            raise NotAnIndex(f"{folder}: {current}/manifest.json is not a crossmodal index manifest")
-        missing = [k for k in ("format_version", "nbits", "index_type", "params", "model_fingerprint", "counts",
-                               "created", "files") if k not in manifest]
-        if missing:
-            raise IndexCorrupt(f"{folder}: {current}/manifest.json lacks {', '.join(map(repr, missing))}: "
-                               f"the index is damaged; {recover}")
-        if manifest["format_version"] > FORMAT_VERSION:
-            raise InvalidInput(f"{folder} was written by a newer crossmodal (format {manifest['format_version']}); "
-                               f"upgrade crossmodal to read it")
+        manifest = _read_manifest(folder, current)
+        recover = _RECOVER.format(folder=folder)
         for name, digest in manifest["files"].items():
             path = vdir / name
             if not path.is_file():
@@ -367,9 +352,44 @@ class CrossModalIndex:
 
     def info(self) -> dict:
         return {"nbits": self.nbits, "index_type": self.index_type, "params": self.params, "backend": self.backend,
-                "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint, "counts": {m: self.count(m) for m in self.indexes},
+                "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint,
+                "counts": {m: self.count(m) for m in self.indexes},
                 "memory_bytes": {m: be.memory_bytes() for m, be in self.indexes.items()},
                 "codes_at": {m: be.location() for m, be in self.indexes.items()}}
+
+
+_RECOVER = "restore the folder from a backup, or rebuild it with `crossmodal index build --out {folder}`"
+
+
+def _read_manifest(folder: Path, current: str) -> dict:
+    """The manifest of version ``current``, checked for format and fields (not checksums)."""
+    vdir = folder / current
+    recover = _RECOVER.format(folder=folder)
+    if not vdir.is_dir():
+        raise NotAnIndex(f"{folder}/CURRENT names version {current}, which is missing: {recover}")
+    try:
+        manifest = json.loads((vdir / "manifest.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexCorrupt(f"{folder}: manifest of {current} unreadable ({e}); {recover}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "crossmodal-index":
+        raise NotAnIndex(f"{folder}: {current}/manifest.json is not a crossmodal index manifest")
+    missing = [k for k in ("format_version", "nbits", "index_type", "params", "model_fingerprint", "counts",
+                           "created", "files") if k not in manifest]
+    if missing:
+        raise IndexCorrupt(f"{folder}: {current}/manifest.json lacks {', '.join(map(repr, missing))}: "
+                           f"the index is damaged; {recover}")
+    if manifest["format_version"] > FORMAT_VERSION:
+        raise InvalidInput(f"{folder} was written by a newer crossmodal (format {manifest['format_version']}); "
+                           f"upgrade crossmodal to read it")
+    return manifest
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The live version's manifest (model fingerprint and path, code length, counts)
+    without loading or verifying the index: for commands that only need to know what an
+    index is before they start (the writes they then make load it fully)."""
+    folder = Path(folder)
+    return _read_manifest(folder, read_current_version(folder))
 
 
 def _version_number(name: str) -> int:

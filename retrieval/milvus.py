@@ -32,9 +32,10 @@ import numpy as np
 
 from crossmodal.errors import InvalidInput, Unavailable
 
+from .backends import index_params
+
 MILVUS_INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
 CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
-DEFAULT_IVF = {"nlist": 1024, "nprobe": 16}
 
 
 @dataclass
@@ -77,11 +78,7 @@ class MilvusBinaryIndex:
                                f"one of {', '.join(CONSISTENCY_LEVELS)}")
         self.nbits, self.kind, self.options = nbits, index_type, options
         self.collection = options.collection(modality)
-        self.params = {**DEFAULT_IVF, **(params or {})} if index_type == "ivf" else {}
-        unknown = set(self.params) - set(DEFAULT_IVF)
-        if unknown:
-            raise InvalidInput(f"index type {index_type!r} on Milvus has no parameter(s) {sorted(unknown)}; "
-                               f"it takes {sorted(DEFAULT_IVF) if index_type == 'ivf' else 'none'}")
+        self.params = index_params(index_type, params, "Milvus")
         token = os.environ.get("CROSSMODAL_MILVUS_TOKEN", "")
         try:
             self.client = MilvusClient(uri, token=token, db_name=options.db_name)

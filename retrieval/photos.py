@@ -72,7 +72,6 @@ class PhotoReport:
     unchanged: int = 0  #: already indexed with the same size and mtime (not read)
     failed: list[tuple[str, str]] = field(default_factory=list)  #: (path, why)
     unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
-    commits: int = 0
 
     def summary(self) -> str:
         """``added A, already present P, unreadable U`` (+ updated/removed when any)."""
@@ -279,7 +278,6 @@ def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, kno
             report.updated += res["replaced"]
             report.unchanged += res["skipped"]
     report.restamped += len(restamp)
-    report.commits += 1
     for it in items:
         known[it.key] = it.extra
 

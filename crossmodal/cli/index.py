@@ -44,7 +44,7 @@ def parse_params(pairs) -> dict:
 
 def run_build(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import CrossModalIndex, check_index_destination
+    from retrieval.index import check_index_destination, read_manifest
     from retrieval.ingest import build_index, embed_prepared
     from retrieval.photos import PhotoReport, index_photos, walk_photos
 
@@ -70,8 +70,8 @@ def run_build(args) -> dict:
         photos = walk_photos(args.images, report)
         index_photos(args.out, model, photos, report, photo_options(args), update=True)
         print(f"photos: {report.found} found, " + report.summary())
-    idx = CrossModalIndex.load(args.out)
-    counts = {m: idx.count(m) for m in ("image", "text")}
+    saved = read_manifest(args.out)["counts"]
+    counts = {m: saved.get(m, 0) for m in ("image", "text")}
     print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
           f"{args.bits}-bit {args.type} ({args.backend})")
     return counts
@@ -87,31 +87,28 @@ def backend_options(args) -> dict:
 
 def _resumable(out: str, model, nbits: int) -> bool:
     """An index at ``out`` that an interrupted ``build --images`` of this model left."""
-    from retrieval.index import CrossModalIndex
+    from retrieval.index import read_manifest
 
     if not (Path(out) / "CURRENT").is_file():
         return False
-    idx = CrossModalIndex.load(out)
-    if idx.model_fingerprint != model.fingerprint() or idx.nbits != nbits:
-        return False
-    return True
+    manifest = read_manifest(out)
+    return manifest["model_fingerprint"] == model.fingerprint() and manifest["nbits"] == nbits
 
 
 def run_add(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import CrossModalIndex, IndexMismatch
+    from retrieval.index import IndexMismatch, read_manifest
     from retrieval.ingest import IngestReport, commit, embed_prepared, embed_texts
     from retrieval.photos import PhotoReport, index_photos, walk_photos
     from retrieval.search import check_query_texts
 
     if not (args.data or args.images or args.texts):
         raise InvalidInput("index add: nothing to add: give --images FILE..., --texts TEXT... or --data DIR")
-    live = CrossModalIndex.load(args.index)
-    model_dir = args.model or live.model_path
+    live = read_manifest(args.index)
+    model_dir = args.model or live.get("model_path")
     model = CrossModalHasher.from_pretrained(model_dir)
-    if model.fingerprint() != live.model_fingerprint:
-        raise IndexMismatch(f"{args.index} was built by model {live.model_fingerprint}, not by {model_dir}")
-    del live
+    if model.fingerprint() != live["model_fingerprint"]:  # before any embedding, not at the commit
+        raise IndexMismatch(f"{args.index} was built by model {live['model_fingerprint']}, not by {model_dir}")
     report = IngestReport()
     pending = []
     if args.data:
@@ -139,12 +136,10 @@ def run_add(args) -> dict:
 
 def run_sync(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import CrossModalIndex
+    from retrieval.index import read_manifest
     from retrieval.photos import sync_photos
 
-    live = CrossModalIndex.load(args.index)
-    model = CrossModalHasher.from_pretrained(args.model or live.model_path)
-    del live
+    model = CrossModalHasher.from_pretrained(args.model or read_manifest(args.index).get("model_path"))
     report = sync_photos(args.index, model, args.images, photo_options(args))
     print(report.sync_summary())
     return {"added": report.added, "updated": report.updated, "removed": report.removed,
