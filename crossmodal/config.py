@@ -14,6 +14,11 @@ from typing import Any
 from .errors import InvalidInput
 
 DEFAULT_BITS: tuple[int, ...] = (16, 32, 64, 128)
+#: Outputs of the hash heads when the config does not say: codes are prefixes of them, and
+#: the loss trains every default length up to this width whatever lengths are served,
+#: because the longer prefixes' terms teach the shorter ones (a head trained for 16/32/64
+#: only scored 3-5 R@10 lower at 64 bits than one trained to 128; BENCHMARKS.md).
+DEFAULT_HEAD_WIDTH = 128
 
 
 @dataclass
@@ -24,13 +29,20 @@ class ImageEncoderConfig:
     torchvision's weights enum), ``"none"`` (random init, train from scratch) or a path
     to a local ``.pth``/``.safetensors`` state dict.
     ``trainable``: ``"frozen"``, ``"full"`` or ``"last:N"`` (the last N blocks train).
+    ``pooling``: how the last feature map becomes a vector: ``"mean"`` (global average),
+    or ``"attention"`` (learned attention maps over positions on top of the mean; it
+    trains even over a frozen backbone, from cached activations of the last stage's input).
     """
 
     name: str = "efficientnet-lite0"
     weights: str = "default"
     trainable: str = "frozen"
+    pooling: str = "mean"
     image_size: int | None = None
     channels_last: bool = True
+
+
+POOLINGS = ("mean", "attention")
 
 
 @dataclass
@@ -68,20 +80,39 @@ class ModelConfig:
     bits: tuple[int, ...] = DEFAULT_BITS
     #: How relaxed outputs become bits: "sign" (bit = output >= 0), "itq" or "kmeans".
     quantizer: str = "sign"
+    #: Hash-head outputs (``None``: ``DEFAULT_HEAD_WIDTH``); never fewer than the longest
+    #: served code. Independent of ``bits``, so choosing fewer lengths costs no quality.
+    head_width: int | None = None
 
     def __post_init__(self) -> None:
+        if self.image_encoder.pooling not in POOLINGS:
+            raise InvalidInput(f"unknown image pooling {self.image_encoder.pooling!r}: choose {' or '.join(POOLINGS)}")
         self.bits = tuple(sorted(int(b) for b in self.bits))
         if not self.bits:
             raise InvalidInput("ModelConfig.bits must name at least one code length")
         for b in self.bits:
             if b <= 0 or b % 8:
                 raise InvalidInput(f"code length {b} is not a positive multiple of 8")
+        if self.head_width is not None and (self.head_width <= 0 or self.head_width % 8):
+            raise InvalidInput(f"head width {self.head_width} is not a positive multiple of 8")
         if self.quantizer not in ("sign", "itq", "kmeans"):
             raise InvalidInput(f"unknown quantizer {self.quantizer!r}: choose sign, itq or kmeans")
 
     @property
     def max_bits(self) -> int:
         return self.bits[-1]
+
+    @property
+    def output_width(self) -> int:
+        """How many relaxed outputs the heads give (codes are their prefixes)."""
+        return max(self.head_width or DEFAULT_HEAD_WIDTH, self.max_bits)
+
+    @property
+    def trained_bits(self) -> tuple[int, ...]:
+        """The prefix lengths the loss trains: the served ones, every default length that
+        fits the head, and the full width."""
+        fits = {b for b in DEFAULT_BITS if b <= self.output_width}
+        return tuple(sorted(set(self.bits) | fits | {self.output_width}))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -96,6 +127,8 @@ class ModelConfig:
             head=HeadConfig(**d.get("head", {})),
             bits=tuple(d.get("bits", DEFAULT_BITS)),
             quantizer=d.get("quantizer", "sign"),
+            # configs written before head_width existed had heads exactly max(bits) wide
+            head_width=d.get("head_width", max(d.get("bits", DEFAULT_BITS))),
         )
 
     def to_json(self) -> str:

@@ -27,6 +27,14 @@ def split_fingerprint(ds) -> str:
     return getattr(ds, "_fingerprint", None) or hashlib.sha256(str(len(ds)).encode()).hexdigest()
 
 
+def encoder_key(cfg) -> dict:
+    """The encoder-config fields that change cached values. The pooling does not: pooled
+    features are only cached for mean pooling, and trunk activations come before it."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(cfg).items() if k != "pooling"}
+
+
 def cache_key(kind: str, encoder_cfg: dict, ds, extra: str = "") -> str:
     payload = json.dumps({"kind": kind, "encoder": encoder_cfg, "data": split_fingerprint(ds), "extra": extra,
                           "v": 1}, sort_keys=True)
@@ -37,17 +45,45 @@ def _device(module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _load_or_compute(path: Path, compute) -> torch.Tensor:
+def _load_or_compute_tensors(path: Path, compute) -> dict[str, torch.Tensor]:
+    """Read a cached safetensors file, or compute its tensors and write them atomically."""
     from safetensors.torch import load_file, save_file
 
     if path.is_file():
-        return load_file(str(path))["features"]
-    feats = compute()
+        return load_file(str(path))
+    tensors = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"features": feats.contiguous()}, str(tmp))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, path)
-    return feats
+    return tensors
+
+
+def _load_or_compute(path: Path, compute) -> torch.Tensor:
+    return _load_or_compute_tensors(path, lambda: {"features": compute()})["features"]
+
+
+class TokenStates(NamedTuple):
+    """Token states of many captions, packed without padding: caption i owns rows
+    ``offsets[i]:offsets[i+1]`` of ``states`` (float16 on disk and in memory)."""
+    states: torch.Tensor  #: [total tokens, H]
+    offsets: torch.Tensor  #: [M + 1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions ``rows`` -> float32 states [B, T, H] padded to the longest, and the mask [B, T]."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        lengths = ends - starts
+        width = int(lengths.max()) if len(rows) else 0
+        out = torch.zeros(len(rows), width, self.states.shape[1])
+        mask = torch.arange(width)[None, :] < lengths[:, None]
+        token_rows = torch.cat([torch.arange(int(a), int(b)) for a, b in zip(starts, ends)]) if len(rows) else \
+            torch.zeros(0, dtype=torch.long)
+        out[mask] = self.states[token_rows].float()
+        return out, mask.long()
 
 
 def decode_image(value) -> Image.Image:
@@ -68,7 +104,11 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
     from datasets import Image as HFImage
 
     def compute() -> torch.Tensor:
+        from .runtime import feature_extractor
+
         encoder.eval()
+        # the exported graph is keyed by config: only for cached (frozen) weights
+        extract = feature_extractor(encoder, graph_key, trunk_of, "auto" if cache_dir is not None else "torch")
         tf = encoder.transform(train=False)
         plain = ds.cast_column("image", HFImage(decode=False))
         out = []
@@ -77,17 +117,45 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
             x = torch.stack([tf(decode_image(v)) for v in rows])
             if views == 2:
                 x = torch.cat([x, torch.flip(x, dims=[3])])
-            x = x.to(_device(encoder))
-            f = encoder.trunk(x, trunk_of).half().cpu() if trunk_of else encoder(x).float().cpu()
+            f = extract(x)
+            f = f.half() if trunk_of else f.float()
             out.append(torch.stack(f.chunk(views), dim=1))
         return torch.cat(out) if out else torch.zeros(0, views, encoder.output_dim)
 
     views = 1 if cache_dir is None else 2
-
+    kind = f"image-trunk{trunk_of}" if trunk_of else "image"
+    graph_key = hashlib.sha256(json.dumps({"kind": kind, "encoder": encoder_cfg}, sort_keys=True).encode()).hexdigest()[:24]
     if cache_dir is None:
         return compute()
-    kind = f"image-trunk{trunk_of}" if trunk_of else "image"
     return _load_or_compute(Path(cache_dir) / f"img-{cache_key(kind, encoder_cfg, ds)}.safetensors", compute)
+
+
+@torch.inference_mode()
+def text_trunk_states(encoder, encoder_cfg: dict, ds, captions: list[str], cache_dir: Path | None, trunk_of: int,
+                      batch_size: int = 256, desc: str = "text token states") -> TokenStates:
+    """Token states of every caption before the text encoder's last ``trunk_of`` layers
+    (the frozen trunk of a ``last:N`` fine-tune), packed, float16."""
+
+    def compute() -> dict[str, torch.Tensor]:
+        encoder.eval()
+        dev = _device(encoder)
+        states, lengths = [], []
+        for s in progress(range(0, len(captions), batch_size), desc=desc, unit="batch"):
+            tok = {k: v.to(dev) for k, v in encoder.tokenize(captions[s:s + batch_size]).items()}
+            h = encoder.trunk(tok["input_ids"], tok["attention_mask"], trunk_of).half().cpu()
+            mask = tok["attention_mask"].bool().cpu()
+            states.append(h[mask])
+            lengths.append(mask.sum(1))
+        lengths_all = torch.cat(lengths) if lengths else torch.zeros(0, dtype=torch.long)
+        return {"states": torch.cat(states) if states else torch.zeros(0, encoder.output_dim, dtype=torch.float16),
+                "offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths_all.cumsum(0)])}
+
+    if cache_dir is None:
+        t = compute()
+    else:
+        key = cache_key(f"text-trunk{trunk_of}", encoder_cfg, ds)
+        t = _load_or_compute_tensors(Path(cache_dir) / f"txt-{key}.safetensors", compute)
+    return TokenStates(t["states"], t["offsets"])
 
 
 @torch.inference_mode()
@@ -110,10 +178,22 @@ def text_features(encoder, encoder_cfg: dict, ds, captions: list[str], cache_dir
 class SplitOutputs(NamedTuple):
     """Continuous outputs of one split: relaxed codes (what quantizers and indexes take)
     and the encoders' pooled features (what the float and CCA baselines take)."""
-    image_relaxed: np.ndarray  #: [N, max_bits]
-    text_relaxed: np.ndarray  #: [M, max_bits], captions flattened in item order
+    image_relaxed: np.ndarray  #: [N, output_width]
+    text_relaxed: np.ndarray  #: [M, output_width], captions flattened in item order
     image_features: np.ndarray  #: [N, D_image]
     text_features: np.ndarray  #: [M, D_text]
+
+
+def text_tail_features(model, trunk: TokenStates) -> torch.Tensor:
+    """Pooled text features from cached trunk token states, through the trained tail."""
+    n, dev = model.text_tail_layers, model.device
+    if not len(trunk):
+        return torch.zeros(0, model.text_encoder.output_dim)
+    out = []
+    for s in range(0, len(trunk), TAIL_CHUNK):
+        states, mask = trunk.batch(range(s, min(s + TAIL_CHUNK, len(trunk))))
+        out.append(model.text_encoder.tail(states.to(dev), mask.to(dev), n).float().cpu())
+    return torch.cat(out)
 
 
 IMAGE_HEAD_CHUNK = 2048
@@ -127,18 +207,16 @@ def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, flip
     for evaluation, indexing, validation and quantizer fitting alike.
 
     A frozen encoder's features come from the feature cache, and so do the frozen trunk
-    activations under a fine-tuned tail (``last:N``); any other fine-tuned encoder is run
+    activations (CNN) and token states (text) under a fine-tuned tail (``last:N``); any other fine-tuned encoder is run
     directly (its weights are not part of the cache key). Heads and tails run in chunks
     on the model's device. ``flip_tta``: an image's output is the mean of its plain and
     mirrored views' outputs (free where the cache holds both views, as it does for
     frozen encoders and ``last:N`` trunks)."""
-    from dataclasses import asdict
-
     from .errors import InvalidInput
 
     model.eval()
     dev = model.device
-    img_cfg, txt_cfg = asdict(model.config.image_encoder), asdict(model.config.text_encoder)
+    img_cfg, txt_cfg = encoder_key(model.config.image_encoder), encoder_key(model.config.text_encoder)
     n_tail = model.image_tail_stages
     views = (0, 1) if flip_tta else (0,)
     if flip_tta and not (n_tail or model.image_encoder.is_frozen) or flip_tta and cache_dir is None:
@@ -154,12 +232,16 @@ def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, flip
         feats = image_features(model.image_encoder, img_cfg, ds, img_cache)
         img_views = [feats[:, v] for v in views]
     img_raw = img_views[0]
-    txt_cache = cache_dir if model.text_encoder.is_frozen else None
-    txt_raw = text_features(model.text_encoder, txt_cfg, ds, captions, txt_cache)
+    if model.text_tail_layers:
+        txt_raw = text_tail_features(model, text_trunk_states(model.text_encoder, txt_cfg, ds, captions, cache_dir,
+                                                              trunk_of=model.text_tail_layers))
+    else:
+        txt_cache = cache_dir if model.text_encoder.is_frozen else None
+        txt_raw = text_features(model.text_encoder, txt_cfg, ds, captions, txt_cache)
 
     def heads(fn, x: torch.Tensor, chunk: int) -> np.ndarray:
         if not len(x):
-            return np.zeros((0, model.config.max_bits), np.float32)
+            return np.zeros((0, model.config.output_width), np.float32)
         return torch.cat([fn(x[s:s + chunk].to(dev).float()).cpu() for s in range(0, len(x), chunk)]).numpy()
 
     image_relaxed = np.mean([heads(model.image_relaxed_from_features, v, IMAGE_HEAD_CHUNK) for v in img_views], axis=0)

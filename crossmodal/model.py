@@ -22,7 +22,7 @@ from .atomic import atomic_write_text
 from .errors import InvalidInput, MissingInput
 from .codes import pack_bits
 from .config import ModelConfig, parse_trainable
-from .encoders import ImageEncoder, create_image_encoder, create_text_encoder
+from .encoders import ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from .heads import HashHead
 from .quantizers import create_quantizer
 
@@ -37,12 +37,14 @@ class CrossModalHasher(nn.Module):
         self.config = config
         self.image_encoder = create_image_encoder(config.image_encoder)
         self.text_encoder = create_text_encoder(config.text_encoder)
-        self.image_head = HashHead(self.image_encoder.output_dim, config.max_bits, config.head)
-        self.text_head = HashHead(self.text_encoder.output_dim, config.max_bits, config.head)
+        self.image_head = HashHead(self.image_encoder.output_dim, config.output_width, config.head)
+        self.text_head = HashHead(self.text_encoder.output_dim, config.output_width, config.head)
         self.quantizer = create_quantizer(config.quantizer, config.bits)
         #: how many final image-encoder stages train on top of a frozen trunk (``last:N`` on
         #: an encoder that can split its forward); 0 when there is no such split
         self.image_tail_stages = _tail_stages(config.image_encoder.trainable, self.image_encoder)
+        #: how many final text-encoder layers train on cached token states of the frozen ones
+        self.text_tail_layers = _text_tail_layers(config.text_encoder.trainable, self.text_encoder)
 
     # ---- relaxed outputs -------------------------------------------------------------
     def image_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -54,6 +56,10 @@ class CrossModalHasher(nn.Module):
     def image_relaxed_from_trunk(self, activations: torch.Tensor) -> torch.Tensor:
         """Relaxed codes from cached trunk activations (see ``image_tail_stages``)."""
         return self.image_head(self.image_encoder.tail(activations, self.image_tail_stages))
+
+    def text_relaxed_from_trunk(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Relaxed codes from cached token states (see ``text_tail_layers``)."""
+        return self.text_head(self.text_encoder.tail(states, attention_mask, self.text_tail_layers))
 
     @property
     def device(self) -> torch.device:
@@ -71,7 +77,7 @@ class CrossModalHasher(nn.Module):
 
     @torch.inference_mode()
     def embed_images(self, images: Iterable[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """Relaxed (pre-sign) outputs for PIL images: float32 [N, max_bits]."""
+        """Relaxed (pre-sign) outputs for PIL images: float32 [N, output_width]."""
         self.eval()
         tf = self.image_transform(False)
         out, batch = [], []
@@ -82,16 +88,16 @@ class CrossModalHasher(nn.Module):
                 batch = []
         if batch:
             out.append(self.image_relaxed(torch.stack(batch)))
-        return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
+        return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.output_width), np.float32)
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Relaxed (pre-sign) outputs for captions: float32 [N, max_bits]."""
+        """Relaxed (pre-sign) outputs for captions: float32 [N, output_width]."""
         self.eval()
         texts = list(texts)
         out = [self.text_relaxed(self.text_encoder.tokenize(texts[s:s + batch_size]))
                for s in range(0, len(texts), batch_size)]
-        return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.max_bits), np.float32)
+        return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.output_width), np.float32)
 
     @torch.inference_mode()
     def quantize(self, relaxed: np.ndarray, nbits: int) -> np.ndarray:
@@ -164,10 +170,24 @@ class CrossModalHasher(nn.Module):
 
 
 def _tail_stages(trainable: str, encoder: ImageEncoder) -> int:
+    """``last:N`` trains N stages on cached trunk activations; a learned pool on a frozen
+    backbone trains on cached inputs of the last stage (its 1x1 head conv, cheap to rerun,
+    whose input has a quarter of its output's channels, so the cache is 4x smaller)."""
+    mode, n = parse_trainable(trainable)
+    if not encoder.supports_split:
+        return 0
+    if mode == "frozen" and encoder.new_parameters():
+        return 1
+    if mode != "last" or n <= 0:
+        return 0
+    return min(n, encoder.num_stages)
+
+
+def _text_tail_layers(trainable: str, encoder: TextEncoder) -> int:
     mode, n = parse_trainable(trainable)
     if mode != "last" or n <= 0 or not encoder.supports_split:
         return 0
-    return min(n, encoder.num_stages)
+    return min(n, encoder.num_stages - 1)  # the embeddings stay in the trunk
 
 
 def create_model(config: ModelConfig | None = None) -> CrossModalHasher:

@@ -80,7 +80,7 @@ class KMeansQuantizer(Quantizer):
         self.register_buffer("thresholds", torch.zeros(max(self.bits)))
 
     def fit(self, relaxed: np.ndarray, iterations: int = 30) -> None:
-        x = np.asarray(relaxed, dtype=np.float64)
+        x = np.asarray(relaxed[:, :len(self.thresholds)], dtype=np.float64)
         lo, hi = x.min(0), x.max(0)
         for _ in range(iterations):  # 1-D 2-means per dimension, vectorised over dimensions
             t = (lo + hi) / 2

@@ -203,7 +203,7 @@ def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_
         if good:
             relaxed = runtime.relaxed(torch.stack([x for _, x, _ in good]))
         else:
-            relaxed = np.zeros((0, model.config.max_bits), np.float32)
+            relaxed = np.zeros((0, model.config.output_width), np.float32)
         yield [_photo_item(photos[i], h) for i, _, h in good], relaxed, failed
 
 

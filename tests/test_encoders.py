@@ -134,3 +134,34 @@ def test_trainable_modes_frozen_last_full():
     txt = create_text_encoder(TextEncoderConfig(trainable="last:1"))
     layer_params = {id(p) for p in txt.blocks()[-1].parameters()}
     assert layer_params and all(p.requires_grad == (id(p) in layer_params) for p in txt.parameters())
+
+
+def test_concatenated_encoders_give_each_parts_features_side_by_side():
+    from crossmodal.encoders.image import ConcatImageEncoder
+
+    enc = create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0+efficientnet-lite2")).eval()
+    assert isinstance(enc, ConcatImageEncoder) and enc.is_frozen
+    assert enc.output_dim == 2560 and enc.image_size == 260
+    x = enc.transform()(Image.new("RGB", (300, 200), (200, 30, 90)))[None]
+    assert x.shape == (1, 3, 260, 260)
+    lite0 = create_image_encoder(ImageEncoderConfig()).eval()
+    lite2 = create_image_encoder(ImageEncoderConfig(name="efficientnet-lite2")).eval()
+    with torch.no_grad():
+        both = enc(x)
+        small = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+        assert torch.allclose(both[:, :1280], lite0(small), atol=1e-5)
+        assert torch.allclose(both[:, 1280:], lite2(x), atol=1e-5)
+
+
+def test_bad_encoder_combinations_are_refused_clearly(tmp_path):
+    from crossmodal.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="unknown image encoder 'nope'.*join several with"):
+        create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0+nope"))
+    with pytest.raises(InvalidInput, match="twice"):
+        create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0+efficientnet-lite0"))
+    with pytest.raises(InvalidInput, match="weights file cannot serve several"):
+        create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0+efficientnet-lite2",
+                                                weights=str(tmp_path / "w.pth")))
+    with pytest.raises(InvalidInput, match="pool on their own"):
+        create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0+efficientnet-lite2", pooling="attention"))

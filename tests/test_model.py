@@ -65,3 +65,40 @@ def test_default_model_encodes_images_and_captions():
     codes = model.encode_images(_images(2), 64)
     assert codes.shape == (2, 8)
     assert model.encode_texts(["a dog"], 128).shape == (1, 16)
+
+
+def test_head_width_is_independent_of_the_served_lengths(tmp_path):
+    """Serving fewer lengths keeps the head (and what the loss trains) as wide as the default,
+    a wider head serves prefixes, and configs written before ``head_width`` still load."""
+    import json
+
+    from crossmodal.config import DEFAULT_HEAD_WIDTH, HeadConfig, ModelConfig
+    from crossmodal.model import CrossModalHasher
+
+    short = ModelConfig(bits=(16, 32))
+    assert short.output_width == DEFAULT_HEAD_WIDTH == 128
+    assert short.trained_bits == (16, 32, 64, 128)
+    wide = ModelConfig(bits=(64,), head_width=256)
+    assert wide.output_width == 256 and wide.trained_bits == (16, 32, 64, 128, 256)
+    assert ModelConfig(bits=(256,)).output_width == 256  # a longer code widens the head
+    with pytest.raises(ValueError, match="head width"):
+        ModelConfig(head_width=100)
+
+    torch.manual_seed(0)
+    model = CrossModalHasher(ModelConfig(head=HeadConfig(hidden_dim=64), bits=(32,), head_width=64))
+    texts = ["a dog runs", "two people on a beach"]
+    relaxed = model.embed_texts(texts)
+    assert relaxed.shape == (2, 64)
+    assert np.array_equal(model.encode_texts(texts, 32), np.packbits(relaxed[:, :32] >= 0, axis=1))
+    with pytest.raises(ValueError, match="serves code lengths"):
+        model.encode_texts(texts, 64)  # trained, but not served
+
+    # a config from before head_width: its heads were exactly max(bits) wide
+    model.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    del cfg["head_width"]
+    cfg["bits"] = [16, 32, 64]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    old = CrossModalHasher.from_pretrained(tmp_path / "m")
+    assert old.config.output_width == 64
+    assert np.array_equal(old.encode_texts(texts, 32), model.encode_texts(texts, 32))

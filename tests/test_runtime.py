@@ -17,7 +17,7 @@ def test_onnx_runtime_gives_the_codes_pytorch_gives(tiny_model, tmp_path):
     assert len(exported) == 1 and model.fingerprint() in exported[0].name
     pixels = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (9, 3, 224, 224)).astype(np.float32))
     a, b = onnx.relaxed(pixels), TorchImageRuntime(model).relaxed(pixels)
-    assert a.shape == b.shape == (9, model.config.max_bits)
+    assert a.shape == b.shape == (9, model.config.output_width)
     for nbits in model.config.bits:
         assert np.array_equal(model.quantize(a, nbits), model.quantize(b, nbits))
     mtime = exported[0].stat().st_mtime_ns
@@ -44,3 +44,27 @@ def test_a_runtime_that_disagrees_is_not_used(tiny_model, tmp_path, monkeypatch,
     monkeypatch.setattr("crossmodal.runtime.OnnxImageRuntime", lambda m, c, t: Wrong(m))
     assert type(image_runtime(model, "auto", cache_dir=tmp_path)) is TorchImageRuntime
     assert "differ" in capsys.readouterr().err
+
+
+def test_feature_cache_is_filled_through_onnx_with_pytorchs_values(tiny_data, tmp_path, monkeypatch):
+    """A frozen CNN's cached features (pooled, and trunk activations) come from ONNX Runtime
+    when it is installed: equal to PyTorch's, and the graph is exported once per config."""
+    from crossmodal.config import ImageEncoderConfig
+    from crossmodal.data import load_prepared
+    from crossmodal.encoders import create_image_encoder
+    from crossmodal.features import encoder_key, image_features
+
+    monkeypatch.setenv("CROSSMODAL_CACHE", str(tmp_path / "root"))
+    cfg = ImageEncoderConfig(image_size=64)
+    enc = create_image_encoder(cfg)
+    ds = load_prepared(tiny_data)["dev"]
+    for trunk_of in (0, 1):
+        monkeypatch.setenv("CROSSMODAL_NO_ONNX", "1")
+        reference = image_features(enc, encoder_key(cfg), ds, tmp_path / "torch", trunk_of=trunk_of)
+        monkeypatch.delenv("CROSSMODAL_NO_ONNX")
+        onnx = image_features(enc, encoder_key(cfg), ds, tmp_path / "onnx", trunk_of=trunk_of)
+        assert onnx.shape == reference.shape and onnx.dtype == reference.dtype
+        scale = reference.float().abs().max()
+        assert torch.allclose(onnx.float(), reference.float(), atol=1e-3 * scale, rtol=1e-3)
+    graphs = sorted(p.name for p in (tmp_path / "root" / "onnx").glob("features-*.onnx"))
+    assert len(graphs) == 2 and {g.rsplit("-", 2)[1] for g in graphs} == {"0", "1"}  # pooled, and trunk

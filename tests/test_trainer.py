@@ -207,3 +207,116 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
     outputs = relaxed_outputs(loaded, ds, flatten_split(ds).captions, cache)
     assert np.allclose(outputs.image_relaxed[:4], full, atol=1e-2)
     assert len(list(cache.glob("img-*.safetensors"))) == 2  # train and dev trunks, nothing recomputed for dev
+
+
+def test_attention_pooling_trains_over_a_frozen_backbone_from_cached_activations(tiny_data, tmp_path):
+    """``pooling: attention`` with a frozen EfficientNet: the CNN's weights stay exactly as
+    loaded, the pool learns (its gates leave zero) from cached inputs of the last stage, and
+    the saved model's full forward equals the cached path that training and evaluation use."""
+    from datasets import Image as HFImage
+
+    from crossmodal.config import ImageEncoderConfig
+    from crossmodal.data.splits import flatten_split
+    from crossmodal.features import decode_image, relaxed_outputs
+
+    data = load_prepared(tiny_data)
+    torch.manual_seed(0)
+    model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(pooling="attention", image_size=64),
+                                         head=HeadConfig(hidden_dim=64), bits=(16, 32)))
+    assert model.image_tail_stages == 1 and not model.image_encoder.is_frozen
+    backbone_before = {k: v.clone() for k, v in model.image_encoder.net.state_dict().items()}
+    cache = tmp_path / "cache"
+    trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=3, batch_size=16, cache_dir=str(cache)),
+                      scorer=validation_scorer)
+    trainer.fit()
+    assert trainer.image_mode == "trunk" and trainer.feats["train_img"].shape[:3] == (48, 2, 320)
+    backbone_after = model.image_encoder.net.state_dict()
+    assert all(torch.equal(backbone_before[k], backbone_after[k]) for k in backbone_before)
+    assert model.image_encoder.pooler.gate.abs().max() > 0  # the pool learned, at the heads' rate
+
+    loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
+    assert loaded.config.image_encoder.pooling == "attention"
+    ds = data["dev"]
+    images = [decode_image(v) for v in ds.cast_column("image", HFImage(decode=False))["image"][:4]]
+    full = loaded.embed_images(images)
+    outputs = relaxed_outputs(loaded, ds, flatten_split(ds).captions, cache)
+    assert np.allclose(outputs.image_relaxed[:4], full, atol=1e-2)
+    # mean pooling gives different outputs from the same weights: the learned pool is used
+    loaded.image_encoder.set_pooling("mean")
+    assert np.abs(loaded.embed_images(images) - full).max() > 1e-5
+
+
+def test_untrained_attention_pool_is_mean_pooling():
+    from crossmodal.encoders.image import AttentionPool
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 40, 7, 7)
+    pool = AttentionPool(40)
+    assert torch.allclose(pool(x), x.mean(dim=(2, 3)), atol=1e-6)
+    with torch.no_grad():
+        pool.gate.fill_(1.0)
+    assert not torch.allclose(pool(x), x.mean(dim=(2, 3)), atol=1e-3)
+
+
+def test_attention_pooling_is_refused_where_the_network_pools_itself():
+    from crossmodal.config import ImageEncoderConfig
+    from crossmodal.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="attention pooling"):
+        CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(name="small-cnn", weights="none",
+                                                                      pooling="attention")))
+
+
+def test_text_last_layer_finetuning_trains_on_cached_token_states(tiny_data, tmp_path):
+    """``--text-trainable last:1`` on MiniLM: the lower layers run once (packed float16
+    token states in the cache), only the last layer and the heads change, and the saved
+    model's plain forward gives what the cached path gives."""
+    from crossmodal.config import TextEncoderConfig
+    from crossmodal.data.splits import flatten_split
+    from crossmodal.features import relaxed_outputs
+
+    data = load_prepared(tiny_data)
+    torch.manual_seed(0)
+    model = CrossModalHasher(ModelConfig(text_encoder=TextEncoderConfig(trainable="last:1"),
+                                         head=HeadConfig(hidden_dim=64), bits=(16, 32)))
+    assert model.text_tail_layers == 1
+    before = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
+    cache = tmp_path / "cache"
+    trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, cache_dir=str(cache)),
+                      scorer=validation_scorer)
+    trainer.fit()
+    assert trainer.text_mode == "trunk"
+    states = trainer.feats["train_txt"]
+    assert states.states.dtype == torch.float16 and len(states) == len(trainer.train.captions)
+    changed = {k for k, v in model.text_encoder.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith("net.encoder.layer.5.") for k in changed), sorted(changed)[:5]
+
+    loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
+    ds = data["dev"]
+    captions = flatten_split(ds).captions
+    outputs = relaxed_outputs(loaded, ds, captions, cache)
+    assert np.allclose(outputs.text_relaxed, loaded.embed_texts(captions), atol=1e-2)
+    assert len(list(cache.glob("txt-*.safetensors"))) == 2  # train and dev token states, read back for dev
+
+
+def test_text_tail_of_trunk_is_the_full_forward():
+    from crossmodal.config import TextEncoderConfig
+    from crossmodal.encoders import create_text_encoder
+    from crossmodal.features import TokenStates
+
+    enc = create_text_encoder(TextEncoderConfig(trainable="last:2")).eval()
+    texts = ["a dog runs on the beach", "two children play with a red ball in a park near a tall tree", "hi"]
+    tok = enc.tokenize(texts)
+    with torch.no_grad():
+        full = enc(**tok)
+        for n in (1, 2, 3):
+            states = enc.trunk(tok["input_ids"], tok["attention_mask"], n)
+            assert torch.allclose(enc.tail(states, tok["attention_mask"], n), full, atol=1e-5)
+        # packed storage gives the same padded batch back, in any order
+        states = enc.trunk(tok["input_ids"], tok["attention_mask"], 1)
+        mask = tok["attention_mask"].bool()
+        lengths = mask.sum(1)
+        packed = TokenStates(states[mask].half(), torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]))
+        batch, batch_mask = packed.batch([2, 0])
+        assert batch.shape == (2, int(lengths[0]), states.shape[-1]) and batch_mask.sum(1).tolist() == [int(lengths[2]), int(lengths[0])]
+        assert torch.allclose(enc.tail(batch, batch_mask, 1), full[[2, 0]], atol=1e-2)

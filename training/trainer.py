@@ -82,11 +82,12 @@ class _TrainModule(nn.Module):
         self.model = model
         self.loss = loss
 
-    def forward(self, img_in, img2_in, txt_in, txt2_in, image_mode: str, text_cached: bool, pos, item_pos):
+    def forward(self, img_in, img2_in, txt_in, txt2_in, image_mode: str, text_mode: str, pos, item_pos):
         m = self.model
         img_fn = {"features": m.image_relaxed_from_features, "trunk": m.image_relaxed_from_trunk,
                   "pixels": m.image_relaxed}[image_mode]
-        txt_fn = m.text_relaxed_from_features if text_cached else m.text_relaxed
+        txt_fn = {"features": m.text_relaxed_from_features, "trunk": lambda x: m.text_relaxed_from_trunk(*x),
+                  "tokens": m.text_relaxed}[text_mode]
         img = img_fn(img_in)
         img2 = img_fn(img2_in) if img2_in is not None else None
         txt = txt_fn(txt_in)
@@ -128,9 +129,12 @@ class Trainer:
         # frozen: cached pooled features; last:N on a splittable CNN: cached trunk activations
         self.image_mode = ("features" if m.image_encoder.is_frozen
                            else "trunk" if m.image_tail_stages else "pixels")
-        self.text_cached = m.text_encoder.is_frozen
+        # frozen: cached pooled features; last:N on a BERT-like encoder: cached token states
+        self.text_mode = ("features" if m.text_encoder.is_frozen
+                          else "trunk" if m.text_tail_layers else "tokens")
         self.cache_dir = cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-        img_cfg, txt_cfg = asdict(m.config.image_encoder), asdict(m.config.text_encoder)
+        img_cfg = feature_cache.encoder_key(m.config.image_encoder)
+        txt_cfg = feature_cache.encoder_key(m.config.text_encoder)
 
         def compute_all():
             out = {}
@@ -141,9 +145,13 @@ class Trainer:
                     out[f"{name}_img"] = feature_cache.image_features(
                         m.image_encoder, img_cfg, ds, cache, desc=f"{name} image features",
                         trunk_of=m.image_tail_stages if self.image_mode == "trunk" else 0)
-                if self.text_cached:
+                if self.text_mode == "features":
                     out[f"{name}_txt"] = feature_cache.text_features(m.text_encoder, txt_cfg, ds, flat.captions,
                                                                      cache, desc=f"{name} text features")
+                elif self.text_mode == "trunk":
+                    out[f"{name}_txt"] = feature_cache.text_trunk_states(
+                        m.text_encoder, txt_cfg, ds, flat.captions, cache, trunk_of=m.text_tail_layers,
+                        desc=f"{name} text token states")
             return out
 
         # Rank 0 fills the cache first; the others then read it.
@@ -165,7 +173,10 @@ class Trainer:
         return torch.stack([tf(feature_cache.decode_image(v)) for v in rows])
 
     def _text_inputs(self, cap_idx: np.ndarray, train: bool):
-        if self.text_cached:
+        if self.text_mode == "trunk":
+            states, mask = self.feats["train_txt"].batch(cap_idx)
+            return states.to(self.device), mask.to(self.device)
+        if self.text_mode == "features":
             x = self.feats["train_txt"][torch.from_numpy(cap_idx)].to(self.device)
             if train and self.cfg.feature_noise:
                 x = nn.functional.dropout(x, self.cfg.feature_noise)
@@ -217,8 +228,12 @@ class Trainer:
     def _build_optimizer(self, module: _TrainModule, total_steps: int):
         cfg = self.cfg
         head_params, enc_params = [], []
+        fresh = {id(p) for enc in (self.model.image_encoder, self.model.text_encoder) for p in enc.new_parameters()}
         for name, p in module.named_parameters():
             if not p.requires_grad:
+                continue
+            if id(p) in fresh:  # a learned pool starts from scratch: the heads' rate
+                head_params.append(p)
                 continue
             is_encoder = ".image_encoder." in f".{name}" or ".text_encoder." in f".{name}"
             scratch = any(e.always_trainable and f"{part}." in name
@@ -268,7 +283,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model.to(self.device)
         self._prepare_data()
-        loss = HashingLoss(self.loss_config, self.model.config.bits)
+        loss = HashingLoss(self.loss_config, self.model.config.trained_bits)
         module = _TrainModule(self.model, loss).to(self.device)
         steps_per_epoch = len(self._batches(0))
         opt, sched = self._build_optimizer(module, steps_per_epoch * cfg.epochs)
@@ -297,7 +312,7 @@ class Trainer:
             for b in bar:
                 torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
                 img, img2, txt, txt2, pos = self._batch_inputs(epoch, b, batches[b])
-                parts = ddp(img, img2, txt, txt2, self.image_mode, self.text_cached,
+                parts = ddp(img, img2, txt, txt2, self.image_mode, self.text_mode,
                             self._pair_positives(pos, self.captions_per_step), pos)
                 opt.zero_grad(set_to_none=True)
                 parts["total"].backward()

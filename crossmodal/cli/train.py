@@ -22,11 +22,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     img, txt, head = ImageEncoderConfig(), TextEncoderConfig(), HeadConfig()
     p.add_argument("--data", required=True, help="prepared dataset folder (data_scripts/prepare_*.py)")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--image-encoder", default=img.name, metavar="NAME",
-                   choices=list(describe_encoders("image")),
-                   help="image CNN: " + choices_help(describe_encoders("image")))
+    p.add_argument("--image-encoder", default=img.name, metavar="NAME", type=image_encoder_name,
+                   help="image CNN: " + choices_help(describe_encoders("image")) +
+                        "; join several with '+' to concatenate their features")
     p.add_argument("--image-weights", default=img.weights, help="'default', 'none' or a local weights file")
     p.add_argument("--image-trainable", default=img.trainable, help="frozen | full | last:N (the last N stages)")
+    p.add_argument("--image-pooling", default=img.pooling, choices=["mean", "attention"],
+                   help="feature-map pooling: global mean, or learned attention over positions (trains even "
+                        "with a frozen CNN, on cached activations)")
     p.add_argument("--image-size", type=int, default=None, help="CNN input size (default: the encoder's own)")
     p.add_argument("--text-encoder", default=txt.name, metavar="NAME",
                    help="text encoder: " + choices_help(describe_encoders("text")))
@@ -37,11 +40,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=bits_list, default=m.bits, help="code lengths to train, comma-separated multiples of 8")
     p.add_argument("--quantizer", default=m.quantizer, choices=sorted(QUANTIZERS),
                    help="how outputs become bits: sign of each output, ITQ rotation, or k-means per bit")
+    p.add_argument("--head-width", type=int, default=None,
+                   help=f"hash-head outputs (default: {m.output_width}, or the longest code if longer); "
+                        "trained at every default length that fits, whatever --bits serves")
     p.add_argument("--head-depth", type=int, default=head.depth, help="layers of each hash head's MLP")
     p.add_argument("--head-hidden", type=int, default=head.hidden_dim, help="width of the hash heads' hidden layers")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split (at most)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the heads")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the heads (and of a learned pool)")
+    p.add_argument("--encoder-lr", type=float, default=d.encoder_lr,
+                   help="learning rate of pretrained encoder blocks that train (last:N, full)")
     p.add_argument("--captions-per-step", type=int, default=d.captions_per_step,
                    help="captions of each image in every step (several positives per image row)")
     p.add_argument("--patience", type=int, default=d.patience,
@@ -59,6 +67,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
 
 
+def image_encoder_name(value: str) -> str:
+    from crossmodal.encoders import check_image_encoder_name
+    from crossmodal.errors import InvalidInput
+
+    try:
+        return check_image_encoder_name(value)
+    except InvalidInput as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def model_config_from_args(args):
     from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
 
@@ -68,9 +86,10 @@ def model_config_from_args(args):
     text = TextEncoderConfig(name=args.text_encoder, trainable=args.text_trainable, **gru)
     return ModelConfig(
         image_encoder=ImageEncoderConfig(name=args.image_encoder, weights=args.image_weights,
-                                         trainable=args.image_trainable, image_size=args.image_size),
+                                         trainable=args.image_trainable, image_size=args.image_size,
+                                         pooling=args.image_pooling),
         text_encoder=text, head=HeadConfig(depth=args.head_depth, hidden_dim=args.head_hidden),
-        bits=args.bits, quantizer=args.quantizer)
+        bits=args.bits, quantizer=args.quantizer, head_width=args.head_width)
 
 
 def train_config_from_args(args):
@@ -87,7 +106,8 @@ def train_config_from_args(args):
         if unknown:
             raise InvalidInput(f"--loss: unknown field(s) {sorted(unknown)}; known: {sorted(loss)}")
         loss.update(override)
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, encoder_lr=args.encoder_lr,
+                       patience=args.patience,
                        captions_per_step=args.captions_per_step, seed=args.seed, supervision=args.supervision,
                        val_split=args.val_split, cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
                        device=args.device, loss=LossConfig(**loss))

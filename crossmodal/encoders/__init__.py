@@ -51,10 +51,26 @@ def describe_encoders(kind: str) -> dict[str, str]:
     return {n: _NOTES.get((kind, n), "") for n in names}
 
 
+def check_image_encoder_name(name: str) -> str:
+    """A registered name, or registered names joined by ``+`` (their features concatenated)."""
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in _IMAGE]
+    if unknown or len(set(parts)) != len(parts):
+        what = f"unknown image encoder {unknown[0]!r}" if unknown else f"{name!r} names an encoder twice"
+        raise InvalidInput(f"{what}; registered: {', '.join(list_image_encoders())} "
+                           f"(join several with '+' to concatenate their features)")
+    return name
+
+
 def create_image_encoder(cfg: ImageEncoderConfig) -> "ImageEncoder":
-    if cfg.name not in _IMAGE:
-        raise InvalidInput(f"unknown image encoder {cfg.name!r}; registered: {', '.join(list_image_encoders())}")
-    enc = _IMAGE[cfg.name](cfg)
+    check_image_encoder_name(cfg.name)
+    if "+" in cfg.name:
+        from .image import create_concat_encoder
+
+        enc = create_concat_encoder(cfg, lambda part: _IMAGE[part.name](part))
+    else:
+        enc = _IMAGE[cfg.name](cfg)
+        enc.set_pooling(cfg.pooling)
     apply_trainable(enc, cfg.trainable)
     return enc
 
@@ -83,6 +99,8 @@ def apply_trainable(encoder: Encoder, spec: str) -> None:
         for block in encoder.blocks()[-n:]:
             for p in block.parameters():
                 p.requires_grad = True
+    for p in encoder.new_parameters():
+        p.requires_grad = True  # starts from scratch (a learned pool): always trains
     encoder.is_frozen = not any(p.requires_grad for p in encoder.parameters())
 
 

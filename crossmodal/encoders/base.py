@@ -25,12 +25,32 @@ class Encoder(nn.Module):
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError(f"{type(self).__name__} must list its blocks")
 
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters with no pretrained value (a learned pool on a pretrained backbone):
+        they train even when the encoder is frozen, at the heads' learning rate."""
+        return []
+
 
 class TextEncoder(Encoder):
     """Strings -> ``tokenize`` -> ``forward(**batch)`` -> pooled features [B, output_dim]."""
 
     #: builds its vocabulary from the training captions (``build_vocab``) before training
     needs_vocab: bool = False
+    #: can run its lower layers (``trunk``) apart from its top ones (``tail``): a ``last:N``
+    #: fine-tune then trains on cached token states of the frozen lower layers
+    supports_split: bool = False
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.blocks())
+
+    def trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_tail: int) -> torch.Tensor:
+        """Token states [B, T, H] before the last ``n_tail`` blocks."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run its layers separately")
+
+    def tail(self, states: torch.Tensor, attention_mask: torch.Tensor, n_tail: int) -> torch.Tensor:
+        """The last ``n_tail`` blocks and pooling: ``tail(trunk(x, n), mask, n) == forward(x)``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run its layers separately")
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

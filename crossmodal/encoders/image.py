@@ -10,12 +10,43 @@ from torch import nn
 from torchvision.transforms import v2 as T
 
 from ..config import ImageEncoderConfig
-from ..errors import MissingInput, Unavailable
+from ..errors import InvalidInput, MissingInput, Unavailable
 from . import register_image_encoder
 from .base import Encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class MeanPool(nn.Module):
+    """Global average over positions: [B, C, H, W] -> [B, C]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class AttentionPool(nn.Module):
+    """The global mean plus ``heads`` learned attention maps over positions.
+
+    A small 1x1-conv scorer gives each head a softmax over the H*W positions; each
+    head's weighted average moves the mean by a learned gate. The gates start at zero,
+    so an untrained pool *is* mean pooling and training can only start from the
+    frozen features' behaviour. Cost: C*hidden multiply-adds per position (about
+    0.3 GFLOP for a batch of 64 7x7x1280 maps at the default sizes), far below a
+    transformer layer over positions, which is what keeps it trainable on two cores.
+    """
+
+    def __init__(self, channels: int, heads: int = 4, hidden: int = 256):
+        super().__init__()
+        self.score = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, heads, 1))
+        self.gate = nn.Parameter(torch.zeros(heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)  # [B, C, N]
+        mean = flat.mean(-1)
+        weights = self.score(x).flatten(2).softmax(-1)  # [B, heads, N]
+        pooled = torch.einsum("bkn,bcn->bkc", weights, flat)
+        return mean + torch.einsum("k,bkc->bc", self.gate, pooled - mean[:, None])
 
 
 class ImageEncoder(Encoder):
@@ -56,8 +87,27 @@ class ImageEncoder(Encoder):
     def num_stages(self) -> int:
         return len(self.blocks())
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: how the last feature map becomes ``output_dim`` features (``set_pooling``)
+        self.pooler: nn.Module = MeanPool()
+
+    def set_pooling(self, kind: str) -> None:
+        """``mean`` or ``attention`` (a trainable pool, so only for encoders whose
+        stages can run separately: the pool then trains over cached activations)."""
+        if kind == "mean":
+            self.pooler = MeanPool()
+        elif not self.supports_split:
+            raise InvalidInput(f"{type(self).__name__} cannot use attention pooling (it pools inside its "
+                               f"network); use --image-pooling mean")
+        else:
+            self.pooler = AttentionPool(self.output_dim)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        return list(self.pooler.parameters())
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
+        return self.pooler(x)
 
     def trunk(self, pixels: torch.Tensor, n_tail: int) -> torch.Tensor:
         """Activations before the last ``n_tail`` stages."""
@@ -224,6 +274,53 @@ class TorchvisionCNN(ImageEncoder):
 
 for _name in _TV_SPECS:
     register_image_encoder(_name, "torchvision ImageNet weights: needs a download, or --image-weights FILE")(TorchvisionCNN)
+
+
+class ConcatImageEncoder(ImageEncoder):
+    """Several CNNs side by side: ``efficientnet-lite0+efficientnet-lite2`` concatenates
+    their pooled features (1280 + 1280 = 2560).
+
+    Different ImageNet CNNs make different mistakes, so frozen features of two of them
+    carry more than either: on Flickr8k, Lite0+Lite2 lifted the trained 64-bit codes'
+    R@10 by 4-5 points over Lite0 alone and 3 over Lite2 (BENCHMARKS.md). One preprocessed
+    tensor at the largest part's input size feeds every part, each resized to its own
+    native size inside the forward (so one transform, one decode, one exported graph).
+    """
+
+    def __init__(self, cfg: ImageEncoderConfig, parts: list[ImageEncoder]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.output_dim = sum(p.output_dim for p in parts)
+        self.image_size = cfg.image_size or max(p.image_size for p in parts)
+        if len({(p.mean, p.std) for p in parts}) != 1:
+            raise InvalidInput(f"{cfg.name}: these encoders normalise pixels differently and cannot share an input")
+        self.mean, self.std = parts[0].mean, parts[0].std
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for part in self.parts:
+            x = pixels
+            if x.shape[-1] != part.image_size:
+                x = nn.functional.interpolate(x, size=(part.image_size, part.image_size), mode="bilinear",
+                                              align_corners=False)
+            feats.append(part(x))
+        return torch.cat(feats, dim=1)
+
+    def blocks(self) -> list[nn.Module]:
+        return [block for part in self.parts for block in part.blocks()]
+
+
+def create_concat_encoder(cfg: ImageEncoderConfig, create) -> ConcatImageEncoder:
+    """``a+b+...``: each part built by ``create`` from its own name, at its native size."""
+    import dataclasses
+
+    names = cfg.name.split("+")
+    if cfg.weights not in ("default", "none"):
+        raise InvalidInput(f"{cfg.name}: a weights file cannot serve several encoders; use 'default' or 'none'")
+    if cfg.pooling != "mean":
+        raise InvalidInput(f"{cfg.name}: several encoders pool on their own; use --image-pooling mean")
+    parts = [create(dataclasses.replace(cfg, name=n, image_size=None)) for n in names]
+    return ConcatImageEncoder(cfg, parts)
 
 
 class SmallCNN(ImageEncoder):

@@ -47,6 +47,10 @@ class TransformerTextEncoder(TextEncoder):
             ) from None
         self.max_length = cfg.max_length
         self.output_dim = self.net.config.hidden_size
+        from transformers import BertModel
+
+        # BERT-family encoders (MiniLM is one) run layer by layer for trunk/tail
+        self.supports_split = isinstance(self.net, BertModel)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
@@ -55,14 +59,32 @@ class TransformerTextEncoder(TextEncoder):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.net(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return mean_pool(hidden, attention_mask)
+
+    def trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_tail: int) -> torch.Tensor:
+        """Token states after the embeddings and all but the last ``n_tail`` layers."""
+        out = self.net(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.hidden_states[self.num_stages - 1 - n_tail]  # hidden_states[0] is the embeddings
+
+    def tail(self, states: torch.Tensor, attention_mask: torch.Tensor, n_tail: int) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(config=self.net.config, inputs_embeds=states, attention_mask=attention_mask)
+        for layer in self.blocks()[self.num_stages - n_tail:]:
+            states = layer(states, mask)
+        return mean_pool(states, attention_mask)
 
     def blocks(self) -> list[nn.Module]:
         layers = getattr(getattr(self.net, "encoder", None), "layer", None)
         if layers is None:
             raise InvalidInput(f"partial fine-tuning: cannot find the layers of {type(self.net).__name__}")
         return [self.net.embeddings, *layers]
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens (sentence-transformers' pooling)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 @register_text_encoder("minilm", "all-MiniLM-L6-v2, bundled, offline")
