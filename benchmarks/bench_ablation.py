@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, write_section  # noqa: E402
+from common import cache_bytes, command_line, write_section  # noqa: E402
 
 OFF = {"intra_image": 0, "intra_text": 0, "triplet": 0, "intra_triplet": 0, "quantization": 0, "balance": 0,
        "decorrelation": 0}
+
+LITE0_40 = ["--image-encoder", "efficientnet-lite0", "--epochs", "40"]
 
 #: name -> (what it tests, extra `crossmodal train` arguments)
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -46,18 +48,21 @@ ROWS: dict[str, tuple[str, list[str]]] = {
              ["--loss", json.dumps({"ste_weight": 1.0})]),
     "head2": ("default, a 2-layer hash head (the previous default) instead of 3", ["--head-depth", "2"]),
     "five_captions": ("default, five captions of each image per step", ["--captions-per-step", "5"]),
-    # quality II levers (each one lever on top of the default)
-    "attention": ("default, learned attention pooling over the frozen CNN's 7x7 map (cached last-stage inputs)",
-                  ["--image-pooling", "attention"]),
-    "lite2": ("default, EfficientNet-Lite2 (260 px) instead of Lite0", ["--image-encoder", "efficientnet-lite2"]),
-    "head256": ("default, 256 head outputs (codes are prefixes; trained at 16/32/64/128/256)", ["--head-width", "256"]),
-    "text_last1": ("default, the last MiniLM layer fine-tuned (on cached token states of the five below)",
-                   ["--text-trainable", "last:1"]),
-    "text_last2": ("default, the last two MiniLM layers fine-tuned (on cached token states)",
-                   ["--text-trainable", "last:2"]),
-    "epochs80": ("default, 80 epochs instead of 40", ["--epochs", "80"]),
-    "bits_short": ("default, serving only --bits 16,32,64 (head width and trained lengths unchanged)",
-                   ["--bits", "16,32,64"]),
+    # quality II: one lever at a time on the previous default (EfficientNet-Lite0, 40 epochs), then the new default
+    "lite0_40": ("previous default: EfficientNet-Lite0, 40 epochs", LITE0_40),
+    "attention": ("previous default + learned attention pooling over the frozen CNN's 7x7 map (cached last-stage "
+                  "inputs)", [*LITE0_40, "--image-pooling", "attention"]),
+    "text_last1": ("previous default + the last MiniLM layer fine-tuned (on cached token states of the five below)",
+                   [*LITE0_40, "--text-trainable", "last:1"]),
+    "lite2": ("previous default with EfficientNet-Lite2 (260 px) instead of Lite0",
+              ["--image-encoder", "efficientnet-lite2", "--epochs", "40"]),
+    "concat40": ("previous default with Lite0+Lite2 features concatenated", ["--epochs", "40"]),
+    "epochs80": ("previous default, 80 epochs", ["--image-encoder", "efficientnet-lite0"]),
+    "head256": ("previous default, 256 head outputs (codes are prefixes; trained at 16/32/64/128/256)",
+                [*LITE0_40, "--head-width", "256"]),
+    "bits_short": ("previous default serving only --bits 16,32,64 (head width and trained lengths unchanged)",
+                   [*LITE0_40, "--bits", "16,32,64"]),
+    "new_default": ("**new default** (no tuning flags): Lite0+Lite2 concatenated, 80 epochs", []),
     "finetune": ("default, fine-tuned: the last CNN stage trains (on cached trunk activations)",
                  ["--image-trainable", "last:1"]),
     # fine-tuning costs ~2 min per fashion epoch on two cores: both sides of this pair get 12 epochs
@@ -80,13 +85,6 @@ def run(cmd: list[str]) -> float:
     t = time.time()
     subprocess.run(cmd, check=True)
     return time.time() - t
-
-
-def cache_bytes() -> int:
-    from crossmodal.cache import default_cache_dir
-
-    root = default_cache_dir()
-    return sum(f.stat().st_size for f in root.glob("*.safetensors")) if root.is_dir() else 0
 
 
 def metric(report: dict, direction: str, bits: int, key: str):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, command_line, write_section  # noqa: E402
+from common import ROOT, cache_bytes, command_line, write_section  # noqa: E402
 
 SETUPS = {
     "flickr8k": {"prepare": "prepare_flickr8k.py", "eval": [], "title": "Flickr8k (1,000 test images, 5,000 captions)"},
@@ -62,8 +62,12 @@ def main():
         t_train = log[-1]["time_s"]  # the epochs only: feature extraction is not in the log
         print(f"reusing {model} (trained in {t_train / 60:.1f} min of epochs)")
     else:
+        before = cache_bytes()
         t_train = run([sys.executable, "-m", "crossmodal.cli", "train", "--data", str(data), "--out", str(model),
                        *args.train_args])
+        (model / "bench_train.json").write_text(json.dumps({"seconds": t_train,
+                                                            "new_cache_bytes": cache_bytes() - before}))
+    took = json.loads((model / "bench_train.json").read_text()) if (model / "bench_train.json").exists() else {}
     section = f"{tag}+flip-tta" if args.flip_tta else tag
     report_dir = work / "reports" / f"{args.dataset}-{section}"
     t_eval = run([sys.executable, "-m", "crossmodal.cli", "eval", "--model", str(model), "--data", str(data),
@@ -75,7 +79,8 @@ def main():
     body = [f"Command: `{command_line()}`", "",
             f"Training ({'epochs only, model reused' if args.reuse else 'features included, cache cold or warm as found'}): "
             f"{t_train / 60:.1f} min, best epoch "
-            f"{summary['best_epoch']}; evaluation: {t_eval / 60:.1f} min.",
+            f"{summary['best_epoch']}; evaluation: {t_eval / 60:.1f} min." +
+            (f" Feature cache added by training: {took['new_cache_bytes'] / 2**20:.0f} MiB." if took else ""),
             f"Model: `crossmodal train --data {data} --out {model} {' '.join(args.train_args)}`".rstrip() + ".", "",
             summary_table(report)]
     write_section(f"{setup['title']}: {section}", "\n".join(body))

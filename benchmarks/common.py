@@ -39,3 +39,11 @@ def write_section(name: str, body: str) -> None:
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     BENCHMARKS_MD.write_text(text)
     print(f"updated section '{name}' of {BENCHMARKS_MD}")
+
+
+def cache_bytes() -> int:
+    """Bytes in the feature cache now (to report what a command added to it)."""
+    from crossmodal.cache import default_cache_dir
+
+    root = default_cache_dir()
+    return sum(f.stat().st_size for f in root.glob("*.safetensors")) if root.is_dir() else 0

@@ -17,7 +17,7 @@ def test_registry_lists_required_encoders():
 
 
 def test_efficientnet_lite0_pretrained_offline_gives_distinct_features():
-    enc = create_image_encoder(ImageEncoderConfig())
+    enc = create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0"))
     enc.eval()
     tf = enc.transform()
     red = tf(Image.new("RGB", (100, 80), (255, 0, 0)))
@@ -41,7 +41,7 @@ def test_stronger_lite_weights_load_offline_at_their_native_size(name, size):
     with torch.no_grad():
         f = enc(x[None])
     assert f.shape == (1, 1280)
-    lite0 = create_image_encoder(ImageEncoderConfig())
+    lite0 = create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0"))
     assert enc.net._bn0.running_var.mean().item() != pytest.approx(1.0)  # ImageNet statistics, not init
     assert enc.net._bn0.running_var.shape == lite0.net._bn0.running_var.shape
     assert not torch.equal(enc.net._conv_stem.weight, lite0.net._conv_stem.weight)  # its own weights
@@ -144,7 +144,7 @@ def test_concatenated_encoders_give_each_parts_features_side_by_side():
     assert enc.output_dim == 2560 and enc.image_size == 260
     x = enc.transform()(Image.new("RGB", (300, 200), (200, 30, 90)))[None]
     assert x.shape == (1, 3, 260, 260)
-    lite0 = create_image_encoder(ImageEncoderConfig()).eval()
+    lite0 = create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0")).eval()
     lite2 = create_image_encoder(ImageEncoderConfig(name="efficientnet-lite2")).eval()
     with torch.no_grad():
         both = enc(x)

@@ -55,7 +55,7 @@ def test_feature_cache_is_filled_through_onnx_with_pytorchs_values(tiny_data, tm
     from crossmodal.features import encoder_key, image_features
 
     monkeypatch.setenv("CROSSMODAL_CACHE", str(tmp_path / "root"))
-    cfg = ImageEncoderConfig(image_size=64)
+    cfg = ImageEncoderConfig(name="efficientnet-lite0", image_size=64)
     enc = create_image_encoder(cfg)
     ds = load_prepared(tiny_data)["dev"]
     for trunk_of in (0, 1):

@@ -179,7 +179,7 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
 
     data = load_prepared(tiny_data)
     torch.manual_seed(0)
-    model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(trainable="last:1", image_size=64),
+    model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(name="efficientnet-lite0", trainable="last:1", image_size=64),
                                          head=HeadConfig(hidden_dim=64), bits=(16, 32)))
     before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
     cache = tmp_path / "cache"
@@ -221,7 +221,7 @@ def test_attention_pooling_trains_over_a_frozen_backbone_from_cached_activations
 
     data = load_prepared(tiny_data)
     torch.manual_seed(0)
-    model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(pooling="attention", image_size=64),
+    model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(name="efficientnet-lite0", pooling="attention", image_size=64),
                                          head=HeadConfig(hidden_dim=64), bits=(16, 32)))
     assert model.image_tail_stages == 1 and not model.image_encoder.is_frozen
     backbone_before = {k: v.clone() for k, v in model.image_encoder.net.state_dict().items()}

@@ -2,7 +2,9 @@
 
 * Frozen encoders are run once: their features come from the on-disk cache
   (``crossmodal/features.py``), so an epoch over Flickr8k takes seconds on two CPU cores.
-  Unfrozen encoders run end to end on raw images / captions.
+  A partly trainable encoder whose forward splits (a CNN's ``last:N`` or learned pool, a
+  BERT-like text encoder's ``last:N``) trains its tail on cached trunk outputs; other
+  unfrozen encoders run end to end on raw images / captions.
 * AdamW with linear warm-up and cosine decay; validation each epoch through a
   ``scorer`` (injected, so this package does not depend on ``retrieval``) with early
   stopping; everything seeded: batch order and caption choice are functions of
@@ -43,7 +45,8 @@ Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None"], dict
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
+    #: 80 passes: the short default codes gain most from the longer schedule (BENCHMARKS.md)
+    epochs: int = 80
     batch_size: int = 512
     lr: float = 1e-3
     encoder_lr: float = 2e-5
