@@ -36,6 +36,13 @@ def test_bad_input_gives_clear_error_not_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "train", "--data", "x", "--out", "y",
                           "--bits", "12"], capture_output=True, text=True)
     assert res.returncode == 2 and "multiple of 8" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "train", "--data", "x", "--out", "y",
+                          "--image-encoder", "efficientnet-lite0+efficientnet-lite9"], capture_output=True, text=True)
+    assert res.returncode == 2 and "unknown image encoder 'efficientnet-lite9'" in res.stderr
+    assert "join several with '+'" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "train", "--data", "x", "--out", "y",
+                          "--head-width", "100"], capture_output=True, text=True)
+    assert res.returncode == 2 and "head width 100" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_demo_runs_end_to_end_on_a_small_built_in_set(tmp_path, capsys):

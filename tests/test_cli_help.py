@@ -55,7 +55,10 @@ def test_defaults_show_in_help_and_registries_are_listed():
     for name in [*list_image_encoders(), *list_text_encoders(), *QUANTIZERS]:
         assert name in train, name
     assert "bundled ImageNet weights, offline" in train and "needs a download" in train
-    assert "(default: 40)" in train  # --epochs, from TrainConfig
+    from training import TrainConfig
+
+    assert f"(default: {TrainConfig().epochs})" in train  # --epochs, from TrainConfig
+    assert "(default: efficientnet-lite0+efficientnet-lite2)" in train  # --image-encoder, from ImageEncoderConfig
     build = flat(parsers["index build"])
     for name in [*DEFAULT_PARAMS, *BACKENDS, "nprobe=16", "efSearch=128"]:
         assert name in build, name

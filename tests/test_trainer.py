@@ -25,6 +25,15 @@ TINY_ARGS = ["--image-encoder", "small-cnn", "--image-weights", "none", "--image
              "--head-hidden", "64", "--bits", "16,32"]
 
 
+def _train_on_cache(model, data, tmp_path, epochs: int = 2):
+    """A short run of ``model`` on tiny data with its own feature cache: (trainer, cache folder)."""
+    cache = tmp_path / "cache"
+    trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=epochs, batch_size=16, cache_dir=str(cache)),
+                      scorer=validation_scorer)
+    trainer.fit()
+    return trainer, cache
+
+
 def _frozen_model(bits=(16, 32, 64)):
     torch.manual_seed(0)
     return CrossModalHasher(ModelConfig(head=HeadConfig(hidden_dim=256), bits=bits))
@@ -179,13 +188,10 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
 
     data = load_prepared(tiny_data)
     torch.manual_seed(0)
-    model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(name="efficientnet-lite0", trainable="last:1", image_size=64),
-                                         head=HeadConfig(hidden_dim=64), bits=(16, 32)))
+    lite0 = ImageEncoderConfig(name="efficientnet-lite0", trainable="last:1", image_size=64)
+    model = CrossModalHasher(ModelConfig(image_encoder=lite0, head=HeadConfig(hidden_dim=64), bits=(16, 32)))
     before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
-    cache = tmp_path / "cache"
-    trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, cache_dir=str(cache)),
-                      scorer=validation_scorer)
-    trainer.fit()
+    trainer, cache = _train_on_cache(model, data, tmp_path)
     assert trainer.image_mode == "trunk"
     trunk = trainer.feats["train_img"]
     assert trunk.dtype == torch.float16 and trunk.shape[:3] == (48, 2, 320)  # activations before the head conv
@@ -225,10 +231,7 @@ def test_attention_pooling_trains_over_a_frozen_backbone_from_cached_activations
                                          head=HeadConfig(hidden_dim=64), bits=(16, 32)))
     assert model.image_tail_stages == 1 and not model.image_encoder.is_frozen
     backbone_before = {k: v.clone() for k, v in model.image_encoder.net.state_dict().items()}
-    cache = tmp_path / "cache"
-    trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=3, batch_size=16, cache_dir=str(cache)),
-                      scorer=validation_scorer)
-    trainer.fit()
+    trainer, cache = _train_on_cache(model, data, tmp_path, epochs=3)
     assert trainer.image_mode == "trunk" and trainer.feats["train_img"].shape[:3] == (48, 2, 320)
     backbone_after = model.image_encoder.net.state_dict()
     assert all(torch.equal(backbone_before[k], backbone_after[k]) for k in backbone_before)
@@ -281,10 +284,7 @@ def test_text_last_layer_finetuning_trains_on_cached_token_states(tiny_data, tmp
                                          head=HeadConfig(hidden_dim=64), bits=(16, 32)))
     assert model.text_tail_layers == 1
     before = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
-    cache = tmp_path / "cache"
-    trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, cache_dir=str(cache)),
-                      scorer=validation_scorer)
-    trainer.fit()
+    trainer, cache = _train_on_cache(model, data, tmp_path)
     assert trainer.text_mode == "trunk"
     states = trainer.feats["train_txt"]
     assert states.states.dtype == torch.float16 and len(states) == len(trainer.train.captions)

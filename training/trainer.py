@@ -52,7 +52,9 @@ class TrainConfig:
     encoder_lr: float = 2e-5
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
-    patience: int = 6
+    #: epochs without a better validation score before stopping; long enough to reach the
+    #: cosine schedule's low-rate tail, where the short codes settle
+    patience: int = 20
     seed: int = 0
     train_split: str = "train"
     val_split: str = "dev"
