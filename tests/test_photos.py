@@ -168,7 +168,9 @@ def test_sync_adds_updates_removes_and_is_idempotent(tiny_model, library, tmp_pa
                  "--out", str(out), "--workers", "0"]) == 0
     capsys.readouterr()
     photo(library / "2025" / "new.jpg", 50)  # new
-    photo(library / "2024" / "a.jpg", 51)  # changed content
+    # changed content, unlike any noise photo (so its code differs whatever the model)
+    checkerboard = np.kron(np.indices((6, 8)).sum(0) % 2, np.ones((40, 40)))[..., None] * np.array([255, 40, 0])
+    Image.fromarray(checkerboard.astype(np.uint8)).save(library / "2024" / "a.jpg", quality=90)
     os.utime(library / "f.jpg", ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same content
     (library / "2024" / "summer" / "b.jpg").unlink()  # deleted
     outside = photo(tmp_path / "elsewhere" / "keep.jpg", 52)

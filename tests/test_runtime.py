@@ -15,7 +15,8 @@ def test_onnx_runtime_gives_the_codes_pytorch_gives(tiny_model, tmp_path):
     assert isinstance(onnx, OnnxImageRuntime)
     exported = list(tmp_path.glob("image-*.onnx"))
     assert len(exported) == 1 and model.fingerprint() in exported[0].name
-    pixels = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (9, 3, 224, 224)).astype(np.float32))
+    size = model.image_encoder.image_size
+    pixels = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (9, 3, size, size)).astype(np.float32))
     a, b = onnx.relaxed(pixels), TorchImageRuntime(model).relaxed(pixels)
     assert a.shape == b.shape == (9, model.config.output_width)
     for nbits in model.config.bits:
@@ -40,7 +41,7 @@ def test_a_runtime_that_disagrees_is_not_used(tiny_model, tmp_path, monkeypatch,
         def relaxed(self, pixels):
             return -super().relaxed(pixels)
 
-    assert not agrees(Wrong(model), TorchImageRuntime(model), 224, 64)
+    assert not agrees(Wrong(model), TorchImageRuntime(model), model.image_encoder.image_size, 64)
     monkeypatch.setattr("crossmodal.runtime.OnnxImageRuntime", lambda m, c, t: Wrong(m))
     assert type(image_runtime(model, "auto", cache_dir=tmp_path)) is TorchImageRuntime
     assert "differ" in capsys.readouterr().err
