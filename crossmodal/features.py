@@ -35,10 +35,12 @@ def encoder_key(cfg) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k != "pooling"}
 
 
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def cache_key(kind: str, encoder_cfg: dict, ds, extra: str = "") -> str:
-    payload = json.dumps({"kind": kind, "encoder": encoder_cfg, "data": split_fingerprint(ds), "extra": extra,
-                          "v": 1}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+    return _digest({"kind": kind, "encoder": encoder_cfg, "data": split_fingerprint(ds), "extra": extra, "v": 1})
 
 
 def _device(module) -> torch.device:
@@ -80,8 +82,9 @@ class TokenStates(NamedTuple):
         width = int(lengths.max()) if len(rows) else 0
         out = torch.zeros(len(rows), width, self.states.shape[1])
         mask = torch.arange(width)[None, :] < lengths[:, None]
-        token_rows = torch.cat([torch.arange(int(a), int(b)) for a, b in zip(starts, ends)]) if len(rows) else \
-            torch.zeros(0, dtype=torch.long)
+        # every token of the chosen captions, in row order (no Python loop: this runs every step)
+        first_of_row = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        token_rows = torch.repeat_interleave(starts, lengths) + torch.arange(int(lengths.sum())) - first_of_row
         out[mask] = self.states[token_rows].float()
         return out, mask.long()
 
@@ -124,7 +127,7 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
 
     views = 1 if cache_dir is None else 2
     kind = f"image-trunk{trunk_of}" if trunk_of else "image"
-    graph_key = hashlib.sha256(json.dumps({"kind": kind, "encoder": encoder_cfg}, sort_keys=True).encode()).hexdigest()[:24]
+    graph_key = _digest({"kind": kind, "encoder": encoder_cfg})  # the exported graph: by config, not data
     if cache_dir is None:
         return compute()
     return _load_or_compute(Path(cache_dir) / f"img-{cache_key(kind, encoder_cfg, ds)}.safetensors", compute)

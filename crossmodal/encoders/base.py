@@ -25,6 +25,10 @@ class Encoder(nn.Module):
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError(f"{type(self).__name__} must list its blocks")
 
+    @property
+    def num_stages(self) -> int:
+        return len(self.blocks())
+
     def new_parameters(self) -> list[nn.Parameter]:
         """Parameters with no pretrained value (a learned pool on a pretrained backbone):
         they train even when the encoder is frozen, at the heads' learning rate."""
@@ -39,10 +43,6 @@ class TextEncoder(Encoder):
     #: can run its lower layers (``trunk``) apart from its top ones (``tail``): a ``last:N``
     #: fine-tune then trains on cached token states of the frozen lower layers
     supports_split: bool = False
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.blocks())
 
     def trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_tail: int) -> torch.Tensor:
         """Token states [B, T, H] before the last ``n_tail`` blocks."""

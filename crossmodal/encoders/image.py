@@ -83,10 +83,6 @@ class ImageEncoder(Encoder):
         """Run stages ``start..stop-1`` (the entries of ``blocks()``) on ``x``."""
         raise NotImplementedError(f"{type(self).__name__} cannot run its stages separately")
 
-    @property
-    def num_stages(self) -> int:
-        return len(self.blocks())
-
     def __init__(self) -> None:
         super().__init__()
         #: how the last feature map becomes ``output_dim`` features (``set_pooling``)
