@@ -45,6 +45,9 @@ class ImageEncoderConfig:
 
 
 POOLINGS = ("mean", "attention")
+#: How an image becomes relaxed outputs: its plain view, or the mean of its plain and
+#: mirrored views (flip test-time augmentation: twice the CNN work per new image).
+IMAGE_VIEWS = ("plain", "flip")
 
 
 @dataclass
@@ -85,6 +88,10 @@ class ModelConfig:
     #: Hash-head outputs (``None``: ``DEFAULT_HEAD_WIDTH``); never fewer than the longest
     #: served code. Independent of ``bits``, so choosing fewer lengths costs no quality.
     head_width: int | None = None
+    #: "plain", or "flip": every image (indexed, queried, a video frame) is encoded as the
+    #: mean of its plain and mirrored views' outputs. The weights do not change, so
+    #: ``crossmodal eval --flip-tta`` measures it on any model first.
+    image_views: str = "plain"
 
     def __post_init__(self) -> None:
         if self.image_encoder.pooling not in POOLINGS:
@@ -97,6 +104,8 @@ class ModelConfig:
                 raise InvalidInput(f"code length {b} is not a positive multiple of 8")
         if self.head_width is not None and (self.head_width <= 0 or self.head_width % 8):
             raise InvalidInput(f"head width {self.head_width} is not a positive multiple of 8")
+        if self.image_views not in IMAGE_VIEWS:
+            raise InvalidInput(f"unknown image views {self.image_views!r}: choose {' or '.join(IMAGE_VIEWS)}")
         if self.quantizer not in ("sign", "itq", "kmeans"):
             raise InvalidInput(f"unknown quantizer {self.quantizer!r}: choose sign, itq or kmeans")
 
@@ -119,6 +128,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["bits"] = list(self.bits)
+        if d["image_views"] == "plain":
+            del d["image_views"]  # the config (and so the fingerprint) of every model written before it existed
         return d
 
     @classmethod
@@ -131,6 +142,7 @@ class ModelConfig:
             quantizer=d.get("quantizer", "sign"),
             # configs written before head_width existed had heads exactly max(bits) wide
             head_width=d.get("head_width", max(d.get("bits", DEFAULT_BITS))),
+            image_views=d.get("image_views", "plain"),
         )
 
     def to_json(self) -> str:

@@ -98,9 +98,10 @@ def decode_image(value) -> Image.Image:
 
 @torch.inference_mode()
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
-                   desc: str = "image features", trunk_of: int = 0) -> torch.Tensor:
+                   desc: str = "image features", trunk_of: int = 0, mirrored: bool = False) -> torch.Tensor:
     """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped); without a
-    cache only the plain view is computed, [N, 1, D] (nothing would reuse the flipped one).
+    cache only the plain view is computed, [N, 1, D] (nothing would reuse the flipped
+    one), unless ``mirrored`` asks for both.
 
     With ``trunk_of=N``: the activations before the encoder's last N stages instead,
     [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune)."""
@@ -125,7 +126,7 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
             out.append(torch.stack(f.chunk(views), dim=1))
         return torch.cat(out) if out else torch.zeros(0, views, encoder.output_dim)
 
-    views = 1 if cache_dir is None else 2
+    views = 2 if cache_dir is not None or mirrored else 1
     kind = f"image-trunk{trunk_of}" if trunk_of else "image"
     graph_key = _digest({"kind": kind, "encoder": encoder_cfg})  # the exported graph: by config, not data
     if cache_dir is None:
@@ -213,26 +214,23 @@ def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, flip
     activations (CNN) and token states (text) under a fine-tuned tail (``last:N``); any other fine-tuned encoder is run
     directly (its weights are not part of the cache key). Heads and tails run in chunks
     on the model's device. ``flip_tta``: an image's output is the mean of its plain and
-    mirrored views' outputs (free where the cache holds both views, as it does for
-    frozen encoders and ``last:N`` trunks)."""
-    from .errors import InvalidInput
-
+    mirrored views' outputs, as a model with ``image_views="flip"`` always gives (free
+    where the cache holds both views, as it does for frozen encoders and ``last:N``
+    trunks; a second CNN pass otherwise)."""
     model.eval()
     dev = model.device
     img_cfg, txt_cfg = encoder_key(model.config.image_encoder), encoder_key(model.config.text_encoder)
     n_tail = model.image_tail_stages
-    views = (0, 1) if flip_tta else (0,)
-    if flip_tta and not (n_tail or model.image_encoder.is_frozen) or flip_tta and cache_dir is None:
-        raise InvalidInput("flip test-time augmentation needs cached image features (a frozen image encoder or "
-                           "last:N, and a feature cache)")
+    flip = flip_tta or model.config.image_views == "flip"
+    views = (0, 1) if flip else (0,)
     if n_tail:
-        acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail)
+        acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail, mirrored=flip)
         img_views = [torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK, v].to(dev).float(), n_tail).cpu()
                                 for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else
                      torch.zeros(0, model.image_encoder.output_dim) for v in views]
     else:
         img_cache = cache_dir if model.image_encoder.is_frozen else None
-        feats = image_features(model.image_encoder, img_cfg, ds, img_cache)
+        feats = image_features(model.image_encoder, img_cfg, ds, img_cache, mirrored=flip)
         img_views = [feats[:, v] for v in views]
     img_raw = img_views[0]
     if model.text_tail_layers:

@@ -65,8 +65,18 @@ class CrossModalHasher(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def image_relaxed(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.image_head(self.image_encoder(pixels.to(self.device)))
+    def image_relaxed(self, pixels: torch.Tensor, views: str | None = None) -> torch.Tensor:
+        """Relaxed outputs of normalised pixels. ``views`` (default: the config's
+        ``image_views``): "flip" gives the mean of the plain and mirrored views' outputs.
+        Every encoding path comes through here or through
+        :func:`~crossmodal.features.relaxed_outputs`, so indexed and queried images agree;
+        training passes "plain" (its augmentations already mirror at random)."""
+        pixels = pixels.to(self.device)
+        if (views or self.config.image_views) == "plain":
+            return self.image_head(self.image_encoder(pixels))
+        both = self.image_head(self.image_encoder(torch.cat([pixels, torch.flip(pixels, dims=[3])])))
+        plain, mirrored = both.chunk(2)
+        return (plain + mirrored) / 2
 
     def text_relaxed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.text_head(self.text_encoder(**{k: v.to(self.device) for k, v in tokens.items()}))

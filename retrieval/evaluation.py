@@ -120,7 +120,8 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
         train_raw = (timg.raw[tflat.caption_item], ttxt.raw)
     cfg = EvalConfig(bits=bits, relevance="labels" if use_labels else "pairs", within=within, baselines=baselines)
     report = evaluate(model.quantize, query, db, cfg, train_raw)
-    report["model"] = {"fingerprint": model.fingerprint(), "quantizer": model.config.quantizer, "flip_tta": flip_tta}
+    report["model"] = {"fingerprint": model.fingerprint(), "quantizer": model.config.quantizer,
+                       "flip_tta": flip_tta or model.config.image_views == "flip"}
     report["data"] = str(data_dir)
 
     examples = example_queries(model, query, db or query, max(bits), use_labels, n_examples)

@@ -90,7 +90,7 @@ class _TrainModule(nn.Module):
     def forward(self, img_in, img2_in, txt_in, txt2_in, image_mode: str, text_mode: str, pos, item_pos):
         m = self.model
         img_fn = {"features": m.image_relaxed_from_features, "trunk": m.image_relaxed_from_trunk,
-                  "pixels": m.image_relaxed}[image_mode]
+                  "pixels": lambda x: m.image_relaxed(x, views="plain")}[image_mode]
         txt_fn = {"features": m.text_relaxed_from_features, "trunk": lambda x: m.text_relaxed_from_trunk(*x),
                   "tokens": m.text_relaxed}[text_mode]
         img = img_fn(img_in)

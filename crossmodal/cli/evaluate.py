@@ -41,6 +41,7 @@ def register(sub) -> None:
                    help="skip the float, LSH, ITQ and CCA+ITQ baselines")
     cache_dir_arg(p)
     p.add_argument("--flip-tta", action="store_true",
-                   help="score each image as the mean of its plain and mirrored views (free with cached features)")
+                   help="score each image as the mean of its plain and mirrored views (free with cached features; "
+                        "what a model trained with --image-views flip always does)")
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=run)

@@ -39,7 +39,8 @@ def model_info(path: Path) -> dict:
     info = {"kind": "model", "path": str(path.resolve()), "bits": list(cfg.bits), "quantizer": cfg.quantizer,
             "fingerprint": model.fingerprint(),
             "image_encoder": {"name": cfg.image_encoder.name, "trainable": cfg.image_encoder.trainable,
-                              "pooling": cfg.image_encoder.pooling, "image_size": model.image_encoder.image_size},
+                              "pooling": cfg.image_encoder.pooling, "image_size": model.image_encoder.image_size,
+                              "views": cfg.image_views},
             "text_encoder": {"name": cfg.text_encoder.name, "trainable": cfg.text_encoder.trainable},
             "head": {**asdict(cfg.head), "outputs": cfg.output_width, "trained_bits": list(cfg.trained_bits)}}
     summary = path / "train_summary.json"

@@ -13,7 +13,7 @@ EXAMPLES = """examples:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from crossmodal.config import HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+    from crossmodal.config import IMAGE_VIEWS, HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
     from crossmodal.encoders import describe_encoders
     from crossmodal.quantizers import QUANTIZERS
     from training import LossConfig, TrainConfig
@@ -43,6 +43,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-width", type=int, default=None,
                    help=f"hash-head outputs (default: {m.output_width}, or the longest code if longer); "
                         "trained at every default length that fits, whatever --bits serves")
+    p.add_argument("--image-views", default=m.image_views, choices=list(IMAGE_VIEWS),
+                   help="how the trained model encodes every image: its plain view, or the mean of its plain "
+                        "and mirrored views (flip: better codes for twice the CNN work per new image; training "
+                        "is the same, so try it first with 'crossmodal eval --flip-tta')")
     p.add_argument("--head-depth", type=int, default=head.depth, help="layers of each hash head's MLP")
     p.add_argument("--head-hidden", type=int, default=head.hidden_dim, help="width of the hash heads' hidden layers")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split (at most)")
@@ -89,7 +93,8 @@ def model_config_from_args(args):
                                          trainable=args.image_trainable, image_size=args.image_size,
                                          pooling=args.image_pooling),
         text_encoder=text, head=HeadConfig(depth=args.head_depth, hidden_dim=args.head_hidden),
-        bits=args.bits, quantizer=args.quantizer, head_width=args.head_width)
+        bits=args.bits, quantizer=args.quantizer, head_width=args.head_width,
+        image_views=args.image_views)
 
 
 def train_config_from_args(args):
