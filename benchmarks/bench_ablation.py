@@ -62,6 +62,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
                 [*LITE0_40, "--head-width", "256"]),
     "bits_short": ("previous default serving only --bits 16,32,64 (head width and trained lengths unchanged)",
                    [*LITE0_40, "--bits", "16,32,64"]),
+    "concat3": ("new default with Lite0+Lite1+Lite2 features concatenated (three ImageNet CNNs)",
+                ["--image-encoder", "efficientnet-lite0+efficientnet-lite1+efficientnet-lite2"]),
     "new_default": ("**new default** (no tuning flags): Lite0+Lite2 concatenated, 80 epochs", []),
     "finetune": ("default, fine-tuned: the last CNN stage trains (on cached trunk activations)",
                  ["--image-trainable", "last:1"]),

@@ -93,26 +93,28 @@ def tree_pss(pid: int) -> int:
     return total
 
 
-def save_model(folder: Path) -> Path:
+def save_model(folder: Path, image_views: str = "plain") -> Path:
+    """The default model (random heads: speed does not depend on training)."""
     from crossmodal.config import ModelConfig
     from crossmodal.model import CrossModalHasher
 
     import torch
     torch.manual_seed(0)
-    CrossModalHasher(ModelConfig()).save_pretrained(folder)
+    CrossModalHasher(ModelConfig(image_views=image_views)).save_pretrained(folder)
     return folder
 
 
-def encoder_rates(model_dir: Path) -> dict[str, float]:
+def encoder_rates(model_dir: Path, runtimes=("torch", "onnx")) -> dict[str, float]:
     import torch
 
     from crossmodal.model import CrossModalHasher
     from crossmodal.runtime import image_runtime
 
     model = CrossModalHasher.from_pretrained(model_dir)
-    x = torch.randn(32, 3, 224, 224)
+    size = model.image_encoder.image_size
+    x = torch.randn(32, 3, size, size)
     out = {}
-    for name in ("torch", "onnx"):
+    for name in runtimes:
         rt = image_runtime(model, name)
         rt.relaxed(x)
         t = time.perf_counter()
@@ -129,7 +131,7 @@ def end_to_end_rate(model_dir: Path, library: Path, tmp: Path, runtime: str, wor
     from retrieval.photos import PhotoOptions, PhotoReport, index_photos, walk_photos
 
     model = CrossModalHasher.from_pretrained(model_dir)
-    out = tmp / f"rate-{library.name}-{runtime}-{workers}"
+    out = tmp / f"rate-{model_dir.name}-{library.name}-{runtime}-{workers}"
     build_index(model, model_dir, [], out, 64)
     from crossmodal.runtime import image_runtime
     image_runtime(model, runtime)  # export once, outside the timing
@@ -197,6 +199,10 @@ def main() -> None:
                                       ("onnx", 1, lib224), ("onnx", 2, lib224), ("torch", 2, lib224)]:
             rates[runtime, workers, lib.name] = r = end_to_end_rate(model_dir, lib, tmp, runtime, workers)
             print(f"{lib.name} {runtime} workers={workers}: {r:.1f} photos/s", flush=True)
+        flip_dir = save_model(tmp / "model-flip", image_views="flip")
+        enc_flip = encoder_rates(flip_dir, ("onnx",))["onnx"]
+        flip12 = end_to_end_rate(flip_dir, lib12, tmp, "onnx", 2)
+        print(f"--image-views flip: encoder {enc_flip:.0f} photos/s, 12-MP end to end {flip12:.1f} photos/s", flush=True)
 
         library = make_library(tmp / "library", big, args.photos)
         full_s, samples, _ = build_process(model_dir, library, tmp / "full")
@@ -229,14 +235,21 @@ def main() -> None:
             raise RuntimeError(res.stderr)
         print(f"sync with {len(changed)} changed: {sync_s:.1f}s: {res.stdout.strip()}", flush=True)
 
+    from crossmodal.config import ImageEncoderConfig
+
+    encoder_name = ImageEncoderConfig().name
     r12, r224 = rates["onnx", 2, "rate12"], rates["onnx", 2, "rate224"]
     best12 = max(v for (_, _, lib), v in rates.items() if lib == "rate12")
     rows = [
         "| what | measured |", "|---|---|",
-        f"| encoder alone (EfficientNet-Lite0 + head, batches of 32 ready pixels): PyTorch eager | "
+        f"| encoder alone ({encoder_name} + head, batches of 32 ready pixels): PyTorch eager | "
         f"{enc['torch']:.0f} photos/s |",
         f"| encoder alone: ONNX Runtime (same codes, tested) | {enc['onnx']:.0f} photos/s "
         f"({enc['onnx'] / enc['torch']:.1f}x PyTorch) |",
+        f"| encoder alone, `--image-views flip` (plain + mirrored view): ONNX Runtime | {enc_flip:.0f} photos/s "
+        f"({enc_flip / enc['onnx']:.2f}x plain) |",
+        f"| end to end, 12-MP JPEGs, onnx, 2 decoding workers, `--image-views flip` | {flip12:.1f} photos/s "
+        f"({flip12 / rates['onnx', 2, 'rate12']:.2f}x plain) |",
     ]
     for (runtime, workers, lib), v in rates.items():
         what = "12-MP JPEGs (4032x3024, q90)" if lib == "rate12" else "224-px JPEGs"
