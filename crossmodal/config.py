@@ -34,9 +34,10 @@ class ImageEncoderConfig:
     trains even over a frozen backbone, from cached activations of the last stage's input).
     """
 
-    #: two ImageNet CNNs side by side (their pooled features concatenated): on Flickr8k they
-    #: lift 64-bit R@10 by 4-5 points over Lite0 alone (BENCHMARKS.md, quality II ablation)
-    name: str = "efficientnet-lite0+efficientnet-lite2"
+    #: three ImageNet CNNs side by side (their pooled features concatenated): on Flickr8k two
+    #: (Lite0+Lite2) lift 64-bit R@10 by 4-5 points over Lite0 alone, and Lite1 as a third
+    #: adds about 1 more at 64 and 128 bits (BENCHMARKS.md, quality II ablations)
+    name: str = "efficientnet-lite0+efficientnet-lite1+efficientnet-lite2"
     weights: str = "default"
     trainable: str = "frozen"
     pooling: str = "mean"

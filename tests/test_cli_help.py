@@ -58,7 +58,7 @@ def test_defaults_show_in_help_and_registries_are_listed():
     from training import TrainConfig
 
     assert f"(default: {TrainConfig().epochs})" in train  # --epochs, from TrainConfig
-    assert "(default: efficientnet-lite0+efficientnet-lite2)" in train  # --image-encoder, from ImageEncoderConfig
+    assert "(default: efficientnet-lite0+efficientnet-lite1+efficientnet-lite2)" in train  # --image-encoder, from ImageEncoderConfig
     build = flat(parsers["index build"])
     for name in [*DEFAULT_PARAMS, *BACKENDS, "nprobe=16", "efSearch=128"]:
         assert name in build, name

@@ -278,7 +278,8 @@ class ConcatImageEncoder(ImageEncoder):
 
     Different ImageNet CNNs make different mistakes, so frozen features of two of them
     carry more than either: on Flickr8k, Lite0+Lite2 lifted the trained 64-bit codes'
-    R@10 by 4-5 points over Lite0 alone and 3 over Lite2 (BENCHMARKS.md). One preprocessed
+    R@10 by 4-5 points over Lite0 alone and 3 over Lite2, and Lite1 as a third part
+    added about 1 more (BENCHMARKS.md; the default is all three). One preprocessed
     tensor at the largest part's input size feeds every part, each resized to its own
     native size inside the forward (so one transform, one decode, one exported graph).
     """
