@@ -46,6 +46,8 @@ def main():
                    help="evaluate the model already trained in WORK/models/DATASET-NAME instead of training again")
     p.add_argument("--flip-tta", action="store_true",
                    help="evaluate with flip test-time augmentation (the section is named NAME+flip-tta)")
+    p.add_argument("--image-views", default=None, choices=["flip", "crops"],
+                   help="evaluate with these test-time views (the section is named NAME+VIEWS)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)  # argparse would bind an empty list before options
     args = p.parse_args(argv[:cut])
@@ -68,11 +70,13 @@ def main():
         (model / "bench_train.json").write_text(json.dumps({"seconds": t_train,
                                                             "new_cache_bytes": cache_bytes() - before}))
     took = json.loads((model / "bench_train.json").read_text()) if (model / "bench_train.json").exists() else {}
-    section = f"{tag}+flip-tta" if args.flip_tta else tag
+    if args.flip_tta:
+        args.image_views = "flip"
+    section = {None: tag, "flip": f"{tag}+flip-tta"}.get(args.image_views, f"{tag}+{args.image_views}")
     report_dir = work / "reports" / f"{args.dataset}-{section}"
     t_eval = run([sys.executable, "-m", "crossmodal.cli", "eval", "--model", str(model), "--data", str(data),
                   "--split", "test", "--bits", args.bits, *setup["eval"], "--out", str(report_dir),
-                  *(["--flip-tta"] if args.flip_tta else [])])
+                  *(["--image-views", args.image_views] if args.image_views else [])])
     from retrieval.report import summary_table
     report = json.loads((report_dir / "report.json").read_text())
     summary = json.loads((model / "train_summary.json").read_text())

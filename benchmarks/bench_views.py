@@ -62,7 +62,7 @@ def main():
     p.add_argument("--data", required=True, help="prepared Flickr8k folder")
     p.add_argument("--split", default="test")
     p.add_argument("--bits", default="16,64")
-    p.add_argument("--title", default="Test-time image views (Flickr8k, new default)")
+    p.add_argument("--title", default="Test-time image views (Flickr8k, default model)")
     args = p.parse_args()
     from crossmodal.cache import default_cache_dir
     from crossmodal.data import load_prepared

@@ -46,9 +46,9 @@ class ImageEncoderConfig:
 
 
 POOLINGS = ("mean", "attention")
-#: How an image becomes relaxed outputs: its plain view, or the mean of its plain and
-#: mirrored views (flip test-time augmentation: twice the CNN work per new image).
-IMAGE_VIEWS = ("plain", "flip")
+#: How an image becomes relaxed outputs: its plain view, or the mean of several views'
+#: outputs (mirrored; five zoomed crops): more CNN work per new image (crossmodal.views).
+IMAGE_VIEWS = ("plain", "flip", "crops")
 
 
 @dataclass
@@ -89,9 +89,9 @@ class ModelConfig:
     #: Hash-head outputs (``None``: ``DEFAULT_HEAD_WIDTH``); never fewer than the longest
     #: served code. Independent of ``bits``, so choosing fewer lengths costs no quality.
     head_width: int | None = None
-    #: "plain", or "flip": every image (indexed, queried, a video frame) is encoded as the
-    #: mean of its plain and mirrored views' outputs. The weights do not change, so
-    #: ``crossmodal eval --flip-tta`` measures it on any model first.
+    #: "plain", "flip" or "crops": every image (indexed, queried, a video frame) is encoded
+    #: as the mean of these views' outputs (:mod:`crossmodal.views`). The weights do not
+    #: change, so ``crossmodal eval --image-views`` measures it on any model first.
     image_views: str = "plain"
 
     def __post_init__(self) -> None:
@@ -106,7 +106,8 @@ class ModelConfig:
         if self.head_width is not None and (self.head_width <= 0 or self.head_width % 8):
             raise InvalidInput(f"head width {self.head_width} is not a positive multiple of 8")
         if self.image_views not in IMAGE_VIEWS:
-            raise InvalidInput(f"unknown image views {self.image_views!r}: choose {' or '.join(IMAGE_VIEWS)}")
+            raise InvalidInput(f"unknown image views {self.image_views!r}: choose {', '.join(IMAGE_VIEWS)}")
+        check_views_fit(self.image_views, self.image_encoder)
         if self.quantizer not in ("sign", "itq", "kmeans"):
             raise InvalidInput(f"unknown quantizer {self.quantizer!r}: choose sign, itq or kmeans")
 
@@ -148,6 +149,13 @@ class ModelConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def check_views_fit(views: str, image_encoder: ImageEncoderConfig) -> None:
+    """Crop views are cached as pooled features: they need a frozen, mean-pooled CNN."""
+    if views == "crops" and (image_encoder.trainable != "frozen" or image_encoder.pooling != "mean"):
+        raise InvalidInput("image views 'crops' need a frozen image encoder with mean pooling (their features are "
+                           "cached once); use 'flip' or 'plain' with a trained CNN or a learned pool")
 
 
 def parse_trainable(spec: str) -> tuple[str, int]:

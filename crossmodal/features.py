@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from .data.images import open_image
 from .progress import progress
+from .views import make_views, view_count
 
 
 def split_fingerprint(ds) -> str:
@@ -98,10 +99,11 @@ def decode_image(value) -> Image.Image:
 
 @torch.inference_mode()
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
-                   desc: str = "image features", trunk_of: int = 0, mirrored: bool = False) -> torch.Tensor:
+                   desc: str = "image features", trunk_of: int = 0, views: str | None = None) -> torch.Tensor:
     """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped); without a
     cache only the plain view is computed, [N, 1, D] (nothing would reuse the flipped
-    one), unless ``mirrored`` asks for both.
+    one), unless ``views="flip"`` asks for both. ``views="crops"``: the five crops of
+    :func:`~crossmodal.views.make_views`, [N, 5, D], cached apart.
 
     With ``trunk_of=N``: the activations before the encoder's last N stages instead,
     [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune)."""
@@ -118,19 +120,20 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
         out = []
         for s in progress(range(0, len(plain), batch_size), desc=desc, unit="batch"):
             rows = plain[s:s + batch_size]["image"]
-            x = torch.stack([tf(decode_image(v)) for v in rows])
-            if views == 2:
-                x = torch.cat([x, torch.flip(x, dims=[3])])
+            x = make_views(torch.stack([tf(decode_image(v)) for v in rows]), views)
             f = extract(x)
             f = f.half() if trunk_of else f.float()
-            out.append(torch.stack(f.chunk(views), dim=1))
-        return torch.cat(out) if out else torch.zeros(0, views, encoder.output_dim)
+            out.append(torch.stack(f.chunk(view_count(views)), dim=1))
+        return torch.cat(out) if out else torch.zeros(0, view_count(views), encoder.output_dim)
 
-    views = 2 if cache_dir is not None or mirrored else 1
+    if views != "crops":
+        views = "flip" if cache_dir is not None or views == "flip" else "plain"
     kind = f"image-trunk{trunk_of}" if trunk_of else "image"
     graph_key = _digest({"kind": kind, "encoder": encoder_cfg})  # the exported graph: by config, not data
     if cache_dir is None:
         return compute()
+    if views == "crops":
+        kind += "-crops"
     return _load_or_compute(Path(cache_dir) / f"img-{cache_key(kind, encoder_cfg, ds)}.safetensors", compute)
 
 
@@ -206,33 +209,38 @@ TAIL_CHUNK = 256
 
 
 @torch.inference_mode()
-def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, flip_tta: bool = False) -> SplitOutputs:
+def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, views: str | None = None) -> SplitOutputs:
     """The outputs of a split's images and captions: the one place that computes them,
     for evaluation, indexing, validation and quantizer fitting alike.
 
     A frozen encoder's features come from the feature cache, and so do the frozen trunk
     activations (CNN) and token states (text) under a fine-tuned tail (``last:N``); any other fine-tuned encoder is run
     directly (its weights are not part of the cache key). Heads and tails run in chunks
-    on the model's device. ``flip_tta``: an image's output is the mean of its plain and
-    mirrored views' outputs, as a model with ``image_views="flip"`` always gives (free
-    where the cache holds both views, as it does for frozen encoders and ``last:N``
-    trunks; a second CNN pass otherwise)."""
+    on the model's device. An image's output is the mean over ``views`` (default: the
+    model's ``image_views``; :mod:`crossmodal.views`): "flip" is free where the cache
+    holds both views, as it does for frozen encoders and ``last:N`` trunks (a second CNN
+    pass otherwise); "crops" are five more passes, cached apart."""
+    from .config import check_views_fit
+
     model.eval()
     dev = model.device
     img_cfg, txt_cfg = encoder_key(model.config.image_encoder), encoder_key(model.config.text_encoder)
     n_tail = model.image_tail_stages
-    flip = flip_tta or model.config.image_views == "flip"
-    views = (0, 1) if flip else (0,)
+    views = views or model.config.image_views
+    check_views_fit(views, model.config.image_encoder)
+    picked = range(view_count(views))
     if n_tail:
-        acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail, mirrored=flip)
+        acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail, views=views)
         img_views = [torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK, v].to(dev).float(), n_tail).cpu()
                                 for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else
-                     torch.zeros(0, model.image_encoder.output_dim) for v in views]
+                     torch.zeros(0, model.image_encoder.output_dim) for v in picked]
     else:
         img_cache = cache_dir if model.image_encoder.is_frozen else None
-        feats = image_features(model.image_encoder, img_cfg, ds, img_cache, mirrored=flip)
-        img_views = [feats[:, v] for v in views]
-    img_raw = img_views[0]
+        feats = image_features(model.image_encoder, img_cfg, ds, img_cache, views=views)
+        img_views = [feats[:, v] for v in picked]
+        if views == "crops":  # the baselines take the plain view's features
+            feats = image_features(model.image_encoder, img_cfg, ds, img_cache)
+    img_raw = feats[:, 0] if not n_tail else img_views[0]
     if model.text_tail_layers:
         txt_raw = text_tail_features(model, text_trunk_states(model.text_encoder, txt_cfg, ds, captions, cache_dir,
                                                               trunk_of=model.text_tail_layers))

@@ -25,6 +25,7 @@ from .config import ModelConfig, parse_trainable
 from .encoders import ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 from .heads import HashHead
 from .quantizers import create_quantizer
+from .views import make_views, mean_over_views
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -66,17 +67,13 @@ class CrossModalHasher(nn.Module):
         return next(self.parameters()).device
 
     def image_relaxed(self, pixels: torch.Tensor, views: str | None = None) -> torch.Tensor:
-        """Relaxed outputs of normalised pixels. ``views`` (default: the config's
-        ``image_views``): "flip" gives the mean of the plain and mirrored views' outputs.
-        Every encoding path comes through here or through
-        :func:`~crossmodal.features.relaxed_outputs`, so indexed and queried images agree;
-        training passes "plain" (its augmentations already mirror at random)."""
-        pixels = pixels.to(self.device)
-        if (views or self.config.image_views) == "plain":
-            return self.image_head(self.image_encoder(pixels))
-        both = self.image_head(self.image_encoder(torch.cat([pixels, torch.flip(pixels, dims=[3])])))
-        plain, mirrored = both.chunk(2)
-        return (plain + mirrored) / 2
+        """Relaxed outputs of normalised pixels: the mean over ``views`` (default: the
+        config's ``image_views``; :mod:`crossmodal.views`). Every encoding path comes
+        through here or through :func:`~crossmodal.features.relaxed_outputs`, so indexed
+        and queried images agree; training passes "plain" (its augmentations already
+        mirror and crop at random)."""
+        views = views or self.config.image_views
+        return mean_over_views(self.image_head(self.image_encoder(make_views(pixels.to(self.device), views))), views)
 
     def text_relaxed(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.text_head(self.text_encoder(**{k: v.to(self.device) for k, v in tokens.items()}))

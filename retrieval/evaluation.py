@@ -77,7 +77,7 @@ def _concat_sides(sides):
 def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[str] = (),
                       bits: Sequence[int] | None = None, relevance: str = "auto", within: bool = False,
                       baselines: bool = True, cache_dir: Path | None = None, n_examples: int = 3,
-                      flip_tta: bool = False) -> DatasetEvaluation:
+                      image_views: str | None = None) -> DatasetEvaluation:
     """Evaluate ``model`` with ``split`` as queries against ``database`` splits (or the
     split's other modality): metrics at each code length beside the baselines."""
     from crossmodal.data import load_prepared
@@ -100,8 +100,8 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     use_labels = relevance == "labels" or (relevance == "auto" and flats[split].has_labels)
     vocab = label_vocab(*flats.values()) if use_labels else []
 
-    def sides(s, flat, vocab):
-        out = relaxed_outputs(model, ds[s], flat.captions, cache_dir, flip_tta)
+    def sides(s, flat, vocab, views=image_views):
+        out = relaxed_outputs(model, ds[s], flat.captions, cache_dir, views)
         labels = flat.label_matrix(vocab) if vocab else None
         return (_side(out.image_relaxed, out.image_features, flat.ids, labels),
                 _side(out.text_relaxed, out.text_features, [flat.ids[i] for i in flat.caption_item],
@@ -116,12 +116,13 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     train_raw = None
     if baselines and "train" in ds:
         tflat = flats.get("train") or flatten_split(ds["train"])
-        timg, ttxt = outputs["train"] if "train" in outputs else sides("train", tflat, [])
+        # CCA+ITQ fits on the plain features alone: no test-time views of the training split
+        timg, ttxt = outputs["train"] if "train" in outputs else sides("train", tflat, [], "plain")
         train_raw = (timg.raw[tflat.caption_item], ttxt.raw)
     cfg = EvalConfig(bits=bits, relevance="labels" if use_labels else "pairs", within=within, baselines=baselines)
     report = evaluate(model.quantize, query, db, cfg, train_raw)
     report["model"] = {"fingerprint": model.fingerprint(), "quantizer": model.config.quantizer,
-                       "flip_tta": flip_tta or model.config.image_views == "flip"}
+                       "image_views": image_views or model.config.image_views}
     report["data"] = str(data_dir)
 
     examples = example_queries(model, query, db or query, max(bits), use_labels, n_examples)

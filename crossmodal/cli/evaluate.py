@@ -16,7 +16,7 @@ def run(args) -> dict:
     model = CrossModalHasher.from_pretrained(args.model)
     result = evaluate_prepared(model, args.data, args.split, [s for s in (args.database or "").split(",") if s],
                                args.bits, args.relevance, args.within, args.baselines, cache_dir(args),
-                               flip_tta=args.flip_tta)
+                               image_views="flip" if args.flip_tta else args.image_views)
     print_screening(result.screening)
     result.report["model"]["path"] = str(args.model)
     write_report(result.report, args.out, result.examples, result.load_image,
@@ -27,6 +27,8 @@ def run(args) -> dict:
 
 
 def register(sub) -> None:
+    from crossmodal.config import IMAGE_VIEWS
+
     p = add_command(sub, "eval", "evaluate a model: metrics, baselines, plots, summary", EXAMPLES)
     p.add_argument("--model", required=True, help="trained model folder")
     p.add_argument("--data", required=True, help="prepared dataset folder")
@@ -40,8 +42,10 @@ def register(sub) -> None:
     p.add_argument("--no-baselines", dest="baselines", action="store_false",
                    help="skip the float, LSH, ITQ and CCA+ITQ baselines")
     cache_dir_arg(p)
-    p.add_argument("--flip-tta", action="store_true",
-                   help="score each image as the mean of its plain and mirrored views (free with cached features; "
-                        "what a model trained with --image-views flip always does)")
+    p.add_argument("--image-views", default=None, choices=list(IMAGE_VIEWS),
+                   help="score each image as the mean of these views' outputs, whatever the model's own setting: "
+                        "plain, flip (with its mirror image: free with cached features) or crops (five zoomed "
+                        "crops: five CNN passes, cached); default: the model's (train --image-views)")
+    p.add_argument("--flip-tta", action="store_true", help="the same as --image-views flip")
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=run)

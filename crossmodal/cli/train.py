@@ -45,8 +45,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "trained at every default length that fits, whatever --bits serves")
     p.add_argument("--image-views", default=m.image_views, choices=list(IMAGE_VIEWS),
                    help="how the trained model encodes every image: its plain view, or the mean of its plain "
-                        "and mirrored views (flip: better codes for twice the CNN work per new image; training "
-                        "is the same, so try it first with 'crossmodal eval --flip-tta')")
+                        "and mirrored views (flip: 2 CNN passes per new image) or of five zoomed crops (crops: 5 "
+                        "passes); training is the same, so try it first with 'crossmodal eval --image-views'")
     p.add_argument("--head-depth", type=int, default=head.depth, help="layers of each hash head's MLP")
     p.add_argument("--head-hidden", type=int, default=head.hidden_dim, help="width of the hash heads' hidden layers")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split (at most)")
