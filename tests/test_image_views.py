@@ -142,6 +142,11 @@ def test_photos_indexed_by_a_views_model_hold_its_codes(views, tiny_model, tmp_p
     assert main(["index", "build", "--model", str(flip_model), "--images", str(lib), "--bits", "64",
                  "--out", str(out), "--workers", "1"]) == 0  # through ONNX Runtime
     index = CrossModalIndex.load(out)
+    from crossmodal.runtime import OnnxImageRuntime, image_runtime
+
+    # the views export with the model (an export failure would have fallen back to PyTorch quietly)
+    exported = image_runtime(CrossModalHasher.from_pretrained(flip_model), "onnx", cache_dir=tmp_path / "onnx")
+    assert isinstance(exported, OnnxImageRuntime)
     images = [Image.open(p) for p in paths]
     flip, plain = CrossModalHasher.from_pretrained(flip_model), CrossModalHasher.from_pretrained(tiny_model)
     own = [hits[0].distance for hits in index.search(flip.encode_images(images, 64), "image", k=1)]
