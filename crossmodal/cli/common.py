@@ -38,6 +38,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             text += " (default: %(default)s)"
         return text
 
+    def _split_lines(self, text, width):
+        """Wrap at spaces only: encoder names such as ``efficientnet-lite0+efficientnet-lite1``
+        must stay whole to be copied from the help."""
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False,
+                             break_long_words=False)
+
 
 def choices_help(notes: dict[str, str]) -> str:
     return "; ".join(f"{n}: {d}" for n, d in notes.items())
