@@ -234,13 +234,14 @@ def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, view
         img_views = [torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK, v].to(dev).float(), n_tail).cpu()
                                 for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else
                      torch.zeros(0, model.image_encoder.output_dim) for v in picked]
+        img_raw = img_views[0]
     else:
         img_cache = cache_dir if model.image_encoder.is_frozen else None
         feats = image_features(model.image_encoder, img_cfg, ds, img_cache, views=views)
         img_views = [feats[:, v] for v in picked]
         if views == "crops":  # the baselines take the plain view's features
             feats = image_features(model.image_encoder, img_cfg, ds, img_cache)
-    img_raw = feats[:, 0] if not n_tail else img_views[0]
+        img_raw = feats[:, 0]
     if model.text_tail_layers:
         txt_raw = text_tail_features(model, text_trunk_states(model.text_encoder, txt_cfg, ds, captions, cache_dir,
                                                               trunk_of=model.text_tail_layers))

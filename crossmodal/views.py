@@ -3,8 +3,9 @@
 * ``plain``: the transformed image itself (one CNN pass);
 * ``flip``: plain and mirrored (two passes);
 * ``crops``: the four corners and the centre of the image enlarged 1.15 times
-  (five passes): on Flickr8k it lifted the default's 64-bit R@10 by 1.6-3 points
-  (BENCHMARKS.md, "Test-time image views").
+  (five passes): on Flickr8k it lifted the default's 64-bit R@10 by 1.3 image→text
+  and 0.1 text→image, and R@10 at 32 and 128 bits by 0.6-2.4 (BENCHMARKS.md,
+  "...: default+crops").
 
 Views are made here from the normalised S x S tensor every path already has, so the
 feature cache, photos through ONNX Runtime, and image queries all see the same views
