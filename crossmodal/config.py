@@ -49,6 +49,11 @@ POOLINGS = ("mean", "attention")
 #: How an image becomes relaxed outputs: its plain view, or the mean of several views'
 #: outputs (mirrored; five zoomed crops): more CNN work per new image (crossmodal.views).
 IMAGE_VIEWS = ("plain", "flip", "crops")
+#: How relaxed outputs become bits (``crossmodal.quantizers`` implements each)
+QUANTIZER_NAMES = ("sign", "itq", "kmeans")
+#: Where a frozen CNN runs for new images (``crossmodal.runtime``): ONNX Runtime when it
+#: is installed and agrees with PyTorch on a probe batch (auto), PyTorch, or ONNX only.
+RUNTIMES = ("auto", "torch", "onnx")
 
 
 @dataclass
@@ -108,7 +113,7 @@ class ModelConfig:
         if self.image_views not in IMAGE_VIEWS:
             raise InvalidInput(f"unknown image views {self.image_views!r}: choose {', '.join(IMAGE_VIEWS)}")
         check_views_fit(self.image_views, self.image_encoder)
-        if self.quantizer not in ("sign", "itq", "kmeans"):
+        if self.quantizer not in QUANTIZER_NAMES:
             raise InvalidInput(f"unknown quantizer {self.quantizer!r}: choose sign, itq or kmeans")
 
     @property

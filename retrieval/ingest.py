@@ -107,10 +107,18 @@ def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending],
     if nbits not in model.config.bits:
         raise InvalidInput(f"--bits {nbits}: this model serves code lengths {list(model.config.bits)}")
     idx = CrossModalIndex(nbits, model.fingerprint(), index_type, params or {}, backend, backend_options)
-    idx.model_path = str(Path(model_dir).resolve())
+    idx.model_path = model_reference(model_dir)
     add_pending(idx, model, pending, store_floats)
     idx.save(out)
     return idx
+
+
+def model_reference(model_dir: str | os.PathLike | None) -> str:
+    """How an index records its model: ``default`` for the bundled one (so an index
+    names it across installs and releases), else the folder's absolute path."""
+    from crossmodal.pretrained import DEFAULT_MODEL, is_default
+
+    return DEFAULT_MODEL if is_default(model_dir) else str(Path(model_dir).resolve())
 
 
 def text_items(texts: Sequence[str]) -> list[Item]:

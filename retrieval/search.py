@@ -31,16 +31,31 @@ def check_query_texts(texts: Sequence[str], max_chars: int = MAX_QUERY_CHARS) ->
     return texts
 
 
+def check_model_fits(model, built_by: str, recorded_model: str | None, index_dir=None) -> None:
+    """An index answers only through the model that built it: a different fingerprint is
+    refused with what to do (for the bundled model: which release's default built it)."""
+    from crossmodal.pretrained import DEFAULT_MODEL, model_card
+
+    if model.fingerprint() == built_by:
+        return
+    where = f"{index_dir} was" if index_dir is not None else "the index was"
+    if recorded_model == DEFAULT_MODEL:
+        card = model_card()
+        raise IndexMismatch(
+            f"{where} built by an earlier release's default model ({built_by}); this release's default is "
+            f"{card.get('name', 'another model')} ({model.fingerprint()}). Rebuild the index with this release "
+            f"(crossmodal index build --images ... --out DIR), or pass --model with a copy of the "
+            f"model that built it")
+    raise IndexMismatch(f"{where} built by model {built_by}, not by this model ({model.fingerprint()}); rebuild "
+                        f"the index with this model, or search with the model that built it")
+
+
 class Searcher:
     """A model and the index it built, ready to answer queries."""
 
     def __init__(self, model, index: CrossModalIndex, index_dir: str | Path | None = None):
         """The one place a model and an index are checked to belong together."""
-        if model.fingerprint() != index.model_fingerprint:
-            where = f"{index_dir} was" if index_dir is not None else "the index was"
-            raise IndexMismatch(f"{where} built by model {index.model_fingerprint}, not by this model "
-                                f"({model.fingerprint()}); rebuild the index with this model, or search with "
-                                f"the model that built it")
+        check_model_fits(model, index.model_fingerprint, index.model_path, index_dir)
         if index.nbits not in model.config.bits:
             raise IndexMismatch(f"the index holds {index.nbits}-bit codes; this model serves {list(model.config.bits)}")
         self.model, self.index = model, index

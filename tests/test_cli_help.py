@@ -72,7 +72,28 @@ def test_version():
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].startswith("crossmodal 0.") and "torch 2." in lines[1] and "faiss 1." in lines[1]
-    assert lines[2] in ("device: cpu",) or lines[2].startswith("device: cuda")
+    assert lines[2].startswith(("device: cpu", "device: cuda"))
+
+
+HELP_ARGVS = [["--help"], ["--version"], *([c, "--help"] for c in
+              ("train", "encode", "eval", "demo", "index", "video", "serve", "search", "info")),
+              *(["index", a, "--help"] for a in ("build", "add", "sync", "remove", "info")),
+              *(["video", a, "--help"] for a in ("add", "search", "captions"))]
+
+
+def test_help_and_version_import_no_torch():
+    """``--help`` and ``--version`` answer from metadata and plain-data configs: a probe
+    in a fresh interpreter lists what they imported."""
+    probe = ("import sys, contextlib, io\nfrom crossmodal.cli import main\nheavy = []\n"
+             "for argv in %r:\n"
+             "    with contextlib.redirect_stdout(io.StringIO()):\n"
+             "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
+             "    heavy += [(argv, m) for m in ('torch', 'torchvision', 'transformers', 'faiss', 'datasets') "
+             "if m in sys.modules]\n"
+             "print(heavy)\n" % (HELP_ARGVS,))
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
 
 
 def test_train_log_in_a_file_stays_small_and_info_reports_the_model(tiny_data, tmp_path, capsys):

@@ -42,8 +42,7 @@ def load_checkpoint(out: Path, model, loss, opt, sched, device) -> dict | None:
     if not (ck / "trainer_state.json").is_file():
         return None
     state = json.loads((ck / "trainer_state.json").read_text())
-    model.load_state_dict(load_file(str(ck / "model.safetensors"), device=str(device)))
-    model.text_encoder.load_extra(ck)
+    model.load_saved_weights(ck)
     tensors = load_file(str(ck / "optimizer.safetensors"), device=str(device))
     with torch.no_grad():
         loss.log_inv_temperature.copy_(tensors.pop("loss.log_inv_temperature")[0])
@@ -71,3 +70,9 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         _, pid, name = key.split(".", 2)
         state.setdefault(int(pid), {})[name] = t
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def remove_checkpoint(out: Path) -> None:
+    """Delete ``out/checkpoint`` (and any half-swapped copy) once the model is written."""
+    for name in (CHECKPOINT, ".checkpoint.tmp", ".checkpoint.old"):
+        shutil.rmtree(out / name, ignore_errors=True)

@@ -8,7 +8,6 @@ binarised term with the smooth relaxed one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -16,36 +15,7 @@ from torch import nn
 
 from crossmodal.heads import sign_ste
 
-
-@dataclass
-class LossConfig:
-    inter_contrastive: float = 1.0
-    #: intra-modal weights; None = ``INTRA_WITH_LABELS`` when labels supervise the run and 0
-    #: with pairs only. Without labels every other image (caption) in the batch is a
-    #: negative, which pushes apart images that merely look alike: on Flickr8k that cost
-    #: 1-2 points of R@10 (BENCHMARKS.md ablation); with label positives it helps.
-    intra_image: float | None = None
-    intra_text: float | None = None
-    triplet: float = 0.0
-    intra_triplet: float = 0.0
-    quantization: float = 0.5
-    balance: float = 0.01
-    decorrelation: float = 0.01
-    temperature: float = 0.07
-    learn_temperature: bool = True
-    margin: float = 0.2
-    #: share of the contrastive/triplet terms computed on straight-through binary codes
-    ste_weight: float = 0.5
-
-
-INTRA_WITH_LABELS = 0.2
-
-
-def resolve_loss_config(cfg: LossConfig, labelled: bool) -> LossConfig:
-    """Fill the automatic (None) intra-modal weights for a run with or without labels."""
-    auto = INTRA_WITH_LABELS if labelled else 0.0
-    return replace(cfg, intra_image=auto if cfg.intra_image is None else cfg.intra_image,
-                   intra_text=auto if cfg.intra_text is None else cfg.intra_text)
+from .config import LossConfig, resolve_loss_config
 
 
 def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

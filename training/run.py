@@ -18,7 +18,8 @@ from crossmodal.data import load_prepared
 from crossmodal.data.screen import Screening, screen_prepared
 from crossmodal.model import CrossModalHasher
 
-from .trainer import Scorer, TrainConfig, Trainer
+from .config import TrainConfig
+from .trainer import Scorer, Trainer
 
 
 @dataclass

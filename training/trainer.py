@@ -21,7 +21,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -36,47 +36,12 @@ from crossmodal.features import relaxed_outputs
 from crossmodal.model import CrossModalHasher
 from crossmodal.progress import progress
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .distributed import barrier, pick_device, world
-from .losses import HashingLoss, LossConfig, label_positives, resolve_loss_config
+from .config import TrainConfig, resolve_loss_config
+from .losses import HashingLoss, label_positives
 
 Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None"], dict]
-
-
-@dataclass
-class TrainConfig:
-    #: 80 passes: the short default codes gain most from the longer schedule (BENCHMARKS.md)
-    epochs: int = 80
-    batch_size: int = 512
-    lr: float = 1e-3
-    encoder_lr: float = 2e-5
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05
-    #: epochs without a better validation score before stopping; long enough to reach the
-    #: cosine schedule's low-rate tail, where the short codes settle
-    patience: int = 20
-    seed: int = 0
-    train_split: str = "train"
-    val_split: str = "dev"
-    val_bits: int = 64
-    #: "auto": labels as positives when the dataset has labels; "pairs": only matched pairs
-    supervision: str = "auto"
-    feature_noise: float = 0.1
-    #: captions of each image in every step: the image-text loss sees k of them at once
-    #: (an image's row then has k positives); images with fewer captions repeat theirs
-    captions_per_step: int = 1
-    checkpoint_every: int = 500
-    cache_dir: str | None = None
-    num_threads: int | None = None
-    #: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
-    device: str = "auto"
-    loss: LossConfig = field(default_factory=LossConfig)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        loss = LossConfig(**d.pop("loss", {}))
-        return cls(**d, loss=loss)
 
 
 class _TrainModule(nn.Module):
@@ -362,8 +327,7 @@ class Trainer:
     def _finish(self, state: dict, best_dir: Path) -> dict:
         barrier(self.world)
         if (best_dir / "model.safetensors").is_file():
-            from safetensors.torch import load_file
-            self.model.load_state_dict(load_file(str(best_dir / "model.safetensors"), device=str(self.device)))
+            self.model.load_saved_weights(best_dir)
         if self.model.quantizer.needs_fit:
             self._fit_quantizer()
         summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "steps": state["step"]}
@@ -373,6 +337,8 @@ class Trainer:
                 {**summary, "train_config": asdict(self.cfg), "loss_used": asdict(self.loss_config),
                  "label_vocab": self.vocab}, indent=2))
             shutil.rmtree(best_dir, ignore_errors=True)
+            if not self.cfg.keep_checkpoint:
+                remove_checkpoint(self.out)  # the model is written: resuming has nothing left to do
         return summary
 
     def _fit_quantizer(self) -> None:

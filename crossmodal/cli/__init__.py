@@ -18,18 +18,24 @@ COMMANDS = (train, encode, evaluate, demo, index, video, serve, search, info)
 
 
 def _version_text() -> str:
+    """Versions from the installed distributions' metadata and the device from the driver:
+    ``--version`` answers without importing torch or faiss."""
+    import os
     from importlib.metadata import PackageNotFoundError, version
 
-    import faiss
-    import torch
+    def installed(*names: str) -> str:
+        for name in names:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                continue
+        return "not installed"
 
-    try:
-        ours = version("crossmodal")
-    except PackageNotFoundError:
-        ours = "unknown (not installed)"
-    device = "cuda (" + torch.cuda.get_device_name(0) + ")" if torch.cuda.is_available() else "cpu"
-    return (f"crossmodal {ours}\ntorch {torch.__version__}, faiss {faiss.__version__}, python "
-            f"{sys.version.split()[0]}\ndevice: {device}")
+    driver = "/proc/driver/nvidia/version"
+    device = ("cuda (an NVIDIA driver is loaded; used when this torch build supports CUDA)" if os.path.exists(driver)
+              else "cpu (no NVIDIA driver)")
+    return (f"crossmodal {installed('crossmodal')}\ntorch {installed('torch')}, faiss "
+            f"{installed('faiss-cpu', 'faiss-gpu', 'faiss')}, python {sys.version.split()[0]}\ndevice: {device}")
 
 
 class _VersionAction(argparse.Action):

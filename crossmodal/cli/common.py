@@ -57,6 +57,13 @@ def add_command(sub, name: str, help: str, examples: str | None = None, **kw) ->
                           epilog=examples, **kw)
 
 
+def model_arg(p: argparse.ArgumentParser) -> None:
+    """``--model``, for commands that make codes without an index to name the model."""
+    p.add_argument("--model", default="default",
+                   help="a trained model folder, or 'default': the model shipped with crossmodal (trained on "
+                        "Flickr8k; 'crossmodal info default' shows its card)")
+
+
 def index_and_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, help="index folder")
     p.add_argument("--model", default=None, help="model folder (default: the model recorded in the index)")

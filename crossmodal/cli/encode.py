@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from .common import add_command, bits_list, cache_dir, cache_dir_arg, print_screening
+from .common import add_command, bits_list, cache_dir, cache_dir_arg, model_arg, print_screening
 
 LAYOUT = """NPZ layout written by `crossmodal encode`:
   bits              int array: the code lengths present
@@ -22,6 +20,8 @@ EXAMPLES = """examples:
 
 
 def run(args) -> Path:
+    import numpy as np
+
     from crossmodal.atomic import atomic_write_bytes
     from crossmodal.data import load_prepared
     from crossmodal.data.screen import screen_prepared
@@ -54,7 +54,7 @@ def run(args) -> Path:
 
 def register(sub) -> None:
     p = add_command(sub, "encode", "write packed codes of a split to an .npz", LAYOUT + "\n\n" + EXAMPLES)
-    p.add_argument("--model", required=True, help="trained model folder")
+    model_arg(p)
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--split", default="test", help="split to encode")
     p.add_argument("--bits", type=bits_list, default=None, help="code lengths (default: all the model serves)")

@@ -1,7 +1,7 @@
 """``crossmodal eval``: metrics, baselines, plots and a summary of a model on a prepared dataset."""
 from __future__ import annotations
 
-from .common import add_command, bits_list, cache_dir, cache_dir_arg, print_screening
+from .common import add_command, bits_list, cache_dir, cache_dir_arg, model_arg, print_screening
 
 EXAMPLES = """examples:
   crossmodal eval --model models/f8k --data data/flickr8k --split test --out reports/f8k
@@ -30,7 +30,7 @@ def register(sub) -> None:
     from crossmodal.config import IMAGE_VIEWS
 
     p = add_command(sub, "eval", "evaluate a model: metrics, baselines, plots, summary", EXAMPLES)
-    p.add_argument("--model", required=True, help="trained model folder")
+    model_arg(p)
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--split", default="test", help="query split")
     p.add_argument("--database", default=None,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from crossmodal.errors import InvalidInput, NothingDone
 
-from .common import add_command, cache_dir, cache_dir_arg, count, index_and_model_args, print_screening
+from .common import add_command, cache_dir, cache_dir_arg, count, index_and_model_args, model_arg, print_screening
 
 EXAMPLES = {
     "index": """examples:
@@ -97,18 +97,17 @@ def _resumable(out: str, model, nbits: int) -> bool:
 
 def run_add(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import IndexMismatch, read_manifest
+    from retrieval.index import read_manifest
     from retrieval.ingest import IngestReport, commit, embed_prepared, embed_texts
     from retrieval.photos import PhotoReport, index_photos, walk_photos
-    from retrieval.search import check_query_texts
+    from retrieval.search import check_model_fits, check_query_texts
 
     if not (args.data or args.images or args.texts):
         raise InvalidInput("index add: nothing to add: give --images FILE..., --texts TEXT... or --data DIR")
     live = read_manifest(args.index)
     model_dir = args.model or live.get("model_path")
     model = CrossModalHasher.from_pretrained(model_dir)
-    if model.fingerprint() != live["model_fingerprint"]:  # before any embedding, not at the commit
-        raise IndexMismatch(f"{args.index} was built by model {live['model_fingerprint']}, not by {model_dir}")
+    check_model_fits(model, live["model_fingerprint"], live.get("model_path"), args.index)  # before any embedding
     report = IngestReport()
     pending = []
     if args.data:
@@ -147,13 +146,13 @@ def run_sync(args) -> dict:
 
 
 def photo_options(args):
-    from retrieval.photos import PhotoOptions
+    from retrieval.photo_options import PhotoOptions
     return PhotoOptions(args.chunk_size, args.batch_size, args.workers, args.runtime, args.store_floats)
 
 
 def photo_args(p) -> None:
-    from crossmodal.runtime import RUNTIMES
-    from retrieval.photos import DEFAULT_BATCH, DEFAULT_CHUNK, default_workers
+    from crossmodal.config import RUNTIMES
+    from retrieval.photo_options import DEFAULT_BATCH, DEFAULT_CHUNK, default_workers
 
     p.add_argument("--chunk-size", type=count(1), default=DEFAULT_CHUNK,
                    help="photos per commit: a killed run loses at most this many and resumes after them")
@@ -214,7 +213,7 @@ def register(sub) -> None:
     isub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     b = add_command(isub, "build", "index a prepared dataset split (images and captions) or photo folders",
                     EXAMPLES["build"])
-    b.add_argument("--model", required=True, help="trained model folder")
+    model_arg(b)
     b.add_argument("--data", default=None, help="prepared dataset folder")
     b.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
                    help="photo folders (walked recursively) or files; an interrupted build resumes when run again")

@@ -13,9 +13,9 @@ EXAMPLES = """examples:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from crossmodal.config import IMAGE_VIEWS, HeadConfig, ImageEncoderConfig, ModelConfig, TextEncoderConfig
+    from crossmodal.config import (IMAGE_VIEWS, QUANTIZER_NAMES, HeadConfig, ImageEncoderConfig, ModelConfig,
+                                   TextEncoderConfig)
     from crossmodal.encoders import describe_encoders
-    from crossmodal.quantizers import QUANTIZERS
     from training import LossConfig, TrainConfig
 
     d, dl, m = TrainConfig(), LossConfig(), ModelConfig()
@@ -38,7 +38,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-hidden", type=int, default=None,
                    help=f"GRU hidden and embedding size (default: {txt.hidden_dim} and {txt.embed_dim})")
     p.add_argument("--bits", type=bits_list, default=m.bits, help="code lengths to train, comma-separated multiples of 8")
-    p.add_argument("--quantizer", default=m.quantizer, choices=sorted(QUANTIZERS),
+    p.add_argument("--quantizer", default=m.quantizer, choices=list(QUANTIZER_NAMES),
                    help="how outputs become bits: sign of each output, ITQ rotation, or k-means per bit")
     p.add_argument("--head-width", type=int, default=None,
                    help=f"hash-head outputs (default: {m.output_width}, or the longest code if longer); "
@@ -69,6 +69,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device, help="auto (CUDA when available) | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep OUT/checkpoint when training ends (it is deleted once the model is written)")
 
 
 def image_encoder_name(value: str) -> str:
@@ -115,6 +117,7 @@ def train_config_from_args(args):
                        patience=args.patience,
                        captions_per_step=args.captions_per_step, seed=args.seed, supervision=args.supervision,
                        val_split=args.val_split, cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
+                       keep_checkpoint=args.keep_checkpoint,
                        device=args.device, loss=LossConfig(**loss))
 
 

@@ -29,10 +29,25 @@ class Encoder(nn.Module):
     def num_stages(self) -> int:
         return len(self.blocks())
 
+    #: where the pretrained weights came from, ``{distribution or model name: version}``;
+    #: empty when they exist only in a model folder (trained from scratch, a local file).
+    #: A frozen encoder with a source is saved by reference, not copied (``model.py``).
+    pretrained_source: dict[str, str] = {}
+
     def new_parameters(self) -> list[nn.Parameter]:
         """Parameters with no pretrained value (a learned pool on a pretrained backbone):
         they train even when the encoder is frozen, at the heads' learning rate."""
         return []
+
+
+def distribution_version(name: str) -> str:
+    """The installed version of a Python distribution ('not installed' without one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 class TextEncoder(Encoder):

