@@ -16,7 +16,7 @@ demo: install
 # Chromium is part of the checks: found, installed (root + apt), or a one-line stop.
 test: install
 	bash scripts/ensure_chromium.sh
-	CROSSMODAL_REQUIRE_BROWSER=1 $(PYTEST)
+	CROSSMODAL_REQUIRE_BROWSER=1 CROSSMODAL_REQUIRE_MILVUS=1 $(PYTEST)
 
 # Everything but the browser test, for a machine without Chromium (it says so when it skips).
 test-no-browser: install

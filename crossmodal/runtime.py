@@ -24,6 +24,9 @@ from .config import RUNTIMES
 from .errors import InvalidInput, Unavailable
 
 PROBE_BATCH = 4
+#: rows ONNX Runtime runs at once: outputs are per row, so splitting a batch changes no
+#: value, and the activations of 64 images at 260 px (the default's Lite2) would cost GBs
+ONNX_MAX_ROWS = 16
 
 
 class ImageRuntime(Protocol):
@@ -67,11 +70,15 @@ class OnnxSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3
+        # no arena: it keeps the peak of the largest batch ever run for the session's life
+        options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(self, pixels: torch.Tensor) -> np.ndarray:
         x = np.ascontiguousarray(pixels.detach().cpu().numpy(), dtype=np.float32)
-        return self.session.run(None, {"pixels": x})[0]
+        parts = [self.session.run(None, {"pixels": x[s:s + ONNX_MAX_ROWS]})[0]
+                 for s in range(0, len(x), ONNX_MAX_ROWS)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class OnnxImageRuntime(OnnxSession):
@@ -173,6 +180,9 @@ def image_runtime(model, name: str = "auto", cache_dir: Path | None = None, thre
         print(f"note: ONNX export failed ({type(e).__name__}); encoding with PyTorch", file=sys.stderr)
         return torch_runtime
     if not agrees(onnx, torch_runtime, model.image_encoder.image_size, model.config.output_width):
+        if name == "onnx":
+            raise Unavailable("ONNX Runtime's outputs differ from PyTorch's for this model, so --runtime onnx cannot "
+                              "be used; use --runtime auto or torch")
         print("note: ONNX Runtime's outputs differ from PyTorch's for this model; encoding with PyTorch",
               file=sys.stderr)
         return torch_runtime

@@ -20,6 +20,7 @@ Loading verifies every checksum and refuses an index made by another model or co
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -263,6 +264,7 @@ class CrossModalIndex:
         folder = Path(folder)
         with writer_lock(folder):
             idx = cls.load(folder, model_fingerprint, nbits)
+            _fault_point("loaded")
             idx.changes = 0
             yield idx
             if idx.changes:
@@ -471,6 +473,8 @@ def writer_lock(folder: str | os.PathLike, timeout: float = 600.0) -> FileLock:
     holds it may take it again, and another thread waits like another process would."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("CROSSMODAL_TEST_NO_LOCK") == "1":  # test-only: shows the concurrency test can fail
+        return contextlib.nullcontext()
     key = str(folder.resolve())
     with _LOCKS_GUARD:
         if key not in _LOCKS:
@@ -479,7 +483,15 @@ def writer_lock(folder: str | os.PathLike, timeout: float = 600.0) -> FileLock:
 
 
 def _fault_point(name: str) -> None:
-    """Fault injection for the crash tests: ``CROSSMODAL_KILL_AT=<name>`` makes the
-    process SIGKILL itself here, the way a power cut or an OOM kill would."""
+    """Fault injection for the tests: ``CROSSMODAL_KILL_AT=<name>`` makes the process
+    SIGKILL itself here, the way a power cut or an OOM kill would;
+    ``CROSSMODAL_PAUSE_AT=<name>:<seconds>:<marker file>`` creates the marker and sleeps
+    there (a writer that holds the lock while a second one starts)."""
     if os.environ.get("CROSSMODAL_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get("CROSSMODAL_PAUSE_AT", "").split(":", 2)
+    if pause[0] == name and len(pause) == 3:
+        import time
+
+        Path(pause[2]).touch()
+        time.sleep(float(pause[1]))

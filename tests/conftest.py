@@ -38,6 +38,19 @@ def tiny_config(quantizer: str = "sign", bits=(16, 32)):
                        head=HeadConfig(hidden_dim=64, depth=2, dropout=0.0), bits=bits, quantizer=quantizer)
 
 
+def require_milvus_module(name: str, reason: str):
+    """Import a Milvus package, or skip: unless CROSSMODAL_REQUIRE_MILVUS=1 (``make test``,
+    CI), where a missing server or client is a failure, not a quiet skip."""
+    if os.environ.get("CROSSMODAL_REQUIRE_MILVUS") == "1":
+        import importlib
+
+        try:
+            return importlib.import_module(name)
+        except ImportError as e:
+            pytest.fail(f"CROSSMODAL_REQUIRE_MILVUS=1 but {name} cannot be imported ({e}): {reason}")
+    return pytest.importorskip(name, reason=reason)
+
+
 def shared_path(*parts: str) -> Path:
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
@@ -60,8 +73,8 @@ def tiny_model(tiny_data, feature_cache_dir, tmp_path_factory) -> Path:
 def milvus_server(tmp_path_factory):
     """A real Milvus standalone server (the ``milvus`` package) for the whole session, on
     free ports and a fresh data folder; stopped by PID at the end."""
-    pytest.importorskip("milvus", reason="the milvus package (a real Milvus standalone server) is not installed; "
-                                         "`pip install -e '.[test]'` installs it")
+    require_milvus_module("milvus", reason="the milvus package (a real Milvus standalone server) is not installed; "
+                                           "`pip install -e '.[test]'` installs it")
     from retrieval.milvus_server import LocalMilvus
 
     server = LocalMilvus(tmp_path_factory.mktemp("milvus-server")).start()

@@ -33,14 +33,23 @@ def test_readme_command_lines_parse():
 def test_readme_python_snippet_runs(tiny_model, tiny_data, feature_cache_dir, tmp_path, monkeypatch, capsys):
     from crossmodal.cli import main
 
+    from PIL import Image
+
     monkeypatch.chdir(tmp_path)
     assert main(["index", "build", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test",
                  "--bits", "64", "--cache-dir", str(feature_cache_dir), "--out", "runs/demo/index"]) == 0
+    photos = tmp_path / "Pictures"
+    photos.mkdir()
+    for i, colour in enumerate(["white", "red", "navy", "green", "orange", "black"]):
+        Image.new("RGB", (120, 90), colour).save(photos / f"p{i}.jpg")
+    # the first snippet's index: the README's `index build --images` with the bundled model (no --model)
+    assert main(["index", "build", "--images", str(photos), "--workers", "0", "--out", "idx/photos"]) == 0
     capsys.readouterr()
     for block in _blocks("python"):
         exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 5 + 3
+    assert len(out) == 5 + 5 + 3
+    assert all(line.split()[1].startswith(str(photos)) for line in out[:5])
 
 
 def _imports(path: Path) -> set[str]:

@@ -29,19 +29,30 @@ def test_eval_pairs_protocol_writes_full_report(tiny_model, tiny_data, feature_c
     summary = (out / "summary.md").read_text()
     assert "text → images" in summary and "image → texts" in summary and "LSH" in summary
     assert len(list((out / "examples").glob("*.jpg"))) == 3 * 5 + 3
-    # the learned codes beat random projections of the same model's outputs on this easy data
-    assert m["R@10"] > 0
+
 
 
 def test_eval_label_protocol_against_other_splits(tiny_model, tiny_data, feature_cache_dir, tmp_path):
     out = tmp_path / "report"
     assert main(["eval", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test",
-                 "--database", "train,dev", "--bits", "32", "--no-baselines", "--cache-dir", str(feature_cache_dir),
+                 "--database", "train,dev", "--bits", "16,32", "--cache-dir", str(feature_cache_dir),
                  "--out", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["protocol"]["relevance"] == "labels"
     assert rep["protocol"]["database"] == {"images": 64, "texts": 320}
-    assert "NDCG@100" in rep["results"]["i2t"]["32"] and rep["baselines"] == {}
+    assert "NDCG@100" in rep["results"]["i2t"]["32"]
+    # label relevance over 64 items (16 queries with pairs are too few to rank methods): the trained
+    # 16-bit codes beat LSH (random hyperplanes over the same model's outputs) both ways
+    for direction in ("i2t", "t2i"):
+        trained, lsh = rep["results"][direction]["16"]["mAP"], rep["baselines"]["lsh"][direction]["16"]["mAP"]
+        assert trained > lsh, (direction, trained, lsh)
+
+
+def test_eval_without_baselines_reports_none(tiny_model, tiny_data, feature_cache_dir, tmp_path):
+    out = tmp_path / "report"
+    assert main(["eval", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test", "--bits", "32",
+                 "--no-baselines", "--cache-dir", str(feature_cache_dir), "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["baselines"] == {}
 
 
 def test_eval_refuses_query_split_in_database(tiny_model, tiny_data, tmp_path, capsys):

@@ -14,6 +14,7 @@ from crossmodal.cli import main
 from retrieval.backends import FaissBinaryIndex
 from retrieval.index import CrossModalIndex
 from retrieval.search import Searcher
+from conftest import require_milvus_module
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -110,7 +111,7 @@ def test_index_survives_a_server_restart(milvus_server, tiny_model, tiny_data, f
 
 def test_unreachable_server_is_one_clear_line(tiny_model, tiny_data, feature_cache_dir, tmp_path, capsys,
                                               monkeypatch):
-    pytest.importorskip("pymilvus")
+    require_milvus_module("pymilvus", reason="pymilvus comes with the test extras")
     from retrieval.milvus_server import free_port
 
     monkeypatch.setenv("CROSSMODAL_MILVUS_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there

@@ -83,11 +83,21 @@ def test_a_different_encoder_installation_is_caught_by_its_checksum(frozen_model
     record = cfg["frozen_encoders"]["image_encoder"]
     record["source"] = {k: "0.0.1" for k in record["source"]}  # trained over another release of the package
     path.write_text(json.dumps(cfg))
-    CrossModalHasher.from_pretrained(tmp_path / "m")  # same weights under another version: the checksum agrees
+    CrossModalHasher.from_pretrained(tmp_path / "m").encode_images(_images(1), 64)  # same weights: checksum agrees
     record["sha256"] = "0" * 64
     path.write_text(json.dumps(cfg))
-    with pytest.raises(InvalidInput, match="pip install"):
-        CrossModalHasher.from_pretrained(tmp_path / "m")
+    with pytest.raises(InvalidInput, match="pip install"):  # when the CNNs are first built
+        CrossModalHasher.from_pretrained(tmp_path / "m").encode_images(_images(1), 64)
+    with pytest.raises(InvalidInput, match="pip install"):  # or at once, with --verify
+        CrossModalHasher.from_pretrained(tmp_path / "m", verify=True)
+
+
+def test_a_text_query_never_builds_the_image_encoder(frozen_model, tmp_path):
+    frozen_model.save_pretrained(tmp_path / "m")
+    loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
+    assert np.array_equal(loaded.encode_texts(TEXTS, 64), frozen_model.encode_texts(TEXTS, 64))
+    assert "image_encoder" not in loaded._modules and "text_encoder" in loaded._modules
+    assert np.array_equal(loaded.encode_images(_images(), 64), frozen_model.encode_images(_images(), 64))
 
 
 def test_verify_catches_weights_changed_after_saving(tmp_path):

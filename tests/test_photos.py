@@ -201,14 +201,20 @@ def _distance_to(index_dir, path: Path) -> int:
 
 
 def test_thumbnails_come_from_the_original_photo(tiny_model, tmp_path):
-    """A 12-MP photo in the library: the service's thumbnail is decoded reduced from the
-    original file (no copy of the library), and is upright."""
+    """A 12-MP phone photo stored sideways (EXIF orientation 6): the service's thumbnail is
+    decoded reduced from the original file (no copy of the library), and is upright."""
     from fastapi.testclient import TestClient
 
     from retrieval.search import Searcher
     from retrieval.service import create_app
 
-    big = photo(tmp_path / "lib" / "big.jpg", 7, size=(4032, 3024), quality=85)
+    upright = Image.open(photo(tmp_path / "upright.jpg", 7, size=(4032, 3024), quality=85))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the camera wrote the pixels turned left
+    big = tmp_path / "lib" / "big.jpg"
+    big.parent.mkdir()
+    upright.transpose(Image.Transpose.ROTATE_90).save(big, quality=85, exif=exif)
+    assert Image.open(big).size == (3024, 4032)
     out = tmp_path / "idx"
     assert main(["index", "build", "--model", str(tiny_model), "--images", str(big), "--bits", "32",
                  "--out", str(out), "--workers", "0"]) == 0
@@ -218,4 +224,8 @@ def test_thumbnails_come_from_the_original_photo(tiny_model, tmp_path):
     res = client.get(f"/api/thumbnails/{item['id']}", params={"size": 128})
     assert res.status_code == 200
     thumb = Image.open(io.BytesIO(res.content))
-    assert max(thumb.size) == 128 and thumb.size[0] > thumb.size[1]
+    assert thumb.size == (128, 96)  # landscape, as displayed
+    expected = np.asarray(upright.resize(thumb.size), np.float32)
+    got = np.asarray(thumb.convert("RGB"), np.float32)
+    turned = np.asarray(upright.rotate(180).resize(thumb.size), np.float32)  # orientation applied the wrong way
+    assert np.abs(got - expected).mean() < 0.5 * np.abs(got - turned).mean()

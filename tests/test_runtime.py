@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from crossmodal.errors import Unavailable
 from crossmodal.model import CrossModalHasher
 from crossmodal.runtime import OnnxImageRuntime, TorchImageRuntime, agrees, image_runtime
 
@@ -45,6 +46,8 @@ def test_a_runtime_that_disagrees_is_not_used(tiny_model, tmp_path, monkeypatch,
     monkeypatch.setattr("crossmodal.runtime.OnnxImageRuntime", lambda m, c, t: Wrong(m))
     assert type(image_runtime(model, "auto", cache_dir=tmp_path)) is TorchImageRuntime
     assert "differ" in capsys.readouterr().err
+    with pytest.raises(Unavailable, match="--runtime auto or torch"):  # asked for by name: never a silent fallback
+        image_runtime(model, "onnx", cache_dir=tmp_path)
 
 
 def test_feature_cache_is_filled_through_onnx_with_pytorchs_values(tiny_data, tmp_path, monkeypatch):
@@ -55,6 +58,11 @@ def test_feature_cache_is_filled_through_onnx_with_pytorchs_values(tiny_data, tm
     from crossmodal.encoders import create_image_encoder
     from crossmodal.features import encoder_key, image_features
 
+    from crossmodal.runtime import OnnxSession
+
+    onnx_rows = []
+    real_run = OnnxSession.run
+    monkeypatch.setattr(OnnxSession, "run", lambda self, pixels: onnx_rows.append(len(pixels)) or real_run(self, pixels))
     monkeypatch.setenv("CROSSMODAL_CACHE", str(tmp_path / "root"))
     cfg = ImageEncoderConfig(name="efficientnet-lite0", image_size=64)
     enc = create_image_encoder(cfg)
@@ -63,7 +71,9 @@ def test_feature_cache_is_filled_through_onnx_with_pytorchs_values(tiny_data, tm
         monkeypatch.setenv("CROSSMODAL_NO_ONNX", "1")
         reference = image_features(enc, encoder_key(cfg), ds, tmp_path / "torch", trunk_of=trunk_of)
         monkeypatch.delenv("CROSSMODAL_NO_ONNX")
+        onnx_rows.clear()
         onnx = image_features(enc, encoder_key(cfg), ds, tmp_path / "onnx", trunk_of=trunk_of)
+        assert sum(onnx_rows) >= 2 * len(ds)  # every image (both views) went through ONNX Runtime, after the probe
         assert onnx.shape == reference.shape and onnx.dtype == reference.dtype
         scale = reference.float().abs().max()
         assert torch.allclose(onnx.float(), reference.float(), atol=1e-3 * scale, rtol=1e-3)

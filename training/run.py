@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from crossmodal.config import ModelConfig
 from crossmodal.data import load_prepared
 from crossmodal.data.screen import Screening, screen_prepared
 from crossmodal.model import CrossModalHasher
+from crossmodal.pretrained import write_card
 
 from .config import TrainConfig
 from .trainer import Scorer, Trainer
@@ -31,12 +33,13 @@ class TrainingRun:
 
 def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_config: ModelConfig,
                 config: TrainConfig, scorer: Scorer | None = None, resume: bool = False,
-                on_screened=None) -> TrainingRun:
+                on_screened=None, card: dict | None = None) -> TrainingRun:
     """Train a new model (or resume ``out/checkpoint``) and write it to ``out``.
 
     ``scorer`` scores validation codes each epoch (``retrieval.evaluation.validation_scorer``;
     passed in so that ``training`` never imports ``retrieval``). ``on_screened`` gets the
-    screening before the slow part starts, to report skipped rows early."""
+    screening before the slow part starts, to report skipped rows early. ``card`` adds
+    to the model card written beside the model (e.g. that the data is synthetic)."""
     data = load_prepared(data_dir, splits=[config.train_split])
     splits = [s for s in (config.train_split, config.val_split) if s and s in data]
     screening = screen_prepared(data, splits, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
@@ -48,6 +51,12 @@ def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_confi
     summary["skipped"] = {split: r.counts() for split, r in screening.items()}
     if trainer.rank == 0:
         record_training_data(Path(out), data_dir, summary["skipped"])
+        train_rows = {s: len(data[s]) for s in splits}
+        write_card(out, {"name": Path(out).resolve().name, "fingerprint": trainer.model.fingerprint(),
+                         "trained_on": {"data": str(Path(data_dir).resolve()), "split": config.train_split,
+                                        "items": train_rows.get(config.train_split), **(card or {})},
+                         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
+                         "best_epoch": summary["best_epoch"], "validation_score": summary["best_score"]})
     return TrainingRun(summary, screening, trainer.rank == 0)
 
 

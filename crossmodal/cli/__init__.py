@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         set_quiet(True)
     if quiet() or not sys.stderr.isatty():
-        from datasets.utils.logging import disable_progress_bar
-        disable_progress_bar()  # datasets' own bars: frames of carriage returns in a log
+        # datasets' own bars are frames of carriage returns in a log; the variable is read when
+        # datasets is first imported, so a command that never reads a dataset never pays for it
+        import os
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         args.func(args)
     except CrossmodalError as e:

@@ -40,6 +40,20 @@ def register(sub) -> None:
     p.set_defaults(func=run_demo)
 
 
+def command_name() -> str:
+    """How the user can run this command again: ``crossmodal`` when that is on the PATH,
+    else the path that ran it (``.venv/bin/crossmodal`` before the venv is activated)."""
+    import os
+    import shutil
+    import sys
+
+    here = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    on_path = shutil.which("crossmodal")
+    if on_path and (not here.endswith("crossmodal") or os.path.samefile(on_path, here)):
+        return "crossmodal"
+    return os.path.relpath(here) if here.endswith("crossmodal") else "crossmodal"
+
+
 def _step(msg: str) -> float:
     print(f"\n== {msg}", flush=True)
     return time.time()
@@ -76,12 +90,14 @@ def run_demo(args) -> dict:
     model_dir = out / "model"
     bits = tuple(int(b) for b in args.bits.split(","))
     if args.fresh or not (model_dir / "train_summary.json").exists():
-        t = _step("2/5 training: EfficientNet-Lite0 + MiniLM (frozen, features cached) with hash heads")
         model_config = ModelConfig(image_encoder=ImageEncoderConfig(image_size=args.image_size), bits=bits)
+        t = _step(f"2/5 training: {model_config.image_encoder.name} + {model_config.text_encoder.name} (frozen, "
+                  f"features cached) with hash heads")
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, patience=8,
                                    cache_dir=str(cache))
         run = train_model(data, model_dir, model_config, train_config, scorer=validation_scorer,
-                          on_screened=print_screening)
+                          on_screened=print_screening,
+                          card={"dataset": "rendered scenes of coloured shapes (crossmodal demo)", "synthetic": True})
         print(f"   best epoch {run.summary['best_epoch']}, validation score {run.summary['best_score']:.3f} "
               f"({time.time() - t:.0f}s)")
     else:
@@ -118,6 +134,9 @@ def run_demo(args) -> dict:
     print(f"\nDone in {(time.time() - start) / 60:.1f} min. {max(bits)}-bit mAP: image→text {summary['i2t_mAP']:.3f}, "
           f"text→image {summary['t2i_mAP']:.3f}.")
     print(f"Report: {report_dir / 'summary.md'}")
-    print(f"Search from the command line:  crossmodal search --index {index_dir} --text \"a red circle\"")
-    print(f"Serve it over HTTP:            crossmodal serve --index {index_dir}  (then open http://127.0.0.1:8000)")
+    cmd = command_name()
+    print(f"Search from the command line:  {cmd} search --index {index_dir} --text \"a red circle\"")
+    print(f"Serve it over HTTP:            {cmd} serve --index {index_dir}  (then open http://127.0.0.1:8000)")
+    print(f"Your own photos (the bundled model, trained on Flickr8k photos; this one knows only shapes):\n"
+          f"                               {cmd} index build --images ~/Pictures --out idx/photos")
     return summary

@@ -66,6 +66,7 @@ def run_build(args) -> dict:
         build_index(model, args.model, pending, args.out, args.bits, args.type, parse_params(args.param),
                     args.backend, backend_options(args), args.store_floats)
     if args.images:
+        warn_if_synthetic(args.model)
         report = PhotoReport()
         photos = walk_photos(args.images, report)
         index_photos(args.out, model, photos, report, photo_options(args), update=True)
@@ -75,6 +76,15 @@ def run_build(args) -> dict:
     print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
           f"{args.bits}-bit {args.type} ({args.backend})")
     return counts
+
+
+def warn_if_synthetic(model_dir) -> None:
+    """Photos indexed by a model that never saw a photo (the demo's) deserve a word."""
+    from crossmodal.pretrained import model_card, synthetic_note
+
+    note = synthetic_note(model_card(model_dir))
+    if note:
+        print(note, file=sys.stderr)
 
 
 def backend_options(args) -> dict:
@@ -118,6 +128,7 @@ def run_add(args) -> dict:
         pending.append(embed_texts(model, check_query_texts(args.texts)))
     photos = PhotoReport()
     if args.images:
+        warn_if_synthetic(model_dir)
         found = walk_photos(args.images, photos)
         if found:
             index_photos(args.index, model, found, photos, photo_options(args), update=args.update)

@@ -87,15 +87,11 @@ def check_image_encoder_name(name: str) -> str:
 
 
 def image_factory(name: str) -> Callable:
-    _load_builtins()
+    from . import image  # noqa: F401  (its import registers the built-in CNNs)
     return _IMAGE[name]
 
 
 def text_factory(name: str) -> Callable:
     """Any name that is not registered is taken as a transformers model name or folder."""
-    _load_builtins()
+    from . import text  # noqa: F401  (its import registers the built-in text encoders; no torchvision)
     return _TEXT.get(name, _TEXT["transformers"])
-
-
-def _load_builtins() -> None:
-    from . import image, text  # noqa: F401  (their import registers the built-in factories)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -105,14 +104,35 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def simple_words(text: str) -> list[str]:
+    """The word splitter of GRU models saved with a ``vocab.json`` (before subword
+    vocabularies): ASCII letters and digits only, kept so those models give the same codes."""
     return _WORD.findall(text.lower())
 
 
-class GRUTextEncoder(TextEncoder):
-    """Bidirectional GRU over word embeddings, trained from scratch.
+def train_subword_tokenizer(texts, vocab_size: int):
+    """A WordPiece vocabulary learned from the training captions with Hugging Face
+    ``tokenizers``: Unicode-normalised (NFKC), lower-cased, accents kept, CJK characters
+    split one by one, so captions in any script become real units (Chinese characters,
+    Cyrillic and Arabic subwords, "läuft" with its umlaut)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    Its vocabulary is built from the training captions (``build_vocab``) and saved as
-    ``vocab.json`` beside the model weights.
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.NFKC(),
+        normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]"], show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return tok
+
+
+class GRUTextEncoder(TextEncoder):
+    """Bidirectional GRU over subword embeddings, trained from scratch.
+
+    Its vocabulary is learned from the training captions (``build_vocab``: a WordPiece
+    ``tokenizers`` model, any script) and saved as ``tokenizer.json`` beside the model
+    weights. Folders with a ``vocab.json`` (an ASCII word list, from earlier releases)
+    load with that vocabulary and give the codes they always gave.
     """
 
     always_trainable = True
@@ -123,23 +143,27 @@ class GRUTextEncoder(TextEncoder):
         super().__init__()
         self.max_length = cfg.max_length
         self.vocab_size = cfg.vocab_size
-        self.vocab: dict[str, int] = {}
+        self.tokenizer = None  #: a ``tokenizers.Tokenizer`` (or None before build_vocab)
+        self.vocab: dict[str, int] = {}  #: the legacy word vocabulary of a ``vocab.json`` folder
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=self.PAD)
         self.gru = nn.GRU(cfg.embed_dim, cfg.hidden_dim, batch_first=True, bidirectional=True)
         self.output_dim = 2 * cfg.hidden_dim
 
     def build_vocab(self, texts) -> None:
-        counts = Counter(w for t in texts for w in simple_words(t))
-        words = [w for w, _ in counts.most_common(self.vocab_size - 2)]
-        self.vocab = {w: i + 2 for i, w in enumerate(words)}
+        self.tokenizer, self.vocab = train_subword_tokenizer(texts, self.vocab_size), {}
 
     def has_vocab(self) -> bool:
-        return bool(self.vocab)
+        return self.tokenizer is not None or bool(self.vocab)
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        if self.tokenizer is not None:
+            return [enc.ids for enc in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        return [[self.vocab.get(w, self.UNK) for w in simple_words(t)] for t in texts]
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        if not self.vocab:
+        if not self.has_vocab():
             raise RuntimeError("GRU text encoder has no vocabulary: call build_vocab(train captions) first")
-        ids = [[self.vocab.get(w, self.UNK) for w in simple_words(t)][: self.max_length] or [self.UNK] for t in texts]
+        ids = [x[: self.max_length] or [self.UNK] for x in self._ids(texts)]
         n = max(len(x) for x in ids)
         input_ids = torch.zeros(len(ids), n, dtype=torch.long)
         for i, x in enumerate(ids):
@@ -159,13 +183,20 @@ class GRUTextEncoder(TextEncoder):
         return [self.embed, self.gru]
 
     def save_extra(self, folder: Path) -> None:
-        atomic_write_text(folder / "vocab.json", json.dumps(self.vocab))
+        if self.tokenizer is not None:
+            atomic_write_text(folder / "tokenizer.json", self.tokenizer.to_str())
+        else:
+            atomic_write_text(folder / "vocab.json", json.dumps(self.vocab))
 
     def load_extra(self, folder: Path) -> None:
-        path = folder / "vocab.json"
-        if not path.is_file():
-            raise MissingInput(f"GRU model folder {folder} has no vocab.json")
-        self.vocab = json.loads(path.read_text())
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            self.tokenizer, self.vocab = Tokenizer.from_file(str(folder / "tokenizer.json")), {}
+        elif (folder / "vocab.json").is_file():
+            self.tokenizer, self.vocab = None, json.loads((folder / "vocab.json").read_text())
+        else:
+            raise MissingInput(f"GRU model folder {folder} has no tokenizer.json (nor an older vocab.json)")
 
 
 register_text_encoder("gru")(GRUTextEncoder)

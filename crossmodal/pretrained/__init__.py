@@ -36,6 +36,23 @@ def is_default(model: str | Path | None) -> bool:
     return model is None or str(model) == DEFAULT_MODEL or Path(model).resolve() == DEFAULT_DIR
 
 
+def write_card(folder: str | Path, card: dict) -> None:
+    """Write ``card.json``: what a model was trained on and how to reproduce it."""
+    from ..atomic import atomic_write_text
+
+    atomic_write_text(Path(folder) / CARD_NAME, json.dumps(card, indent=2) + "\n")
+
+
+def synthetic_note(card: dict) -> str | None:
+    """The warning for indexing real photos with a model trained on rendered scenes."""
+    trained_on = card.get("trained_on", {})
+    if not trained_on.get("synthetic"):
+        return None
+    return (f"note: this model was trained on {trained_on.get('dataset', 'synthetic data')}, not on photos: it will "
+            f"not find real photos by what they show. Leave out --model to use the bundled model (trained on "
+            f"Flickr8k photos), or train one on your own captioned photos")
+
+
 def model_card(folder: str | Path | None = None) -> dict:
     """The card of a model folder (the bundled model's by default): {} when it has none."""
     path = resolve_model_dir(folder) / CARD_NAME
