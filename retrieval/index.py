@@ -108,6 +108,9 @@ class CrossModalIndex:
         #: this index's own id: a server-side backend names its collections after it
         self.uid = uuid.uuid4().hex[:12] if uid is None else uid
         self.model_path: str | None = None  # where the model lives, so `search` needs no --model
+        #: what ``index build`` was given (photo roots, dataset and splits): a rerun of the
+        #: same build resumes, any other build into the folder is refused
+        self.build_inputs: dict | None = None
         self.indexes: dict[str, object] = {}
         self.store = MetadataStore()
         self.rerank: dict[str, dict[int, np.ndarray]] = {}
@@ -237,7 +240,7 @@ class CrossModalIndex:
         return {"format": "crossmodal-index", "format_version": FORMAT_VERSION, "nbits": self.nbits,
                 "index_type": self.index_type, "params": self.params, "backend": self.backend,
                 "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint,
-                "model_path": self.model_path,
+                "model_path": self.model_path, "build_inputs": self.build_inputs,
                 "counts": {m: self.count(m) for m in self.indexes}, "created": self.created,
                 "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "files": files}
 
@@ -341,6 +344,7 @@ class CrossModalIndex:
                   manifest.get("backend", "faiss"), _backend_options(manifest), uid=manifest.get("uid", ""))
         idx.created = manifest["created"]
         idx.model_path = manifest.get("model_path")
+        idx.build_inputs = manifest.get("build_inputs")
         idx.version = current
         idx.store = MetadataStore(str(vdir / "metadata.sqlite"))
         for m in manifest["counts"]:

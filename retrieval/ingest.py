@@ -99,7 +99,8 @@ def embed_prepared(model, data_dir: str | os.PathLike, splits: Sequence[str], ca
 
 def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending], out: str | os.PathLike,
                 nbits: int, index_type: str = "flat", params: dict | None = None, backend: str = "faiss",
-                backend_options: dict | None = None, store_floats: bool = False) -> CrossModalIndex:
+                backend_options: dict | None = None, store_floats: bool = False,
+                build_inputs: dict | None = None) -> CrossModalIndex:
     """A new index of ``pending`` items written to ``out`` (checked with
     :func:`~retrieval.index.check_index_destination` by the caller before embedding)."""
     from crossmodal.errors import InvalidInput
@@ -108,6 +109,7 @@ def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending],
         raise InvalidInput(f"--bits {nbits}: this model serves code lengths {list(model.config.bits)}")
     idx = CrossModalIndex(nbits, model.fingerprint(), index_type, params or {}, backend, backend_options)
     idx.model_path = model_reference(model_dir)
+    idx.build_inputs = build_inputs
     add_pending(idx, model, pending, store_floats)
     idx.save(out)
     return idx

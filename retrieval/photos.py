@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from crossmodal.data.images import open_image
-from crossmodal.errors import InvalidInput
+from crossmodal.errors import InvalidInput, MissingInput
 from crossmodal.progress import progress
 from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
 
@@ -77,9 +77,18 @@ class PhotoReport:
                 f"unchanged {self.unchanged + self.restamped}, unreadable {len(self.failed)}")
 
 
+def photo_key(path: str | os.PathLike) -> str:
+    """How a photo is keyed: its absolute path as the user reaches it, symlinks kept (a
+    photo under a linked folder belongs to the root the user named, so a sync of that
+    root removes it when the link or the file goes)."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
 def walk_photos(roots: Sequence[str | os.PathLike], report: PhotoReport | None = None) -> list[PhotoFile]:
     """Every image file under ``roots`` (folders, recursively, or files), sorted by path,
-    each once. Hidden files and folders (a leading dot) are left out."""
+    each once. Hidden files and folders (a leading dot) are left out. A folder reached
+    twice (a link to a folder already walked, or a loop) is walked the first time only,
+    in sorted order, so a photo is never indexed under two paths."""
     report = report if report is not None else PhotoReport()
     seen_dirs: set[tuple[int, int]] = set()
     found: dict[str, PhotoFile] = {}
@@ -90,7 +99,7 @@ def walk_photos(roots: Sequence[str | os.PathLike], report: PhotoReport | None =
 
     def add_file(path: Path) -> None:
         try:
-            key = str(path.resolve())
+            key = photo_key(path)
             st = os.stat(key)
         except OSError as e:
             fail(path, f"{type(e).__name__}: {e.strerror or e}")
@@ -109,7 +118,7 @@ def walk_photos(roots: Sequence[str | os.PathLike], report: PhotoReport | None =
         if not root.is_dir():
             fail(root, "no such file or folder")
             continue
-        root = root.resolve()
+        root = Path(photo_key(root))
         for folder, dirs, files in os.walk(root, onerror=on_error, followlinks=True):
             try:
                 st = os.stat(folder)
@@ -266,18 +275,39 @@ def sync_photos(index_dir: str | os.PathLike, model, roots: Sequence[str | os.Pa
     """Bring the index's photos under ``roots`` in line with the folders: add new
     photos, re-encode changed ones, remove those that are gone. Photos indexed from
     elsewhere (other folders, dataset items, captions) are left alone."""
+    check_sync_roots(roots)
     report = PhotoReport()
     photos = walk_photos(roots, report)
     index_photos(index_dir, model, photos, report, options, update=True)
     present = {p.path for p in photos}
-    prefixes = tuple(str(Path(r).expanduser().resolve()) for r in roots)
+    prefixes = tuple(photo_key(r) for r in roots)
     unreadable = tuple(f for f, _ in report.unreadable_folders)
+    failed = {photo_key(path) for path, _ in report.failed}
     with CrossModalIndex.updating(index_dir, model.fingerprint()) as idx:
+        # what could not be seen is not gone: an unreadable folder or photo keeps its entries
         gone = [path for path in indexed_photos(idx) if _under(path, prefixes) and path not in present
-                and not _under(path, unreadable)]  # a folder we could not read is not a deleted folder
+                and path not in failed and not _under(path, unreadable)]
         if gone:
             report.removed = idx.remove_keys("image", gone)
     return report
+
+
+def check_sync_roots(roots: Sequence[str | os.PathLike]) -> None:
+    """A root that is missing or cannot be listed (an unplugged drive, a typo, no
+    permission) would look like a folder whose photos were all deleted: refuse the sync
+    before anything changes."""
+    for root in roots:
+        path = Path(photo_key(root))
+        if path.is_file():
+            continue
+        if not path.is_dir():
+            raise MissingInput(f"{root} does not exist (an unplugged drive or a typo?): nothing was synced or removed; "
+                               f"reconnect it, or leave it out of --images to sync the other folders")
+        try:
+            next(os.scandir(path), None)
+        except OSError as e:
+            raise MissingInput(f"{root} cannot be listed ({e.strerror or e}): nothing was synced or removed; fix its "
+                               f"permissions, or leave it out of --images") from None
 
 
 def _under(path: str, prefixes: Iterable[str]) -> bool:

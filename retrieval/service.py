@@ -28,6 +28,7 @@ from .batching import EmbedBatcher
 from .index import MODALITIES
 from .ingest import Pending, add_pending, commit, text_items
 from .search import MAX_QUERY_CHARS, Searcher, check_query_texts
+from .store import display_text
 
 WEB_DIR = Path(__file__).with_name("web")
 TARGETS = (*MODALITIES, "moments")  #: what a query can look for: an index modality, or video moments
@@ -115,7 +116,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
             from .video import moments_for_relaxed
             return [m.to_dict() for m in moments_for_relaxed(searcher, relaxed, top=k, radius=radius)]
         hits = searcher.search_relaxed(relaxed[None], target, k=k, radius=radius)[0]
-        return [{**h.to_dict(), "id": str(h.id)} for h in hits]
+        return [{**h.to_dict(), "id": str(h.id), "key": display_text(h.key), "source": display_text(h.source),
+                 "video": display_text(h.video)} for h in hits]
 
     @app.get("/api/health")
     def health():

@@ -30,8 +30,32 @@ CREATE INDEX IF NOT EXISTS items_video ON items(video);
 
 
 def item_id(modality: str, key: str) -> int:
-    """A stable 63-bit id from (modality, key): the same item always gets the same id."""
-    return int.from_bytes(hashlib.sha256(f"{modality}\0{key}".encode()).digest()[:8], "big") & ((1 << 63) - 1)
+    """A stable 63-bit id from (modality, key): the same item always gets the same id.
+    A file name that is not UTF-8 (``os.fsdecode`` keeps its bytes as surrogates) hashes
+    by those bytes."""
+    data = f"{modality}\0{key}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") & ((1 << 63) - 1)
+
+
+def to_db(text: str | None):
+    """A key, path or caption as SQLite stores it: text, or the raw bytes (a BLOB) of a
+    file name that is not valid UTF-8, so any name the OS lists is kept losslessly."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def from_db(value) -> str | None:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def display_text(text: str | None) -> str | None:
+    """A name for people and JSON pages: undecodable bytes shown as U+FFFD."""
+    return None if text is None else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass
@@ -68,8 +92,8 @@ class MetadataStore:
         return out
 
     def upsert(self, modality: str, ids: Sequence[int], items: Iterable[Item]) -> None:
-        rows = [(int(i), modality, it.key, it.source, json.dumps(it.labels), it.video, it.timestamp,
-                 json.dumps(it.extra)) for i, it in zip(ids, items)]
+        rows = [(int(i), modality, to_db(it.key), to_db(it.source), json.dumps(it.labels), to_db(it.video),
+                 it.timestamp, json.dumps(it.extra)) for i, it in zip(ids, items)]
         self.db.executemany("INSERT OR REPLACE INTO items (id, modality, key, source, labels, video, timestamp, extra)"
                             " VALUES (?,?,?,?,?,?,?,?)", rows)
         self.db.commit()
@@ -86,14 +110,15 @@ class MetadataStore:
             q = (f"SELECT id, modality, key, source, labels, video, timestamp, extra FROM items "
                  f"WHERE id IN ({','.join('?' * len(chunk))})")
             for r in self.db.execute(q, chunk):
-                out[r[0]] = {"id": r[0], "modality": r[1], "key": r[2], "source": r[3], "labels": json.loads(r[4] or "[]"),
-                             "video": r[5], "timestamp": r[6], "extra": json.loads(r[7] or "{}")}
+                out[r[0]] = {"id": r[0], "modality": r[1], "key": from_db(r[2]), "source": from_db(r[3]),
+                             "labels": json.loads(r[4] or "[]"), "video": from_db(r[5]), "timestamp": r[6],
+                             "extra": json.loads(r[7] or "{}")}
         return out
 
     def items_of(self, modality: str) -> Iterator[dict]:
         """Every item of a modality: ``{"id", "key", "source", "extra"}``."""
         for r in self.db.execute("SELECT id, key, source, extra FROM items WHERE modality = ?", (modality,)):
-            yield {"id": r[0], "key": r[1], "source": r[2], "extra": json.loads(r[3] or "{}")}
+            yield {"id": r[0], "key": from_db(r[1]), "source": from_db(r[2]), "extra": json.loads(r[3] or "{}")}
 
     def count(self, modality: str | None = None) -> int:
         if modality is None:
@@ -101,10 +126,11 @@ class MetadataStore:
         return self.db.execute("SELECT COUNT(*) FROM items WHERE modality = ?", (modality,)).fetchone()[0]
 
     def videos(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT video FROM items WHERE video IS NOT NULL ORDER BY video")]
+        return [from_db(r[0]) for r in
+                self.db.execute("SELECT DISTINCT video FROM items WHERE video IS NOT NULL ORDER BY video")]
 
     def frames_of(self, video: str) -> list[dict]:
         rows = self.db.execute("SELECT id FROM items WHERE video = ? AND modality = 'frame' ORDER BY timestamp",
-                               (video,)).fetchall()
+                               (to_db(video),)).fetchall()
         got = self.get([r[0] for r in rows])
         return [got[r[0]] for r in rows]

@@ -59,7 +59,9 @@ def main() -> None:
 
     full = CrossModalHasher.from_pretrained(args.model)
     bits = list(full.config.bits)
-    cache = Path(args.cache_dir) if args.cache_dir else None
+    from crossmodal.cache import default_cache_dir
+
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     with tempfile.TemporaryDirectory() as tmp:
         half_dir = Path(tmp) / "half"
         full.save_pretrained(half_dir, heads_dtype="float16")

@@ -55,20 +55,25 @@ def run_build(args) -> dict:
     model = CrossModalHasher.from_pretrained(args.model)
     if args.bits not in model.config.bits:
         raise InvalidInput(f"--bits {args.bits}: this model serves code lengths {list(model.config.bits)}")
+    inputs = build_inputs(args)
+    resumed = _existing_build(args, model, inputs)
+    report = PhotoReport()
+    photos = walk_photos(args.images, report) if args.images else []
+    if args.images and not args.data and not photos:
+        raise NothingDone(f"index build: no photos found under {', '.join(map(str, args.images))}; no index was "
+                          f"written")
     pending = []
     if args.data:
         pending, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
         print_screening(screening)
-    resumed = args.images and not args.data and _resumable(args.out, model, args.bits)
     if resumed:
-        print(f"{args.out} already holds a build by this model: resuming (photos indexed before are not read again)")
+        print(f"{args.out} already holds a build of these photos by this model: resuming (photos indexed before are "
+              f"not read again)")
     else:
         build_index(model, args.model, pending, args.out, args.bits, args.type, parse_params(args.param),
-                    args.backend, backend_options(args), args.store_floats)
+                    args.backend, backend_options(args), args.store_floats, inputs)
     if args.images:
         warn_if_synthetic(args.model)
-        report = PhotoReport()
-        photos = walk_photos(args.images, report)
         index_photos(args.out, model, photos, report, photo_options(args), update=True)
         print(f"photos: {report.found} found, " + report.summary())
     saved = read_manifest(args.out)["counts"]
@@ -76,6 +81,36 @@ def run_build(args) -> dict:
     print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
           f"{args.bits}-bit {args.type} ({args.backend})")
     return counts
+
+
+def build_inputs(args) -> dict:
+    """What a build indexes, as recorded in the index: the same command resumes it."""
+    import os
+
+    return {"images": sorted(os.path.abspath(os.path.expanduser(r)) for r in args.images or []),
+            "data": os.path.abspath(args.data) if args.data else None, "split": args.split if args.data else None,
+            "bits": args.bits, "type": args.type, "backend": args.backend}
+
+
+def _existing_build(args, model, inputs: dict) -> bool:
+    """Whether ``--out`` holds an interrupted photo build of the same inputs by the same
+    model (resume it: True). Any other index there is refused unless ``--overwrite``."""
+    from crossmodal.errors import UnsafeOutput
+    from retrieval.index import read_manifest
+
+    if not (Path(args.out) / "CURRENT").is_file():
+        return False
+    manifest = read_manifest(args.out)
+    if (args.images and not args.data and manifest.get("build_inputs") == inputs
+            and manifest["model_fingerprint"] == model.fingerprint()):
+        return True
+    if args.overwrite:
+        print(f"{args.out}: replacing the index it holds (--overwrite)", file=sys.stderr)
+        return False
+    counts = manifest.get("counts", {})
+    raise UnsafeOutput(f"{args.out} already holds an index ({counts.get('image', 0)} images, {counts.get('text', 0)} "
+                       f"texts) built from other inputs or by another model; nothing was changed. 'crossmodal index "
+                       f"add' or 'index sync' adds to it; --overwrite replaces it")
 
 
 def warn_if_synthetic(model_dir) -> None:
@@ -93,16 +128,6 @@ def backend_options(args) -> dict:
         return {}
     return {"uri": args.milvus_uri, "db_name": args.milvus_db, "collection_prefix": args.milvus_prefix,
             "consistency_level": args.milvus_consistency, "insert_batch": args.milvus_insert_batch}
-
-
-def _resumable(out: str, model, nbits: int) -> bool:
-    """An index at ``out`` that an interrupted ``build --images`` of this model left."""
-    from retrieval.index import read_manifest
-
-    if not (Path(out) / "CURRENT").is_file():
-        return False
-    manifest = read_manifest(out)
-    return manifest["model_fingerprint"] == model.fingerprint() and manifest["nbits"] == nbits
 
 
 def run_add(args) -> dict:
@@ -178,11 +203,12 @@ def photo_args(p) -> None:
 def resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]]:
     """Keys as stored: a file added with --images is keyed by its absolute path, so a
     relative or ``~`` path is resolved the same way. Returns (found, not found)."""
+    from retrieval.photos import photo_key
     from retrieval.store import item_id
 
     found, missing = [], []
     for key in keys:
-        forms = [key, str(Path(key).expanduser().resolve())]
+        forms = [key, photo_key(key), str(Path(key).expanduser().resolve())]  # resolved: keys of older releases
         hit = next((f for f in forms if idx.store.existing([item_id(modality, f)])), None)
         (found if hit is not None else missing).append(hit if hit is not None else key)
     return found, missing
@@ -249,7 +275,10 @@ def register(sub) -> None:
     b.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
     cache_dir_arg(b)
     photo_args(b)
-    b.add_argument("--out", required=True, help="index folder to write (new, empty, or an index)")
+    b.add_argument("--out", required=True,
+                   help="index folder to write: new or empty; the same build, interrupted, resumes")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace the index --out holds (otherwise a different build into it is refused)")
     b.set_defaults(func=run_build)
 
     a = add_command(isub, "add", "add items (a dataset split, image files or captions)", EXAMPLES["add"])

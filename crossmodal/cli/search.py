@@ -25,6 +25,7 @@ def read_query_image(path: str, min_side: int | None = None):
 
 def run(args):
     from retrieval.search import Searcher
+    from retrieval.store import display_text
 
     searcher = Searcher.open(args.index, args.model)
     if args.text is not None:
@@ -43,9 +44,9 @@ def run(args):
         print(f"{len(hits)} {target} result(s) for {next(iter(query.values()))!r} ({searcher.index.nbits}-bit codes)")
         print(f"{'rank':>4}  {'dist':>4}  {'key':<28}  source")
         for n, h in enumerate(hits, 1):
-            src = (h.source or "")[:80]
+            src = display_text(h.source or "")[:80]
             when = f"  @ {h.timestamp:.1f}s" if h.timestamp is not None else ""
-            print(f"{n:>4}  {h.distance:>4}  {h.key[:28]:<28}  {src}{when}")
+            print(f"{n:>4}  {h.distance:>4}  {display_text(h.key)[:28]:<28}  {src}{when}")
     return hits
 
 

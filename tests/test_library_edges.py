@@ -1,0 +1,115 @@
+"""The edges of a photo library: a missing drive during sync, symlinked folders, names
+that are not UTF-8, empty and repeated builds. Real files, real commands."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from retrieval.index import CrossModalIndex, read_manifest
+
+CLI = [sys.executable, "-m", "crossmodal.cli"]
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(os.fsdecode, args)], capture_output=True, text=True, timeout=600)
+
+
+def photos_in(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        path = folder / f"photo{seed}_{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(path)
+        out.append(path)
+    return out
+
+
+def image_keys(index_dir) -> set[str]:
+    return {row["key"] for row in CrossModalIndex.load(index_dir).store.items_of("image")}
+
+
+def build(model, *roots, out) -> subprocess.CompletedProcess:
+    return cli("index", "build", "--model", model, "--images", *roots, "--workers", "0", "--bits", "32", "--out", out)
+
+
+def test_sync_of_a_missing_drive_removes_nothing(tiny_model, tmp_path):
+    drive = tmp_path / "drive"
+    photos_in(drive, 3)
+    idx = tmp_path / "idx"
+    assert build(tiny_model, drive, out=idx).returncode == 0
+    version = read_manifest(idx)
+    shutil.move(drive, tmp_path / "unplugged")
+    res = cli("index", "sync", "--index", idx, "--images", drive, "--workers", "0")
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "does not exist" in res.stderr and "nothing" in res.stderr
+    assert len(image_keys(idx)) == 3 and read_manifest(idx)["saved"] == version["saved"]
+
+
+def test_photos_under_a_symlinked_folder_belong_to_the_root_named(tiny_model, tmp_path):
+    library, elsewhere = tmp_path / "library", tmp_path / "elsewhere" / "trip"
+    photos_in(library, 2)
+    trip = photos_in(elsewhere, 2, seed=1)
+    (library / "trip").symlink_to(elsewhere, target_is_directory=True)
+    idx = tmp_path / "idx"
+    assert build(tiny_model, library, out=idx).returncode == 0
+    keys = image_keys(idx)
+    assert len(keys) == 4 and {str(library / "trip" / p.name) for p in trip} <= keys  # keyed under the root
+    trip[0].unlink()  # a photo goes from the linked folder
+    assert cli("index", "sync", "--index", idx, "--images", library, "--workers", "0").returncode == 0
+    assert len(image_keys(idx)) == 3
+    (library / "trip").unlink()  # the link goes
+    assert cli("index", "sync", "--index", idx, "--images", library, "--workers", "0").returncode == 0
+    assert image_keys(idx) == {str(p) for p in library.glob("*.jpg")}
+
+
+def test_a_name_that_is_not_utf8_is_indexed_with_the_others(tiny_model, tmp_path):
+    folder = tmp_path / "samba"
+    good = photos_in(folder, 5)
+    odd = os.path.join(os.fsencode(folder), b"caf\xe9.jpg")  # Latin-1 from an old drive
+    shutil.copy(good[0], odd)
+    Image.fromarray(np.full((60, 80, 3), 200, np.uint8)).save(odd, format="JPEG")
+    idx = tmp_path / "idx"
+    res = build(tiny_model, folder, out=idx)
+    assert res.returncode == 0, res.stderr[-2000:]
+    keys = image_keys(idx)
+    assert len(keys) == 6 and os.fsdecode(odd) in keys  # stored losslessly: the same bytes come back
+    assert os.fsencode(next(k for k in keys if "caf" in k)) == odd
+    res = cli("search", "--index", idx, "--image", good[0], "--target", "image", "-k", "6")
+    assert res.returncode == 0 and "caf\ufffd.jpg" in res.stdout  # shown with a replacement character
+    res = cli("search", "--index", idx, "--image", good[0], "--target", "image", "-k", "6", "--json")
+    assert os.fsdecode(odd) in {h["key"] for h in json.loads(res.stdout)["results"]}
+    assert cli("index", "sync", "--index", idx, "--images", folder, "--workers", "0").returncode == 0
+    assert len(image_keys(idx)) == 6  # unchanged: the odd name is recognised as already indexed
+
+
+def test_empty_build_exits_2_and_writes_nothing(tiny_model, tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = build(tiny_model, tmp_path / "empty", out=tmp_path / "idx")
+    assert res.returncode == 2 and "no photos found" in res.stderr
+    assert not (tmp_path / "idx" / "CURRENT").exists()
+
+
+def test_build_onto_another_index_is_refused_unless_overwrite(tiny_model, tiny_data, feature_cache_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos_in(photos, 3)
+    idx = tmp_path / "idx"
+    assert build(tiny_model, photos, out=idx).returncode == 0
+    before = read_manifest(idx)
+    res = cli("index", "build", "--model", tiny_model, "--data", tiny_data, "--bits", "32", "--cache-dir",
+              feature_cache_dir, "--out", idx)
+    assert res.returncode == 2 and "already holds an index (3 images, 0 texts)" in res.stderr
+    assert "--overwrite" in res.stderr and read_manifest(idx) == before
+    other = tmp_path / "other"
+    photos_in(other, 1, seed=3)
+    assert build(tiny_model, other, out=idx).returncode == 2  # other photos into it: refused too
+    assert build(tiny_model, photos, out=idx).returncode == 0  # the same build again: resumes, nothing re-read
+    assert len(image_keys(idx)) == 3
+    res = cli("index", "build", "--model", tiny_model, "--data", tiny_data, "--bits", "32", "--cache-dir",
+              feature_cache_dir, "--out", idx, "--overwrite")
+    assert res.returncode == 0 and read_manifest(idx)["counts"] == {"image": 16, "text": 80}
