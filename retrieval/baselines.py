@@ -49,8 +49,8 @@ class ITQ:
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.mean = x.mean(0)
         xc = x - self.mean
-        k = min(self.nbits, x.shape[1])
         _, _, vt = np.linalg.svd(xc[:: max(1, len(xc) // 20000)], full_matrices=False)
+        k = min(self.nbits, vt.shape[0])  # bounded by the dimensions and by the rows (a small split)
         self.pca = vt[:k].T
         if k < self.nbits:  # more bits than dimensions: pad with random directions
             extra = np.random.default_rng(self.seed).normal(size=(x.shape[1], self.nbits - k)).astype(np.float32)

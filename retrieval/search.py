@@ -26,6 +26,11 @@ def check_query_texts(texts: Sequence[str], max_chars: int = MAX_QUERY_CHARS) ->
     for t in texts:
         if not isinstance(t, str) or not t.strip():
             raise InvalidInput("a text query or caption must not be empty or blank")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 on a command line, or a lone surrogate in JSON
+            raise InvalidInput(f"the text {t.encode('utf-8', 'backslashreplace').decode('ascii', 'backslashreplace')!r} "
+                               f"is not valid UTF-8 text (a stray byte or a lone surrogate); retype it in UTF-8") from None
         if len(t) > max_chars:
             raise InvalidInput(f"a text of {len(t)} characters is longer than the limit of {max_chars}")
     return texts
@@ -48,6 +53,12 @@ def check_model_fits(model, built_by: str, recorded_model: str | None, index_dir
             f"model that built it")
     raise IndexMismatch(f"{where} built by model {built_by}, not by this model ({model.fingerprint()}); rebuild "
                         f"the index with this model, or search with the model that built it")
+
+
+def image_query_target(index) -> str:
+    """Where an image query looks when the user does not say: the captions, or the
+    images when the index holds no caption (a photo library)."""
+    return "text" if index.count("text") else "image"
 
 
 class Searcher:

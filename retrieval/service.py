@@ -27,7 +27,7 @@ from crossmodal.errors import InvalidInput
 from .batching import EmbedBatcher
 from .index import MODALITIES
 from .ingest import Pending, add_pending, commit, text_items
-from .search import MAX_QUERY_CHARS, Searcher, check_query_texts
+from .search import MAX_QUERY_CHARS, Searcher, check_query_texts, image_query_target
 from .store import display_text
 
 WEB_DIR = Path(__file__).with_name("web")
@@ -150,7 +150,8 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
 
     @app.post("/api/search/image")
     def search_image(request: Request, file: UploadFile = File(...),
-                     target: str = Query("text", pattern=TARGET_PATTERN),
+                     target: str | None = Query(None, pattern=TARGET_PATTERN,
+                                                description="default: text, or image when the index has no texts"),
                      k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                      bits: int | None = None):
         data = file.file.read(max_upload_bytes + 1)
@@ -165,6 +166,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         except Exception:
             raise HTTPException(400, f"{file.filename or 'upload'} is not an image Pillow can read") from None
         relaxed = batchers[fingerprints[s.index.nbits]].embed_image(img)
+        target = target or image_query_target(s.index)
         return {"target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
 
     def lookup(item_id: str) -> dict:

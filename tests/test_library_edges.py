@@ -113,3 +113,56 @@ def test_build_onto_another_index_is_refused_unless_overwrite(tiny_model, tiny_d
     res = cli("index", "build", "--model", tiny_model, "--data", tiny_data, "--bits", "32", "--cache-dir",
               feature_cache_dir, "--out", idx, "--overwrite")
     assert res.returncode == 0 and read_manifest(idx)["counts"] == {"image": 16, "text": 80}
+
+
+def exact_matches(results: list[dict]) -> set[str]:
+    """Keys at Hamming distance 0 (noise photos may share a code: ties are kept in insertion order)."""
+    return {h["key"] for h in results if h["distance"] == 0}
+
+
+def test_an_image_query_on_a_photo_library_finds_photos(tiny_model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from retrieval.search import Searcher
+    from retrieval.service import create_app
+
+    photos = photos_in(tmp_path / "p", 3)
+    idx = tmp_path / "idx"
+    assert build(tiny_model, tmp_path / "p", out=idx).returncode == 0
+    res = cli("search", "--index", idx, "--image", photos[1], "--json")  # no --target: the index has no texts
+    assert res.returncode == 0
+    out = json.loads(res.stdout)
+    assert out["target"] == "image" and str(photos[1]) in exact_matches(out["results"])
+    client = TestClient(create_app({32: Searcher.open(idx)}))
+    with open(photos[2], "rb") as f:
+        got = client.post("/api/search/image", files={"file": ("q.jpg", f, "image/jpeg")}).json()
+    assert got["target"] == "image" and str(photos[2]) in exact_matches(got["results"])
+
+
+def test_text_that_is_not_utf8_is_one_line_or_a_json_4xx(tiny_model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from retrieval.search import Searcher
+    from retrieval.service import create_app
+
+    photos_in(tmp_path / "p", 2)
+    idx = tmp_path / "idx"
+    assert build(tiny_model, tmp_path / "p", out=idx).returncode == 0
+    for argv in (["search", "--index", idx, "--text", b"red \xff circle"],
+                 ["index", "add", "--index", idx, "--texts", b"caf\xe9 au lait"]):
+        res = cli(*argv)
+        assert res.returncode == 2 and "not valid UTF-8" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    client = TestClient(create_app({32: Searcher.open(idx)}, allow_writes=True, token="t"))
+    got = client.post("/api/index/texts", content='{"texts": ["\\ud800"]}',
+                      headers={"Authorization": "Bearer t", "Content-Type": "application/json"})
+    assert got.status_code == 422 and "UTF-8" in got.json()["error"]
+    assert client.get("/api/health").status_code == 200  # the connection is still good
+
+
+def test_baselines_fit_on_a_small_split():
+    from retrieval.baselines import ITQ
+
+    x = np.random.default_rng(0).normal(size=(8, 128)).astype(np.float32)  # 8 rows, 64 bits
+    codes = ITQ(64).fit(x).project(x)
+    assert codes.shape == (8, 64)

@@ -24,7 +24,7 @@ def read_query_image(path: str, min_side: int | None = None):
 
 
 def run(args):
-    from retrieval.search import Searcher
+    from retrieval.search import Searcher, image_query_target
     from retrieval.store import display_text
 
     searcher = Searcher.open(args.index, args.model)
@@ -34,7 +34,7 @@ def run(args):
         query = {"text": args.text}
     else:
         img = read_query_image(args.image, min_side=searcher.model.image_encoder.image_size)
-        target = args.target or "text"
+        target = args.target or image_query_target(searcher.index)
         hits = searcher.search_images([img], target, args.k, args.radius, args.rerank)[0]
         query = {"image": args.image}
     if args.json:
