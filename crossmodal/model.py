@@ -260,8 +260,9 @@ class CrossModalHasher(nn.Module):
 
         def factory(attr: str, create, encoder_config):
             def build():
-                # copied weights come from the file: only a referenced encoder loads its source
-                if attr == "image_encoder" and attr not in refs:
+                # copied weights come from the file: only a referenced encoder loads its source,
+                # and a format-1 folder's, to learn whether its copy is the source's own
+                if attr == "image_encoder" and attr not in refs and version >= 2:
                     encoder_config.weights = "none"
                 encoder = create(encoder_config)
                 if attr == "text_encoder":
@@ -269,11 +270,14 @@ class CrossModalHasher(nn.Module):
                 own = {k[len(attr) + 1:]: v for k, v in state.items() if k.startswith(attr + ".")}
                 if attr in refs:
                     _check_reference(folder, attr, encoder, own, refs[attr], verify)
-                else:
-                    own_missing, unexpected = encoder.load_state_dict(own, strict=False)
-                    if own_missing or unexpected:
-                        raise InvalidInput(f"{w_path} does not match its config ({attr}): missing "
-                                           f"{own_missing[:5]}, unexpected {unexpected[:5]}")
+                    return encoder
+                source = _pretrained_checksum(encoder) if encoder.pretrained_source else None
+                own_missing, unexpected = encoder.load_state_dict(own, strict=False)
+                if own_missing or unexpected:
+                    raise InvalidInput(f"{w_path} does not match its config ({attr}): missing "
+                                       f"{own_missing[:5]}, unexpected {unexpected[:5]}")
+                if source is not None and _pretrained_checksum(encoder) != source:
+                    encoder.pretrained_source = {}  # its copy differs from the source: saved as a copy again
                 return encoder
             return build
 
@@ -374,10 +378,16 @@ def _check_reference(folder: Path, attr: str, encoder, stored: dict, record: dic
                            f"(pip install NAME==VERSION) to get the codes its indexes hold")
 
 
-def _checksum(state: dict[str, torch.Tensor], keys: list[str]) -> str:
-    """sha256 of the named tensors, in key order (an encoder referenced by a model folder)."""
+def _pretrained_checksum(encoder) -> str:
+    """Checksum of an encoder's weights apart from the ones it trains from scratch."""
+    trained = {id(p) for p in encoder.new_parameters()}
+    return _checksum({k: v for k, v in encoder.state_dict(keep_vars=True).items() if id(v) not in trained}, None)
+
+
+def _checksum(state: dict[str, torch.Tensor], keys: list[str] | None) -> str:
+    """sha256 of the named tensors (all with None), in key order (an encoder referenced by a model folder)."""
     h = hashlib.sha256()
-    for k in sorted(keys):
+    for k in sorted(state if keys is None else keys):
         h.update(k.encode())
         h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator, Sized, TypeVar
 
+from .settings import env_number
+
 T = TypeVar("T")
 
 
@@ -73,7 +75,7 @@ def progress(iterable: Iterable[T], desc: str, unit: str = "it", total: int | No
         if size is None:
             return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False)
         return _sized_bar(iterable, tqdm(desc=desc, unit=unit, total=total, leave=False), size)
-    return _Lines(iterable, desc, unit, total, float(os.environ.get("CROSSMODAL_PROGRESS_INTERVAL", "30")), size)
+    return _Lines(iterable, desc, unit, total, env_number("CROSSMODAL_PROGRESS_INTERVAL", 30.0), size)
 
 
 def _sized_bar(iterable: Iterable[T], bar, size: Callable[[T], int]) -> Iterator[T]:

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from crossmodal.errors import InvalidInput
+from crossmodal.errors import CrossmodalError, InvalidInput
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
 DEFAULT_PARAMS = {"flat": {}, "ivf": {"nlist": 1024, "nprobe": 16}, "hnsw": {"M": 32, "efSearch": 128,
@@ -45,7 +45,7 @@ def index_params(kind: str, params: dict | None, backend: str = "") -> dict:
     return merged
 
 
-class UnsupportedOperation(RuntimeError):
+class UnsupportedOperation(CrossmodalError, RuntimeError):
     pass
 
 

@@ -41,7 +41,7 @@ def test_metrics(model, data: str, bits, cache_dir) -> dict:
 
     report = evaluate_prepared(model, data, "test", bits=bits, baselines=False, cache_dir=cache_dir,
                                n_examples=0).report
-    return {str(b): {d: {k: report["results"][d][str(b)][k] for k in ("R@1", "R@5", "R@10")}
+    return {str(b): {d: {k: round(report["results"][d][str(b)][k], 2) for k in ("R@1", "R@5", "R@10")}
                      for d in ("i2t", "t2i")} for b in bits}
 
 

@@ -148,3 +148,41 @@ def test_help_exits_zero(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 0 and "usage: crossmodal" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variable", ["CROSSMODAL_PROGRESS_INTERVAL", "CROSSMODAL_MAX_PIXELS"])
+def test_a_bad_environment_number_is_one_line_naming_it(variable, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "crossmodal.cli", "search", "--index", str(tmp_path), "--text", "x"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, variable: "abc"})
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert f"{variable}='abc' is not valid" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_shows_defaults_as_typed_and_quiet_goes_anywhere():
+    parser = build_parser_for_test()
+    train = parser["train"].format_help()
+    assert "(default: 16,32,64,128)" in " ".join(train.split()) and "(default: 0)" in " ".join(train.split())
+    build = " ".join(parser["index build"].format_help().split())
+    assert "(default: )" not in build and "(default: the server's default) (default" not in build
+    from crossmodal.cli import build_parser
+
+    assert build_parser().parse_args(["search", "--index", "i", "--text", "t", "--quiet"]).quiet is True
+    assert build_parser().parse_args(["--quiet", "search", "--index", "i", "--text", "t"]).quiet is True
+    assert build_parser().parse_args(["search", "--index", "i", "--text", "t"]).quiet is False
+
+
+def build_parser_for_test() -> dict:
+    import argparse
+
+    from crossmodal.cli import build_parser
+
+    out = {}
+
+    def walk(p, prefix=""):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    out[(prefix + " " + name).strip()] = sub
+                    walk(sub, prefix + " " + name)
+    walk(build_parser())
+    return out

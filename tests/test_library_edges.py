@@ -166,3 +166,16 @@ def test_baselines_fit_on_a_small_split():
     x = np.random.default_rng(0).normal(size=(8, 128)).astype(np.float32)  # 8 rows, 64 bits
     codes = ITQ(64).fit(x).project(x)
     assert codes.shape == (8, 64)
+
+
+def test_index_types_that_cannot_remove_say_so_in_one_line(tiny_model, tiny_data, feature_cache_dir, tmp_path):
+    photos_in(tmp_path / "p", 1)
+    res = cli("index", "build", "--model", tiny_model, "--images", tmp_path / "p", "--type", "hnsw", "--bits", "32",
+              "--out", tmp_path / "lib")
+    assert res.returncode == 2 and "photo library needs" in res.stderr and not (tmp_path / "lib" / "CURRENT").exists()
+    idx = tmp_path / "hnsw"
+    assert cli("index", "build", "--model", tiny_model, "--data", tiny_data, "--type", "hnsw", "--bits", "32",
+               "--cache-dir", feature_cache_dir, "--out", idx).returncode == 0
+    key = next(CrossModalIndex.load(idx).store.items_of("image"))["key"]
+    res = cli("index", "remove", "--index", idx, "--modality", "image", key)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "cannot remove" in res.stderr

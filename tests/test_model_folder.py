@@ -63,8 +63,9 @@ def test_a_format_1_folder_loads_with_identical_codes_and_fingerprint(frozen_mod
         assert np.array_equal(a, b)
     # indexes built with it keep working: the fingerprint is the one it always had
     assert old.fingerprint() == frozen_model.compute_fingerprint()
-    old.save_pretrained(tmp_path / "new")  # re-saved in today's format: same model, same fingerprint
+    old.save_pretrained(tmp_path / "new")  # re-saved in today's format: same model, same fingerprint, slim
     assert CrossModalHasher.from_pretrained(tmp_path / "new").fingerprint() == old.fingerprint()
+    assert (tmp_path / "new" / "model.safetensors").stat().st_size < 2_000_000
 
 
 def test_half_precision_heads_load_as_saved(frozen_model, tmp_path):

@@ -13,6 +13,13 @@ import sys
 from . import demo, encode, evaluate, index, info, search, serve, train, video
 from .common import HelpFormatter
 
+DESCRIPTION = """Search photos by what they show and captions by photo, with compact binary codes.
+
+Start here (the bundled model, no training):
+  crossmodal index build --images ~/Pictures --out idx/photos
+  crossmodal search --index idx/photos --text "two dogs playing in the snow"
+"""
+
 #: in the order ``crossmodal --help`` lists them
 COMMANDS = (train, encode, evaluate, demo, index, video, serve, search, info)
 
@@ -48,7 +55,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossmodal", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="crossmodal", description=DESCRIPTION,
                                      formatter_class=HelpFormatter,
                                      epilog="run 'crossmodal COMMAND --help' for a command's options and examples")
     parser.add_argument("--version", action=_VersionAction, help="versions of crossmodal, torch and faiss, and the "
@@ -75,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         import os
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
+        from crossmodal.settings import check_environment
+
+        check_environment()
         args.func(args)
     except CrossmodalError as e:
         print(f"crossmodal {args.command}: error: {e}", file=sys.stderr)

@@ -33,10 +33,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text
-                and action.option_strings and not isinstance(action.default, bool)):
-            text += " (default: %(default)s)"
-        return text
+        default = action.default
+        if (default is None or default is argparse.SUPPRESS or isinstance(default, bool) or default == ""
+                or "(default" in text or not action.option_strings):
+            return text
+        if isinstance(default, (tuple, list)):  # code lengths: as the user types them
+            return text + f" (default: {','.join(map(str, default))})"
+        return text + " (default: %(default)s)"
 
     def _split_lines(self, text, width):
         """Wrap at spaces only: encoder names such as ``efficientnet-lite0+efficientnet-lite1``
@@ -52,9 +55,13 @@ def choices_help(notes: dict[str, str]) -> str:
 
 
 def add_command(sub, name: str, help: str, examples: str | None = None, **kw) -> argparse.ArgumentParser:
-    """A subcommand parser with the shared formatter and its examples as the epilog."""
-    return sub.add_parser(name, help=help, description=kw.pop("description", help), formatter_class=HelpFormatter,
-                          epilog=examples, **kw)
+    """A subcommand parser with the shared formatter and its examples as the epilog;
+    ``-q/--quiet`` works after the subcommand too."""
+    p = sub.add_parser(name, help=help, description=kw.pop("description", help), formatter_class=HelpFormatter,
+                       epilog=examples, **kw)
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress output (results and errors still print)")
+    return p
 
 
 def model_arg(p: argparse.ArgumentParser) -> None:

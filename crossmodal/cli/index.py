@@ -55,6 +55,9 @@ def run_build(args) -> dict:
     model = CrossModalHasher.from_pretrained(args.model)
     if args.bits not in model.config.bits:
         raise InvalidInput(f"--bits {args.bits}: this model serves code lengths {list(model.config.bits)}")
+    if args.images and args.type in ("hnsw", "multihash"):
+        raise InvalidInput(f"--type {args.type} cannot remove or update items, which a photo library needs (sync, "
+                           f"changed photos): use --type flat or ivf")
     inputs = build_inputs(args)
     resumed = _existing_build(args, model, inputs)
     report = PhotoReport()

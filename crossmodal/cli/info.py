@@ -29,8 +29,19 @@ def run(args) -> dict:
             info["model"] = model_info(resolve_model_dir(idx.model_path), args.verify)
     else:
         raise InvalidInput(f"{path} is neither a model folder (config.json) nor an index folder (CURRENT)")
-    print(json.dumps(info, indent=2))
+    print(json.dumps(_rounded(info), indent=2))
     return info
+
+
+def _rounded(value, digits: int = 4):
+    """Floats as people read them (16.9, not 16.900000000000002)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 def model_info(path: Path, verify: bool = False) -> dict:

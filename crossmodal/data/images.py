@@ -23,8 +23,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def max_pixels_default() -> int:
-    value = os.environ.get("CROSSMODAL_MAX_PIXELS")
-    return int(value) if value else DEFAULT_MAX_PIXELS
+    from ..settings import env_number
+
+    return env_number("CROSSMODAL_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
 
 class ImageTooLarge(InvalidInput):
