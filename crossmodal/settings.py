@@ -12,6 +12,7 @@ from .errors import InvalidInput
 ENV_NUMBERS = {
     "CROSSMODAL_PROGRESS_INTERVAL": (float, 0.0, "seconds between progress lines in a log", "30"),
     "CROSSMODAL_MAX_PIXELS": (int, 1, "the largest image accepted, in pixels", "100000000"),
+    "CROSSMODAL_LOCK_TIMEOUT": (float, 0.0, "seconds a writer waits for another one to finish", "3600"),
 }
 
 

@@ -21,6 +21,8 @@ Loading verifies every checksum and refuses an index made by another model or co
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import sys
 import datetime as _dt
 import hashlib
 import json
@@ -51,6 +53,8 @@ MODALITIES = ("image", "text", "frame")
 VERSION_NAME = re.compile(r"v-\d{6,}")
 TMP_NAME = re.compile(r"\.v-\d{6,}\.tmp|\.CURRENT(\.\d+)?\.tmp")
 LOCK_NAME = ".lock"
+#: who holds the writer lock (pid and command), for the message of a writer that waits
+LOCK_OWNER_NAME = ".lock.owner"
 
 
 class IndexMismatch(CrossmodalError, ValueError):
@@ -276,6 +280,16 @@ class CrossModalIndex:
     def _write_version(self, folder: Path) -> Path:
         """Write version N+1 and switch ``CURRENT`` to it. The caller holds the lock, so
         anything newer than ``CURRENT`` is debris of a killed writer and is removed."""
+        try:
+            return self._write_version_unchecked(folder)
+        except (OSError, sqlite3.Error, RuntimeError) as e:
+            error = storage_error(folder, e)
+            if error is e:
+                raise
+            _remove_debris(folder, keep={_read_current(folder)} - {None})  # the half-written version goes
+            raise error from None
+
+    def _write_version_unchecked(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         current = _read_current(folder)
         _remove_debris(folder, keep={current} if current else set())
@@ -429,7 +443,7 @@ def read_current_version(folder: str | os.PathLike) -> str:
 
 
 def _is_index_debris(name: str) -> bool:
-    return bool(VERSION_NAME.fullmatch(name) or TMP_NAME.fullmatch(name)) or name == LOCK_NAME
+    return bool(VERSION_NAME.fullmatch(name) or TMP_NAME.fullmatch(name)) or name in (LOCK_NAME, LOCK_OWNER_NAME)
 
 
 def _refuse_foreign(folder: Path) -> None:
@@ -460,7 +474,7 @@ def check_index_destination(folder: str | os.PathLike) -> None:
 def _remove_debris(folder: Path, keep: set[str]) -> None:
     """Remove every version folder but ``keep``, and leftovers of killed saves."""
     for p in folder.iterdir():
-        if p.name in keep or p.name in ("CURRENT", LOCK_NAME):
+        if p.name in keep or p.name in ("CURRENT", LOCK_NAME, LOCK_OWNER_NAME):
             continue
         if _is_index_debris(p.name):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -470,20 +484,91 @@ _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def writer_lock(folder: str | os.PathLike, timeout: float = 600.0) -> FileLock:
+def writer_lock(folder: str | os.PathLike, timeout: float | None = None) -> "WriterLock":
     """The exclusive writer lock of an index folder (``IDX/.lock``, an ``flock``): held
     across load → modify → save by every writer, in any process; released by the
     kernel if its holder dies. One lock object per folder in a process: a thread that
-    holds it may take it again, and another thread waits like another process would."""
+    holds it may take it again, and another thread waits like another process would.
+    ``timeout``: seconds to wait (``CROSSMODAL_LOCK_TIMEOUT``, default 600)."""
+    from crossmodal.settings import env_number
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(folder, e) from None
     if os.environ.get("CROSSMODAL_TEST_NO_LOCK") == "1":  # test-only: shows the concurrency test can fail
         return contextlib.nullcontext()
     key = str(folder.resolve())
     with _LOCKS_GUARD:
         if key not in _LOCKS:
-            _LOCKS[key] = FileLock(str(folder / LOCK_NAME), timeout=timeout)
-        return _LOCKS[key]
+            _LOCKS[key] = FileLock(str(folder / LOCK_NAME))
+    return WriterLock(folder, _LOCKS[key], env_number("CROSSMODAL_LOCK_TIMEOUT", 600.0) if timeout is None else timeout)
+
+
+class WriterLock:
+    """Takes a folder's lock; a writer that has to wait says whom it waits for, keeps
+    waiting up to ``timeout`` seconds, then gives up with one line (nothing written)."""
+
+    def __init__(self, folder: Path, lock: FileLock, timeout: float):
+        self.folder, self.lock, self.timeout = folder, lock, timeout
+
+    def __enter__(self) -> "WriterLock":
+        from filelock import Timeout
+
+        from crossmodal.errors import Unavailable
+
+        owner_file = self.folder / LOCK_OWNER_NAME
+        try:
+            if self.lock.is_locked:  # this thread holds it already
+                self.lock.acquire()
+                return self
+            try:
+                self.lock.acquire(timeout=min(1.0, self.timeout))
+            except Timeout:
+                owner = _read_owner(owner_file)
+                print(f"waiting for {owner}, which is writing to {self.folder} (up to {self.timeout:.0f} s; "
+                      f"CROSSMODAL_LOCK_TIMEOUT sets it)", file=sys.stderr, flush=True)
+                try:
+                    self.lock.acquire(timeout=max(0.0, self.timeout - 1.0))
+                except Timeout:
+                    raise Unavailable(f"{self.folder} stayed locked by {owner} for {self.timeout:.0f} s; nothing was "
+                                      f"written. Wait for it to finish and run this again (or raise "
+                                      f"CROSSMODAL_LOCK_TIMEOUT)") from None
+            try:
+                owner_file.write_text(f"pid {os.getpid()} ({' '.join(os.path.basename(a) for a in sys.argv[:3])})")
+            except OSError:
+                pass  # only a courtesy for the next writer's message
+        except OSError as e:
+            raise storage_error(self.folder, e) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def _read_owner(path: Path) -> str:
+    try:
+        return "another writer (" + path.read_text().strip() + ")"
+    except OSError:
+        return "another writer"
+
+
+def storage_error(folder: Path, e: BaseException) -> Exception:
+    """A write that the disk refused, as one line saying what to do; anything else as it was."""
+    import errno
+
+    from crossmodal.errors import Unavailable
+
+    text = str(e)
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "disk is full" in text:
+        return Unavailable(f"{folder}: the disk is full ({text.splitlines()[0][:120]}); nothing was written and "
+                           f"the index is as it was: free some space and run the command again")
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
+        return Unavailable(f"{folder} cannot be written here ({text.splitlines()[0][:120]}): searches work, but "
+                           f"adding or removing needs write access to the folder (or a copy of it)")
+    return e
 
 
 def _fault_point(name: str) -> None:

@@ -179,3 +179,90 @@ def test_index_types_that_cannot_remove_say_so_in_one_line(tiny_model, tiny_data
     key = next(CrossModalIndex.load(idx).store.items_of("image"))["key"]
     res = cli("index", "remove", "--index", idx, "--modality", "image", key)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "cannot remove" in res.stderr
+
+
+def dataset_index(tiny_model, tiny_data, feature_cache_dir, out) -> Path:
+    assert cli("index", "build", "--model", tiny_model, "--data", tiny_data, "--bits", "32", "--cache-dir",
+               feature_cache_dir, "--out", out).returncode == 0
+    return out
+
+
+def test_a_writer_waiting_for_the_lock_says_for_whom_then_gives_up_in_one_line(tiny_model, tiny_data,
+                                                                               feature_cache_dir, tmp_path):
+    from filelock import FileLock
+
+    idx = dataset_index(tiny_model, tiny_data, feature_cache_dir, tmp_path / "idx")
+    before = read_manifest(idx)
+    with FileLock(str(idx / ".lock")):  # another writer, busy
+        (idx / ".lock.owner").write_text("pid 4242 (crossmodal index sync)")
+        res = subprocess.run([*CLI, "index", "add", "--index", str(idx), "--texts", "a new caption"],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "CROSSMODAL_LOCK_TIMEOUT": "3"})
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 2, res.stderr
+    assert lines[0].startswith("waiting for another writer (pid 4242 (crossmodal index sync))")
+    assert "stayed locked" in lines[1] and "nothing was written" in lines[1]
+    assert read_manifest(idx) == before
+
+
+def _mount(*args) -> bool:
+    """Mount as root where the sandbox allows it (else the test injects the error instead)."""
+    return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def test_a_full_disk_is_one_line_and_the_index_stays_as_it_was(tiny_model, tiny_data, feature_cache_dir, tmp_path,
+                                                               monkeypatch, capsys):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)):  # a real full filesystem
+        try:
+            idx = dataset_index(tiny_model, tiny_data, feature_cache_dir, disk / "idx")
+            before = read_manifest(idx)
+            free = shutil.disk_usage(disk).free
+            (disk / "filler").write_bytes(b"\0" * max(0, free - 20_000))
+            res = cli("index", "add", "--index", idx, "--texts", *[f"caption {i}" for i in range(50)])
+            assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+            assert "the disk is full" in res.stderr and "free some space" in res.stderr
+            assert read_manifest(idx) == before and CrossModalIndex.load(idx).count("text") == 80
+            (disk / "filler").unlink()
+            assert cli("index", "add", "--index", idx, "--texts", "caption after").returncode == 0
+        finally:
+            subprocess.run(["umount", "-l", str(disk)])
+    else:  # an injected ENOSPC at the same place
+        import errno
+
+        from crossmodal.cli import main
+        from retrieval.store import MetadataStore
+
+        idx = dataset_index(tiny_model, tiny_data, feature_cache_dir, tmp_path / "idx")
+        before = read_manifest(idx)
+        monkeypatch.setattr(MetadataStore, "save", lambda self, path: (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device")))
+        assert main(["index", "add", "--index", str(idx), "--texts", "a caption"]) == 2
+        assert "the disk is full" in capsys.readouterr().err and read_manifest(idx) == before
+
+
+def test_a_read_only_index_searches_and_refuses_writes_in_one_line(tiny_model, tiny_data, feature_cache_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    idx = dataset_index(tiny_model, tiny_data, feature_cache_dir, tmp_path / "idx")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if _mount("--bind", str(idx), str(ro)) and _mount("-o", "remount,ro,bind", str(ro)):  # a real read-only folder
+        try:
+            assert cli("search", "--index", ro, "--text", "a red circle").returncode == 0
+            res = cli("index", "add", "--index", ro, "--texts", "a caption")
+            assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+            assert "cannot be written here" in res.stderr and "searches work" in res.stderr
+        finally:
+            subprocess.run(["umount", "-l", str(ro)])
+    else:  # no mounts here: the error a read-only folder gives, injected where the writer meets it
+        import errno
+
+        from filelock import FileLock
+
+        from crossmodal.cli import main
+
+        monkeypatch.setattr(FileLock, "acquire", lambda self, *a, **k: (_ for _ in ()).throw(
+            OSError(errno.EROFS, "Read-only file system")))
+        assert main(["index", "add", "--index", str(idx), "--texts", "a caption"]) == 2
+        assert "cannot be written here" in capsys.readouterr().err
