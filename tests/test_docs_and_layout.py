@@ -104,3 +104,28 @@ def test_interfaces_are_declared_not_probed():
             probes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
                       and n.func.id == "hasattr"]
             assert not probes, f"{path}: hasattr at line(s) {probes}"
+
+
+def test_benchmarks_md_is_what_the_result_files_render():
+    """Published numbers come from result files: each names its command, commit, date,
+    split and machine, and BENCHMARKS.md holds exactly what they render."""
+    import json
+
+    results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert results
+    for path in results:
+        record = json.loads(path.read_text())
+        for field in ("name", "kind", "command", "commit", "date", "split", "machine", "metrics"):
+            assert record.get(field) is not None, (path.name, field)
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render.py"), "--check"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_the_readme_quotes_the_bundled_models_card():
+    from crossmodal.pretrained import model_card
+
+    card = model_card()
+    r10 = card["test"]["metrics"]["64"]
+    assert f"{r10['i2t']['R@10']:.1f} / {r10['t2i']['R@10']:.1f}" in README
+    assert f"{card['size_bytes'] / 1e6:.1f} MB" in README

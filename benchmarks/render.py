@@ -1,0 +1,115 @@
+"""Render the result files in benchmarks/results/ into BENCHMARKS.md.
+
+    python benchmarks/render.py           # rewrite the rendered part of BENCHMARKS.md
+    python benchmarks/render.py --check   # exit 1 when BENCHMARKS.md differs from what the results render
+
+Each result file (written by ``benchmarks.common.write_result``) holds its metrics with
+the command, commit, date, split and machine that produced them. For each result name the
+newest file is the current section; older ones are listed under it as history. The part
+of BENCHMARKS.md between the two markers below is generated; sections outside them were
+written by hand in earlier releases and have no result file yet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+BEGIN = "<!-- rendered from benchmarks/results by benchmarks/render.py: edit the results, not this part -->"
+END = "<!-- end of rendered results -->"
+
+
+def load_results() -> dict[str, list[dict]]:
+    """Result files by name, newest first."""
+    by_name: dict[str, list[dict]] = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        record = json.loads(path.read_text())
+        record["_file"] = path.relative_to(ROOT).as_posix()
+        by_name.setdefault(record["name"], []).append(record)
+    return {name: sorted(rs, key=lambda r: r["date"], reverse=True) for name, rs in sorted(by_name.items())}
+
+
+def provenance(r: dict) -> str:
+    m = r.get("machine", {})
+    return (f"Result file `{r['_file']}`: `{r['command']}` at commit `{r['commit']}`, {r['date']}, split "
+            f"**{r['split']}**, {m.get('cpu', '?')} ({m.get('cores', '?')} cores).")
+
+
+def render_default_model(r: dict) -> str:
+    rows = ["| bits | image→text R@1 | R@5 | R@10 | text→image R@1 | R@5 | R@10 |", "|---|---|---|---|---|---|---|"]
+    bundled, full = r["metrics"]["bundled"], r["metrics"]["float32_heads"]
+    for bits in sorted(bundled, key=int):
+        i, t = bundled[bits]["i2t"], bundled[bits]["t2i"]
+        rows.append(f"| {bits} | {i['R@1']:.1f} | {i['R@5']:.1f} | {i['R@10']:.1f} | {t['R@1']:.1f} | {t['R@5']:.1f} "
+                    f"| {t['R@10']:.1f} |")
+    moved = max(abs(bundled[b][d]["R@10"] - full[b][d]["R@10"]) for b in bundled for d in ("i2t", "t2i"))
+    return (f"The model shipped in `crossmodal/pretrained/default` ({r['model']}, {r['size_bytes'] / 1e6:.1f} MB, "
+            f"heads stored as {r['heads_dtype']}), on Flickr8k's 1,000 test images and 5,000 captions:\n\n"
+            + "\n".join(rows) + f"\n\nStoring the heads in {r['heads_dtype']} moved R@10 by at most {moved:.2f} "
+            f"against float32 heads (the tolerance is 0.3).")
+
+
+def render_generic(r: dict) -> str:
+    lines = ["| measure | value |", "|---|---|"]
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            lines.append(f"| {prefix} | {value:,.3f} |" if isinstance(value, float) else f"| {prefix} | {value} |")
+    walk("", r["metrics"])
+    return "\n".join(lines)
+
+
+RENDERERS = {"default-model": render_default_model}
+TITLES = {"default-model": "The bundled default model on Flickr8k test",
+          "memory-and-start": "Start-up time and peak memory"}
+
+
+def render() -> str:
+    parts = [BEGIN, ""]
+    for name, records in load_results().items():
+        current = records[0]
+        parts += [f"## {TITLES.get(name, name)}", "", provenance(current), "",
+                  RENDERERS.get(name, render_generic)(current), ""]
+        if len(records) > 1:
+            parts += ["Earlier runs: " + "; ".join(f"`{r['_file']}` ({r['date']}, commit `{r['commit']}`)"
+                                                    for r in records[1:]), ""]
+    parts.append(END)
+    return "\n".join(parts) + "\n"
+
+
+def updated_text() -> str:
+    text = BENCHMARKS_MD.read_text()
+    block = render()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        return head + block + ("\n" + tail if tail else "")
+    title, _, body = text.partition("\n\n")
+    return f"{title}\n\n{block}\n{body}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if BENCHMARKS.md is not what the results render")
+    args = ap.parse_args()
+    new = updated_text()
+    if args.check:
+        if new != BENCHMARKS_MD.read_text():
+            print("BENCHMARKS.md differs from what benchmarks/results renders: run python benchmarks/render.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    BENCHMARKS_MD.write_text(new)
+    print(f"rendered {len(load_results())} result name(s) into {BENCHMARKS_MD.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
