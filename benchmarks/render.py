@@ -53,6 +53,19 @@ def render_default_model(r: dict) -> str:
             f"against float32 heads (the tolerance is 0.3).")
 
 
+def render_ablation(r: dict) -> str:
+    """Runs side by side on dev: the trainer's validation at the epoch each run kept."""
+    rows = ["| run | head (depth x hidden) | best epoch | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | score |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for run, m in r["metrics"].items():
+        head = f"{m['head']['depth']} x {m['head']['hidden_dim']}"
+        rows.append(f"| {run} | {head} | {m['best_epoch']} | {m['i2t_R@1']:.1f} | {m['i2t_R@5']:.1f} | "
+                    f"{m['i2t_R@10']:.1f} | {m['t2i_R@1']:.1f} | {m['t2i_R@5']:.1f} | {m['t2i_R@10']:.1f} | "
+                    f"{m['score']:.2f} |")
+    return "64-bit codes on Flickr8k dev (1,000 images, 5,000 captions); score = mean of the six recalls.\n\n" + \
+        "\n".join(rows)
+
+
 def render_generic(r: dict) -> str:
     lines = ["| measure | value |", "|---|---|"]
 
@@ -68,6 +81,7 @@ def render_generic(r: dict) -> str:
 
 RENDERERS = {"default-model": render_default_model}
 TITLES = {"default-model": "The bundled default model on Flickr8k test",
+          "ablation-head-width": "Choosing the hash heads' hidden width (Flickr8k dev)",
           "memory-and-start": "Start-up time and peak memory"}
 
 
@@ -75,8 +89,8 @@ def render() -> str:
     parts = [BEGIN, ""]
     for name, records in load_results().items():
         current = records[0]
-        parts += [f"## {TITLES.get(name, name)}", "", provenance(current), "",
-                  RENDERERS.get(name, render_generic)(current), ""]
+        render_one = RENDERERS.get(name) or (render_ablation if current["kind"] == "ablation" else render_generic)
+        parts += [f"## {TITLES.get(name, name)}", "", provenance(current), "", render_one(current), ""]
         if len(records) > 1:
             parts += ["Earlier runs: " + "; ".join(f"`{r['_file']}` ({r['date']}, commit `{r['commit']}`)"
                                                     for r in records[1:]), ""]

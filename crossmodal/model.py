@@ -196,7 +196,8 @@ class CrossModalHasher(nn.Module):
 
         The weights file holds only what training changed: frozen pretrained encoders are
         recorded in config.json by source and checksum (:meth:`referenced_encoders`).
-        ``heads_dtype="float16"`` halves the heads (the bundled model; measured before use).
+        ``heads_dtype``: ``float16`` halves the heads, ``int8`` quarters their weight
+        matrices (:func:`stored_state`; what each costs in R@10 is measured before use).
         The fingerprint of the weights as they will load is computed here, once, and
         stored. Each file is written to a temporary name and renamed into place, weights
         first and config last, so a reader never sees a half-written file; other files in
@@ -210,12 +211,12 @@ class CrossModalHasher(nn.Module):
         refs = self.referenced_encoders()
         referenced = {k for keys in refs.values() for k in keys}
         live = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        stored = {k: _to_stored(k, v, heads_dtype) for k, v in live.items() if k not in referenced}
+        stored = stored_state({k: v for k, v in live.items() if k not in referenced}, heads_dtype)
         tmp = folder / f".{WEIGHTS_NAME}.tmp"
         save_file(stored, str(tmp), metadata={"format_version": str(FORMAT_VERSION)})
         os.replace(tmp, folder / WEIGHTS_NAME)
         self.text_encoder.save_extra(folder)
-        as_loaded = {**live, **{k: v.to(live[k].dtype) for k, v in stored.items()}}
+        as_loaded = {**live, **loaded_state(stored)}
         self._fingerprint = _fingerprint(self.config, as_loaded)
         cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict(), "fingerprint": self._fingerprint,
                "heads_dtype": heads_dtype,
@@ -253,7 +254,7 @@ class CrossModalHasher(nn.Module):
         raw.pop("heads_dtype", None)
         refs = raw.pop("frozen_encoders", {})
         config = ModelConfig.from_dict(raw)
-        state = load_file(str(w_path))
+        state = loaded_state(load_file(str(w_path)))
         for attr in refs:
             if attr not in ENCODER_ATTRS:
                 raise InvalidInput(f"{cfg_path} names an unknown frozen encoder {attr!r}: the folder was edited")
@@ -315,7 +316,7 @@ class CrossModalHasher(nn.Module):
         from safetensors.torch import load_file
 
         referenced = {k for keys in self.referenced_encoders().values() for k in keys}
-        state = load_file(str(Path(folder) / WEIGHTS_NAME), device=str(self.device))
+        state = loaded_state(load_file(str(Path(folder) / WEIGHTS_NAME), device=str(self.device)))
         missing, unexpected = set(self.state_dict()) - set(state), set(state) - set(self.state_dict())
         if missing - referenced or unexpected:
             raise InvalidInput(f"{folder} does not hold this model's weights: missing {sorted(missing - referenced)[:5]}, "
@@ -341,13 +342,42 @@ DeferredEncoder = tuple[int, Callable[[], "Encoder"]]
 #: the model's two encoders, as attributes and as config fields
 ENCODER_ATTRS = ("image_encoder", "text_encoder")
 #: how a saved model stores its hash heads (the encoders it copies stay float32)
-HEAD_DTYPES = ("float32", "float16")
+HEAD_DTYPES = ("float32", "float16", "int8")
+#: suffix of the per-row scales of a weight matrix stored as int8
+INT8_SCALE = ".int8_scale"
 
 
-def _to_stored(key: str, tensor: torch.Tensor, heads_dtype: str) -> torch.Tensor:
-    if heads_dtype == "float16" and key.startswith(("image_head.", "text_head.")) and tensor.is_floating_point():
-        return tensor.half()
-    return tensor
+def stored_state(state: dict[str, torch.Tensor], heads_dtype: str) -> dict[str, torch.Tensor]:
+    """The tensors a model folder stores. ``float16`` halves the heads; ``int8`` stores
+    each head weight matrix as int8 with one float32 scale per output row (symmetric,
+    round to nearest) and the rest of the heads in float16. Encoders stay float32."""
+    out = {}
+    for key, t in state.items():
+        head = key.startswith(("image_head.", "text_head.")) and t.is_floating_point()
+        if head and heads_dtype == "int8" and t.dim() == 2:
+            scale = t.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            out[key] = torch.round(t / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            out[key + INT8_SCALE] = scale.float()
+        elif head and heads_dtype in ("float16", "int8"):
+            out[key] = t.half()
+        else:
+            out[key] = t
+    return out
+
+
+def loaded_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float32 tensors a folder's stored ones stand for (inverse of :func:`stored_state`)."""
+    out = {}
+    for key, t in stored.items():
+        if key.endswith(INT8_SCALE):
+            continue
+        if key + INT8_SCALE in stored:
+            out[key] = t.float() * stored[key + INT8_SCALE][:, None]
+        elif t.dtype == torch.float16:
+            out[key] = t.float()
+        else:
+            out[key] = t
+    return out
 
 
 def _fingerprint(config: ModelConfig, state: dict[str, torch.Tensor]) -> str:

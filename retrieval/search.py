@@ -49,7 +49,7 @@ def check_model_fits(model, built_by: str, recorded_model: str | None, index_dir
         raise IndexMismatch(
             f"{where} built by an earlier release's default model ({built_by}); this release's default is "
             f"{card.get('name', 'another model')} ({model.fingerprint()}). Rebuild the index with this release "
-            f"(crossmodal index build --images ... --out DIR), or pass --model with a copy of the "
+            f"(crossmodal index build --images ... --out DIR --overwrite), or pass --model with a copy of the "
             f"model that built it")
     raise IndexMismatch(f"{where} built by model {built_by}, not by this model ({model.fingerprint()}); rebuild "
                         f"the index with this model, or search with the model that built it")

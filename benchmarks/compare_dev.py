@@ -1,0 +1,44 @@
+"""Compare trained models on the split that chooses: their dev validation at the epoch
+each run kept (what the trainer selected on), written as an ablation result file.
+
+    python benchmarks/compare_dev.py --name head-width runs/models/f8k-h1024 runs/models/f8k-h2048
+
+The dev numbers are the trainer's own validation (64-bit codes, R@1/5/10 both ways, and
+the score that picks the best epoch); test is measured once, for the configuration chosen.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_result  # noqa: E402
+
+KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "score")
+
+
+def dev_row(folder: Path) -> dict:
+    summary = json.loads((folder / "train_summary.json").read_text())
+    epochs = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    best = next(e for e in epochs if e["epoch"] == summary["best_epoch"])
+    config = json.loads((folder / "config.json").read_text())
+    return {"best_epoch": summary["best_epoch"], "epochs_run": len(epochs), "head": config["head"],
+            "image_encoder": config["image_encoder"]["name"], "text_encoder": config["text_encoder"]["name"],
+            **{k: round(best[f"val_{k}"], 3) for k in KEYS}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--name", required=True, help="what the runs vary (the result's name: ablation-NAME)")
+    ap.add_argument("models", nargs="+", type=Path)
+    args = ap.parse_args()
+    rows = {m.name: dev_row(m) for m in args.models}
+    for name, row in rows.items():
+        print(name, {k: row[k] for k in ("best_epoch", "score", "i2t_R@10", "t2i_R@10")})
+    write_result(f"ablation-{args.name}", "ablation", "dev", rows)
+
+
+if __name__ == "__main__":
+    main()
