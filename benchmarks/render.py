@@ -62,8 +62,9 @@ def render_ablation(r: dict) -> str:
         rows.append(f"| {run} | {head} | {m['best_epoch']} | {m['i2t_R@1']:.1f} | {m['i2t_R@5']:.1f} | "
                     f"{m['i2t_R@10']:.1f} | {m['t2i_R@1']:.1f} | {m['t2i_R@5']:.1f} | {m['t2i_R@10']:.1f} | "
                     f"{m['score']:.2f} |")
-    return "64-bit codes on Flickr8k dev (1,000 images, 5,000 captions); score = mean of the six recalls.\n\n" + \
-        "\n".join(rows)
+    best = max(r["metrics"], key=lambda run: r["metrics"][run]["score"])
+    return ("64-bit codes on Flickr8k dev (1,000 images, 5,000 captions); score = mean of the six recalls.\n\n"
+            + "\n".join(rows) + f"\n\nHighest dev score: **{best}**.")
 
 
 def render_generic(r: dict) -> str:

@@ -332,7 +332,7 @@ class Trainer:
             self._fit_quantizer()
         summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "steps": state["step"]}
         if self.rank == 0:
-            self.model.save_pretrained(self.out)
+            self.model.save_pretrained(self.out, heads_dtype=self.cfg.heads_dtype)
             (self.out / "train_summary.json").write_text(json.dumps(
                 {**summary, "train_config": asdict(self.cfg), "loss_used": asdict(self.loss_config),
                  "label_vocab": self.vocab}, indent=2))
