@@ -219,6 +219,7 @@ class CrossModalHasher(nn.Module):
         as_loaded = {**live, **loaded_state(stored)}
         self._fingerprint = _fingerprint(self.config, as_loaded)
         cfg = {"format_version": FORMAT_VERSION, **self.config.to_dict(), "fingerprint": self._fingerprint,
+               "config_sha256": hashlib.sha256(self.config.to_json().encode()).hexdigest(),
                "heads_dtype": heads_dtype,
                "frozen_encoders": {attr: {"source": getattr(self, attr).pretrained_source,
                                           "sha256": _checksum(live, keys)} for attr, keys in refs.items()}}
@@ -251,6 +252,7 @@ class CrossModalHasher(nn.Module):
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise InvalidInput(f"{folder} was written by a newer crossmodal (format {version} > {FORMAT_VERSION})")
         stored_fingerprint = raw.pop("fingerprint", None)
+        config_sha = raw.pop("config_sha256", None)
         raw.pop("heads_dtype", None)
         refs = raw.pop("frozen_encoders", {})
         config = ModelConfig.from_dict(raw)
@@ -297,6 +299,8 @@ class CrossModalHasher(nn.Module):
             raise InvalidInput(f"{w_path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         if verify:
             model.build_deferred()
+        if config_sha != hashlib.sha256(config.to_json().encode()).hexdigest():
+            stored_fingerprint = None  # the config was edited after saving: hash it all again when asked
         model._fingerprint = stored_fingerprint
         if verify and stored_fingerprint is not None and model.compute_fingerprint() != stored_fingerprint:
             raise InvalidInput(f"{folder}: its weights do not give the fingerprint in {CONFIG_NAME} "

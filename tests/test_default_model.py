@@ -70,7 +70,7 @@ def test_photos_index_and_search_with_no_model_given(tmp_path, capsys):
         Image.new("RGB", (160, 120), colour).save(photos / "2026" / f"p{i}.jpg")
     idx = tmp_path / "idx"
     assert main(["index", "build", "--images", str(photos), "--workers", "0", "--out", str(idx)]) == 0
-    manifest_path = next(idx.glob("v*/manifest.json"))
+    manifest_path = idx / (idx / "CURRENT").read_text().strip() / "manifest.json"
     assert json.loads(manifest_path.read_text())["model_path"] == "default"  # named, not a path of this install
     capsys.readouterr()
     assert main(["search", "--index", str(idx), "--text", "a dog in the snow", "--target", "image", "--json"]) == 0
@@ -90,7 +90,7 @@ def test_an_index_of_an_earlier_default_says_how_to_rebuild(tmp_path, capsys):
     Image.new("RGB", (90, 90), "teal").save(photos / "a.jpg")
     idx = tmp_path / "idx"
     assert main(["index", "build", "--images", str(photos), "--workers", "0", "--out", str(idx)]) == 0
-    manifest_path = next(idx.glob("v*/manifest.json"))
+    manifest_path = idx / (idx / "CURRENT").read_text().strip() / "manifest.json"  # the live version
     manifest = json.loads(manifest_path.read_text())
     manifest["model_fingerprint"] = "0123456789abcdef"  # what an earlier release's default would have written
     manifest_path.write_text(json.dumps(manifest))
