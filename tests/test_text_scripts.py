@@ -74,3 +74,16 @@ def test_a_gru_folder_with_the_old_word_vocabulary_keeps_its_codes(tmp_path):
     texts = ["a red circle", "blue", "unknown words"]
     assert np.array_equal(loaded.encode_texts(texts, 32), model.encode_texts(texts, 32))
     assert json.loads((tmp_path / "old" / "vocab.json").read_text()) == model.text_encoder.vocab
+
+
+def test_the_vocabulary_is_the_same_in_every_process():
+    """Same captions, same ids, in any process (same seed, same model)."""
+    import subprocess
+    import sys
+
+    code = ("from crossmodal.encoders.text import train_subword_tokenizer as t; import hashlib; "
+            "print(hashlib.sha256(t(['a dog runs', 'a cat sits', 'два кота', '两只猫', 'dogs run'] * 3, 50)"
+            ".to_str().encode()).hexdigest())")
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+            for _ in range(3)}
+    assert len(runs) == 1 and len(next(iter(runs)).strip()) == 64

@@ -143,7 +143,7 @@ def test_end_to_end_finetuning_resumes_after_kill_with_identical_result(tiny_dat
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
-    assert (run / "vocab.json").is_file()  # the GRU's vocabulary travels with the model
+    assert (run / "tokenizer.json").is_file()  # the GRU's vocabulary travels with the model
 
 
 def test_two_process_ddp_training(tiny_data, tmp_path):

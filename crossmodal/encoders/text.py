@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -110,19 +111,34 @@ def simple_words(text: str) -> list[str]:
 
 
 def train_subword_tokenizer(texts, vocab_size: int):
-    """A WordPiece vocabulary learned from the training captions with Hugging Face
-    ``tokenizers``: Unicode-normalised (NFKC), lower-cased, accents kept, CJK characters
-    split one by one, so captions in any script become real units (Chinese characters,
-    Cyrillic and Arabic subwords, "läuft" with its umlaut)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """A WordPiece vocabulary from the training captions, built with Hugging Face
+    ``tokenizers``' normaliser and pre-tokeniser: Unicode-normalised (NFKC), lower-cased,
+    accents kept, CJK characters split one by one, so captions in any script become real
+    units (Chinese characters, Cyrillic and Arabic words, "läuft" with its umlaut).
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.Sequence([
+    The vocabulary is every character seen (as a word start and as a ``##`` continuation,
+    so any word in those scripts can be spelled) and then the most frequent words, ties
+    broken alphabetically: the same captions always give the same ids (``tokenizers``'
+    own trainer breaks ties in hash order, so "same seed, same model" would not hold)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    normalizer = normalizers.Sequence([
         normalizers.NFKC(),
         normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)])
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]"], show_progress=False)
-    tok.train_from_iterator(list(texts), trainer=trainer)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars: Counter = Counter()
+    for word, n in words.items():
+        for i, ch in enumerate(word):
+            chars[ch if i == 0 else "##" + ch] += n
+    by_count = lambda item: (-item[1], item[0])  # noqa: E731
+    units = ["[PAD]", "[UNK]", *(c for c, _ in sorted(chars.items(), key=by_count)),
+             *(w for w, _ in sorted(words.items(), key=by_count) if len(w) > 1)]
+    vocab = {unit: i for i, unit in enumerate(list(dict.fromkeys(units))[:vocab_size])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     return tok
 
 
