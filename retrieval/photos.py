@@ -157,7 +157,19 @@ class _Decoded(torch.utils.data.Dataset):
             img = open_image(data, min_side=self.min_side)
             return i, self.transform(img), content_hash(data), None
         except Exception as e:  # Pillow raises many types for bad files; the run goes on
-            return i, None, None, f"{type(e).__name__}: {e}"
+            return i, None, None, decode_failure(e)
+
+
+def decode_failure(e: Exception) -> str:
+    """Why a file could not be decoded, in words (the caller names the file: Pillow's own
+    message names an in-memory buffer, ``<_io.BytesIO object at 0x...>``)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image file Pillow can read (damaged, or another kind of file with an image's name)"
+    if isinstance(e, OSError) and "truncated" in str(e):
+        return "the image file is truncated (an interrupted copy?)"
+    return f"{type(e).__name__}: {e}"
 
 
 def _collate(batch):
