@@ -167,7 +167,7 @@ def decode_failure(e: Exception) -> str:
 
     if isinstance(e, UnidentifiedImageError):
         return "not an image file Pillow can read (damaged, or another kind of file with an image's name)"
-    if isinstance(e, OSError) and "truncated" in str(e):
+    if isinstance(e, OSError) and "truncated" in str(e).lower():
         return "the image file is truncated (an interrupted copy?)"
     return f"{type(e).__name__}: {e}"
 

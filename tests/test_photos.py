@@ -77,7 +77,7 @@ def test_build_from_folders_counts_bad_files_and_searches(tiny_model, library, t
     assert "photos: 8 found, added 7, already present 0, unreadable 2" in text.out
     assert "broken.jpg" in text.err and "gone" in text.err
     broken = next(line for line in text.err.splitlines() if "broken.jpg" in line)
-    assert "not an image file Pillow can read" in broken and "BytesIO" not in broken  # the file named, in words
+    assert "the image file is truncated" in broken and "BytesIO" not in broken  # the file named, in words
     assert "photos: 8/8 photo (" in text.err and "photo/s" in text.err  # progress counts photos, with a rate
     assert {Path(k).name for k in keys_in(out)} == {"a.jpg", "b.jpg", "c.JPG", "d.jpeg", "e.jpg", "f.jpg", "g.png"}
     meta = next(m for m in CrossModalIndex.load(out).store.items_of("image") if m["key"].endswith("f.jpg"))
