@@ -160,7 +160,7 @@ def write_prepared(dd, report: PrepareReport, out: str | os.PathLike, overwrite:
     """Save atomically: a half-written dataset folder is never left under ``out``, and a
     failed write leaves the old ``out`` as it was. Refuses to replace a folder that is
     not a prepared dataset unless ``overwrite`` (see :func:`check_prepare_destination`)."""
-    from datasets.utils.logging import disable_progress_bar, enable_progress_bar
+    from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
     out = Path(out)
     check_prepare_destination(out, overwrite=overwrite)
@@ -168,11 +168,13 @@ def write_prepared(dd, report: PrepareReport, out: str | os.PathLike, overwrite:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        was_enabled = is_progress_bar_enabled()
         disable_progress_bar()  # our own bar already covered the slow part (reading and verifying images)
         try:
             dd.save_to_disk(str(tmp / "data"))
         finally:
-            enable_progress_bar()
+            if was_enabled:  # not when the command line turned them off (a log, --quiet)
+                enable_progress_bar()
         (tmp / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2))
         for name in os.listdir(tmp / "data"):
             os.replace(tmp / "data" / name, tmp / name)
