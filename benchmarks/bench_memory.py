@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--flickr8k", required=True, help="Flickr8k's original release (../shared/data/flickr8k)")
     ap.add_argument("--work", default="runs/bench-memory")
     ap.add_argument("--skip-train", action="store_true", help="leave out the 15-minute training run")
+    ap.add_argument("--skip-demo", action="store_true", help="leave out the demo")
     ap.add_argument("--repeats", type=int, default=3, help="runs of the quick commands (the fastest is kept)")
     args = ap.parse_args()
     work = Path(args.work)
@@ -68,8 +69,9 @@ def main() -> None:
                                                         "two dogs playing in the snow"])
     results["search_text_ratio_to_imports"] = round(results["search_text_cold"]["seconds"]
                                                     / results["imports"]["seconds"], 3)
-    results["demo"] = measure(CROSSMODAL + ["demo", "--out", str(work / "demo")],
-                              env={"CROSSMODAL_CACHE": str(work / "demo-cache")})
+    if not args.skip_demo:
+        results["demo"] = measure(CROSSMODAL + ["demo", "--out", str(work / "demo")],
+                                  env={"CROSSMODAL_CACHE": str(work / "demo-cache")})
     if not args.skip_train:
         results["train_default_flickr8k_cold_cache"] = measure(
             CROSSMODAL + ["train", "--data", str(data), "--out", str(work / "model"), "--cache-dir",

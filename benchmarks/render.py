@@ -67,6 +67,22 @@ def render_ablation(r: dict) -> str:
             + "\n".join(rows) + f"\n\nHighest dev score: **{best}**.")
 
 
+def render_memory(r: dict) -> str:
+    """Each job in a fresh process: wall time and peak resident memory."""
+    m = r["metrics"]
+    names = {"imports": "bare `import torch, torchvision, transformers`", "help": "`crossmodal --help`",
+             "index_build_200_photos": "`crossmodal index build --images` (200 Flickr8k photos, bundled model)",
+             "search_text_cold": "cold `crossmodal search --text` on that index",
+             "demo": "`crossmodal demo` (built-in data, from scratch)",
+             "train_default_flickr8k_cold_cache": "`crossmodal train` on Flickr8k, defaults, cold feature cache"}
+    rows = ["| job | seconds | peak memory (GB) |", "|---|---|---|"]
+    for key, label in names.items():
+        if key in m:
+            rows.append(f"| {label} | {m[key]['seconds']:.2f} | {m[key]['peak_rss_bytes'] / 1e9:.2f} |")
+    return ("\n".join(rows) + f"\n\nA cold text search costs **{m['search_text_ratio_to_imports']:.2f}x** the bare imports "
+            f"in the same run (fastest of the repeats for the quick commands; one run each for the long ones).")
+
+
 def render_generic(r: dict) -> str:
     lines = ["| measure | value |", "|---|---|"]
 
@@ -80,7 +96,7 @@ def render_generic(r: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"default-model": render_default_model}
+RENDERERS = {"default-model": render_default_model, "memory-and-start": render_memory}
 TITLES = {"default-model": "The bundled default model on Flickr8k test",
           "ablation-head-width": "Choosing the hash heads' hidden width (Flickr8k dev)",
           "memory-and-start": "Start-up time and peak memory"}

@@ -574,8 +574,9 @@ def storage_error(folder: Path, e: BaseException) -> Exception:
 def _fault_point(name: str) -> None:
     """Fault injection for the tests: ``CROSSMODAL_KILL_AT=<name>`` makes the process
     SIGKILL itself here, the way a power cut or an OOM kill would;
-    ``CROSSMODAL_PAUSE_AT=<name>:<seconds>:<marker file>`` creates the marker and sleeps
-    there (a writer that holds the lock while a second one starts)."""
+    ``CROSSMODAL_PAUSE_AT=<name>:<seconds>:<marker file>`` creates the marker and waits
+    there (a writer that holds the lock while a second one starts) for the seconds, or
+    until a file ``<marker>.release`` appears."""
     if os.environ.get("CROSSMODAL_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
     pause = os.environ.get("CROSSMODAL_PAUSE_AT", "").split(":", 2)
@@ -583,4 +584,6 @@ def _fault_point(name: str) -> None:
         import time
 
         Path(pause[2]).touch()
-        time.sleep(float(pause[1]))
+        release, deadline = Path(pause[2] + ".release"), time.monotonic() + float(pause[1])
+        while time.monotonic() < deadline and not release.exists():
+            time.sleep(0.05)

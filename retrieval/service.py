@@ -251,6 +251,7 @@ def serve(index_dirs: list[str], model_dir: str | None = None, host: str = "127.
     models: dict[str, object] = {}
     for d in index_dirs:
         s = Searcher.open(d, model_dir)
+        s.model.build_deferred()  # a server answers both kinds of query: build both encoders now, not on a request
         fp = s.model.fingerprint()
         s.model = models.setdefault(fp, s.model)  # one model in memory per fingerprint
         if s.index.nbits in searchers:
