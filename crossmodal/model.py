@@ -4,7 +4,9 @@
 a quantizer. A saved model is a folder: ``config.json`` (the config, the fingerprint,
 and the frozen encoders it builds on, by source and checksum) + ``model.safetensors``
 (only what training changed) + any encoder extras such as a GRU vocabulary;
-``from_pretrained`` rebuilds it and gives bit-identical codes for the same input.
+``from_pretrained`` rebuilds it and gives bit-identical codes for the same input (a
+frozen MiniLM may answer text through ONNX Runtime, :mod:`crossmodal.onnx_text`: the
+same features to about 1e-6).
 """
 from __future__ import annotations
 
@@ -60,6 +62,10 @@ class CrossModalHasher(nn.Module):
         self.quantizer = create_quantizer(config.quantizer, config.bits)
         #: set by save/load, cleared when the weights may change (``fingerprint()``)
         self._fingerprint: str | None = None
+        #: text features through ONNX Runtime (``crossmodal.onnx_text``), set by ``from_pretrained``
+        #: when the frozen text encoder's export is cached; else where to export it, once
+        self._onnx_text: Callable[[list[str]], torch.Tensor] | None = None
+        self._onnx_text_export: tuple[Path, str] | None = None
 
     def __getattr__(self, name: str):
         pending = self.__dict__.get("_pending")
@@ -145,9 +151,25 @@ class CrossModalHasher(nn.Module):
         """Relaxed (pre-sign) outputs for captions: float32 [N, output_width]."""
         self.eval()
         texts = list(texts)
-        out = [self.text_relaxed(self.text_encoder.tokenize(texts[s:s + batch_size]))
+        features = self._text_features()
+        out = [self.text_head(features(texts[s:s + batch_size]).to(self.device))
                for s in range(0, len(texts), batch_size)]
         return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.output_width), np.float32)
+
+    def _text_features(self) -> Callable[[list[str]], torch.Tensor]:
+        """Captions -> the text encoder's pooled features: through ONNX Runtime when
+        ``from_pretrained`` found the frozen encoder's export cached, else PyTorch (and
+        then, for a model that qualifies, the export is made for the next process)."""
+        if self._onnx_text is not None:
+            return self._onnx_text
+        encoder = self.text_encoder
+        if self._onnx_text_export is not None:
+            from . import onnx_text
+
+            cache_dir, sha256 = self._onnx_text_export
+            self._onnx_text_export = None
+            onnx_text.export(encoder, self.config.text_encoder, cache_dir, sha256)
+        return lambda texts: encoder(**{k: v.to(self.device) for k, v in encoder.tokenize(texts).items()})
 
     @torch.inference_mode()
     def quantize(self, relaxed: np.ndarray, nbits: int) -> np.ndarray:
@@ -169,11 +191,12 @@ class CrossModalHasher(nn.Module):
     def train(self, mode: bool = True) -> "CrossModalHasher":
         if mode:
             self._fingerprint = None  # weights about to change: the stored fingerprint no longer holds
+            self._onnx_text = self._onnx_text_export = None
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self.build_deferred()
-        self._fingerprint = None
+        self._fingerprint = self._onnx_text = self._onnx_text_export = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def referenced_encoders(self) -> dict[str, list[str]]:
@@ -301,11 +324,28 @@ class CrossModalHasher(nn.Module):
         if config_sha != hashlib.sha256(config.to_json().encode()).hexdigest():
             stored_fingerprint = None  # the config was edited after saving: hash it all again when asked
         model._fingerprint = stored_fingerprint
+        text_ref = refs.get("text_encoder")
+        if text_ref and not verify and stored_fingerprint and not any(k.startswith("text_encoder.") for k in state):
+            model._use_cached_text_graph(text_ref["sha256"])
         if verify and stored_fingerprint is not None and model.compute_fingerprint() != stored_fingerprint:
             raise InvalidInput(f"{folder}: its weights do not give the fingerprint in {CONFIG_NAME} "
                                f"({stored_fingerprint}); the folder was changed after it was saved")
         model.eval()
         return model
+
+    def _use_cached_text_graph(self, sha256: str) -> None:
+        """Answer text through ONNX Runtime when the frozen text encoder (weights ``sha256``)
+        has a cached export; else export it at the first text (:mod:`crossmodal.onnx_text`)."""
+        from . import onnx_text
+        from .cache import cache_root
+        from .runtime import onnxruntime_enabled
+
+        if not onnxruntime_enabled() or onnx_text.tokenizer_file(self.config.text_encoder) is None:
+            return
+        cache_dir = cache_root() / "onnx"
+        self._onnx_text = onnx_text.load_cached(cache_dir, sha256, self.config.text_encoder)
+        if self._onnx_text is None:
+            self._onnx_text_export = (cache_dir, sha256)
 
     def heads_load(self, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
         """Load the heads and quantizer (no encoder keys): (missing, unexpected) keys."""

@@ -130,7 +130,7 @@ def feature_extractor(encoder, key: str, trunk_of: int = 0, name: str = "auto"):
         with torch.inference_mode():
             return module(pixels.to(device)).float().cpu()
 
-    if name == "torch" or device.type != "cpu" or not _onnxruntime_installed():
+    if name == "torch" or device.type != "cpu" or not onnxruntime_enabled():
         return torch_run
     from .cache import cache_root
 
@@ -163,7 +163,7 @@ def image_runtime(model, name: str = "auto", cache_dir: Path | None = None, thre
     if name not in RUNTIMES:
         raise InvalidInput(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIMES)}")
     torch_runtime = TorchImageRuntime(model)
-    if name == "torch" or (name == "auto" and (model.device.type != "cpu" or not _onnxruntime_installed())):
+    if name == "torch" or (name == "auto" and (model.device.type != "cpu" or not onnxruntime_enabled())):
         return torch_runtime
     from .cache import cache_root
 
@@ -189,6 +189,7 @@ def image_runtime(model, name: str = "auto", cache_dir: Path | None = None, thre
     return onnx
 
 
-def _onnxruntime_installed() -> bool:
+def onnxruntime_enabled() -> bool:
+    """ONNX Runtime is installed and not turned off (``CROSSMODAL_NO_ONNX=1``)."""
     import importlib.util
     return importlib.util.find_spec("onnxruntime") is not None and os.environ.get("CROSSMODAL_NO_ONNX") != "1"

@@ -97,7 +97,9 @@ def test_a_text_query_never_builds_the_image_encoder(frozen_model, tmp_path):
     frozen_model.save_pretrained(tmp_path / "m")
     loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
     assert np.array_equal(loaded.encode_texts(TEXTS, 64), frozen_model.encode_texts(TEXTS, 64))
-    assert "image_encoder" not in loaded._modules and "text_encoder" in loaded._modules
+    assert "image_encoder" not in loaded._modules
+    # the text side answered: PyTorch's MiniLM, or its cached ONNX export (tests/test_onnx_text.py)
+    assert "text_encoder" in loaded._modules or loaded._onnx_text is not None
     assert np.array_equal(loaded.encode_images(_images(), 64), frozen_model.encode_images(_images(), 64))
 
 

@@ -1,0 +1,143 @@
+"""Text queries without transformers: a frozen transformers text encoder (MiniLM)
+exported once to ONNX and run by ONNX Runtime, its tokenizer read by ``tokenizers``.
+
+Why: a text query needs the text encoder's pooled features and nothing else, yet
+importing transformers' modelling code (it pulls in ``torch._dynamo`` and
+``torch.distributed``) costs more than torch itself; ``crossmodal search --text`` paid
+that at every start. The graph is exported the first time a model loaded from a folder
+embeds text through PyTorch, checked against PyTorch on probe captions, and cached
+under ``~/.cache/crossmodal/onnx`` by the checksum of the encoder's weights (the one its
+model folder records), so every later process skips transformers altogether.
+
+Only an encoder the folder references by checksum (frozen, with no weight of its own)
+qualifies: then the export stands for exactly the weights the model was trained over.
+Features agree with PyTorch to about 1e-6, so a code bit can differ only for an output
+within that distance of zero.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_write_bytes
+from .config import TextEncoderConfig
+
+#: captions the export is checked on: padded batches, accents, another script, a long one
+PROBE_CAPTIONS = ["a dog", "Two dogs play in the snow near a red barn .", "Ein Hund läuft über die Straße",
+                  "一只狗在雪地里奔跑", "a man " * 40]
+#: largest difference from PyTorch's features accepted (features are O(0.1..1))
+TOLERANCE = 1e-4
+
+
+def export_path(cache_dir: Path, sha256: str) -> Path:
+    return Path(cache_dir) / f"text-{sha256[:24]}.onnx"
+
+
+def tokenizer_file(cfg: TextEncoderConfig) -> Path | None:
+    """The ``tokenizer.json`` of a transformers text encoder given by a local folder
+    (``minilm`` is one, shipped by its package); None for any other encoder."""
+    if cfg.name == "minilm":
+        from .encoders.text import minilm_path
+
+        folder = minilm_path()
+    elif cfg.name not in ("gru",) and Path(cfg.name).is_dir():
+        folder = Path(cfg.name)
+    else:
+        return None
+    return folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else None
+
+
+class OnnxTextFeatures:
+    """Captions -> pooled features [B, H] (float32 torch tensor), as the PyTorch encoder gives."""
+
+    def __init__(self, graph: Path, tokenizer: Path, max_length: int, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        self.tokenizer.enable_truncation(max_length)
+        pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # keeps the largest batch's peak for the session's life otherwise
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encoded = self.tokenizer.encode_batch(list(texts))
+        return {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, self.tokenize(texts))[0])
+
+
+def load_cached(cache_dir: Path, sha256: str, cfg: TextEncoderConfig) -> OnnxTextFeatures | None:
+    """The engine for a referenced encoder with this checksum, if its export is cached."""
+    graph, tokenizer = export_path(cache_dir, sha256), tokenizer_file(cfg)
+    if tokenizer is None or not graph.is_file():
+        return None
+    try:
+        return OnnxTextFeatures(graph, tokenizer, cfg.max_length)
+    except Exception as e:  # a damaged cache file: PyTorch does the job and exports it again
+        print(f"note: cannot load the cached text graph {graph} ({type(e).__name__}); using PyTorch",
+              file=sys.stderr)
+        graph.unlink(missing_ok=True)
+        return None
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def export(encoder, cfg: TextEncoderConfig, cache_dir: Path, sha256: str) -> bool:
+    """Export ``encoder`` (a frozen transformers encoder whose weights have ``sha256``),
+    check ONNX Runtime's features against PyTorch's on :data:`PROBE_CAPTIONS`, and cache
+    the graph only if they agree. True when the cache now holds it."""
+    tokenizer = tokenizer_file(cfg)
+    if tokenizer is None:
+        return False
+    path = export_path(cache_dir, sha256)
+    module = _Pooled(encoder).eval()  # eval on the wrapper too: a training-mode export keeps dropout
+    sample = encoder.tokenize(PROBE_CAPTIONS[:2])
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (sample["input_ids"], sample["attention_mask"]), buf,
+                              input_names=["input_ids", "attention_mask"], output_names=["features"],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                            "attention_mask": {0: "batch", 1: "tokens"}, "features": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(path.name + ".checking")
+        atomic_write_bytes(staged, buf.getvalue())
+        engine = OnnxTextFeatures(staged, tokenizer, cfg.max_length)
+        with torch.inference_mode():
+            reference = module(**encoder.tokenize(PROBE_CAPTIONS)).float().numpy()
+        same_tokens = all(np.array_equal(engine.tokenize(PROBE_CAPTIONS)[k], encoder.tokenize(PROBE_CAPTIONS)[k].numpy())
+                          for k in ("input_ids", "attention_mask"))
+        if not same_tokens or np.abs(engine(PROBE_CAPTIONS).numpy() - reference).max() > TOLERANCE:
+            staged.unlink(missing_ok=True)
+            print("note: ONNX Runtime's text features differ from PyTorch's; text queries keep using PyTorch",
+                  file=sys.stderr)
+            return False
+        staged.replace(path)
+        return True
+    except OSError:
+        return False  # a read-only or full cache: the next process tries again
+    except Exception as e:  # an encoder the exporter cannot handle
+        print(f"note: ONNX export of the text encoder failed ({type(e).__name__}); text queries use PyTorch",
+              file=sys.stderr)
+        return False
