@@ -87,14 +87,14 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     from crossmodal.features import decode_image, relaxed_outputs
     from datasets import Image as HFImage
 
-    from .protocol import EvalConfig, ItemSet, evaluate
+    from .protocol import BaselineData, EvalConfig, ItemSet, evaluate
 
     bits = tuple(bits or tuple(b for b in model.config.bits if b <= 64) or model.config.bits)
     database = list(database)
     if split in database:
         raise InvalidInput(f"--database must not include the query split {split!r}")
     ds = load_prepared(data_dir, splits=[split, *database])
-    screened = [split, *database] + (["train"] if baselines and "train" in ds else [])
+    screened = [split, *database] + ([s for s in ("train", "dev", "validation") if s in ds] if baselines else [])
     screening = screen_prepared(ds, list(dict.fromkeys(screened)), cache_dir)
     flats = {s: flatten_split(ds[s]) for s in [split, *database]}
     use_labels = relevance == "labels" or (relevance == "auto" and flats[split].has_labels)
@@ -113,14 +113,19 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     if database:
         db = ItemSet(_concat_sides([outputs[s][0] for s in database]),
                      _concat_sides([outputs[s][1] for s in database]), splits=database)
-    train_raw = None
-    if baselines and "train" in ds:
-        tflat = flats.get("train") or flatten_split(ds["train"])
-        # CCA+ITQ fits on the plain features alone: no test-time views of the training split
-        timg, ttxt = outputs["train"] if "train" in outputs else sides("train", tflat, [], "plain")
-        train_raw = (timg.raw[tflat.caption_item], ttxt.raw)
+    fit = None
+    if baselines and "train" in ds and split != "train":
+        # baselines fit on train (CCA's ridge chosen on dev), with the plain features alone:
+        # no test-time views of the splits they learn from
+        def fit_side(s):
+            if s in outputs and s != split:
+                return ItemSet(*outputs[s], splits=[s])
+            return ItemSet(*sides(s, flats.get(s) or flatten_split(ds[s]), vocab if s != "train" else [], "plain"),
+                           splits=[s])
+        dev = next((s for s in ("dev", "validation") if s in ds and s not in (split, *database)), None)
+        fit = BaselineData(fit_side("train"), fit_side(dev) if dev else None)
     cfg = EvalConfig(bits=bits, relevance="labels" if use_labels else "pairs", within=within, baselines=baselines)
-    report = evaluate(model.quantize, query, db, cfg, train_raw)
+    report = evaluate(model.quantize, query, db, cfg, fit)
     report["model"] = {"fingerprint": model.fingerprint(), "quantizer": model.config.quantizer,
                        "image_views": image_views or model.config.image_views}
     report["data"] = str(data_dir)

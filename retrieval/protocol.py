@@ -16,7 +16,14 @@ from crossmodal.codes import hamming_distances
 from crossmodal.errors import InvalidInput
 
 from . import metrics as M
-from .baselines import CCAITQ, ITQ, LSH, cosine_distances
+from .baselines import CCA, CCAITQ, ITQ, LSH, cosine_distances
+
+#: how reports and tables name each baseline: LSH and ITQ binarise crossmodal's own float
+#: outputs after the fact (quantisers, not cross-modal methods); CCA+ITQ is the classical
+#: cross-modal hashing baseline on the backbone features
+BASELINE_NAMES = {"lsh": "LSH of our floats", "itq": "ITQ of our floats", "cca_itq": "CCA+ITQ"}
+#: ridges CCA+ITQ tries on dev (fractions of the mean variance)
+CCA_RIDGES = (1e-3, 1e-2, 1e-1, 1.0)
 
 
 @dataclass
@@ -38,6 +45,15 @@ class ItemSet:
     images: Side
     texts: Side
     splits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BaselineData:
+    """What the baselines are fitted on, never the evaluated items: the training split
+    (float outputs for the post-hoc quantisers, backbone features of its pairs for CCA)
+    and the dev split, on which CCA's ridge is chosen."""
+    train: ItemSet
+    dev: ItemSet | None = None
 
 
 @dataclass
@@ -110,11 +126,13 @@ def _exclude_self(dist: np.ndarray, rel: np.ndarray, exclude: bool):
 
 
 def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig,
-             train_raw: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+             fit: BaselineData | None = None) -> dict:
     """Evaluate ``quantize(relaxed, nbits) -> packed codes`` (the model's quantizer).
 
     ``database=None`` is the query split's other modality (Flickr8k's protocol).
-    ``train_raw``: (image features, text features) of training pairs for CCA+ITQ.
+    ``fit``: the splits the baselines are fitted on. Without one (a dataset with no
+    train split) LSH and ITQ are fitted on the evaluated items' floats, CCA+ITQ is left
+    out, and the report says so.
     """
     same_split = database is None
     database = database or query
@@ -164,8 +182,14 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
         rel, gains, _ = rels[name]
         dist, rel = _exclude_self(cosine_distances(q.relaxed, d.relaxed), rel, excl)
         base.setdefault("float", {})[name] = direction_metrics(dist, rel, cfg, None, gains)
-    floats = np.concatenate([query.images.relaxed, query.texts.relaxed] +
-                            ([] if same_split else [database.images.relaxed, database.texts.relaxed]))
+    if fit is not None:
+        floats = np.concatenate([fit.train.images.relaxed, fit.train.texts.relaxed])
+        report["protocol"]["baselines_fitted_on"] = fit.train.splits
+    else:
+        floats = np.concatenate([query.images.relaxed, query.texts.relaxed] +
+                                ([] if same_split else [database.images.relaxed, database.texts.relaxed]))
+        report["protocol"]["baselines_fitted_on"] = "the evaluated items (the dataset has no train split)"
+    cca = _cca_chosen_on_dev(fit, cfg, mode, report) if fit is not None and _has_raw(query, database) else None
     for nbits in progress(cfg.bits, desc="baselines", unit="length"):
         encoders = {"lsh": LSH(floats.shape[1], nbits, cfg.seed).fit(floats),
                     "itq": ITQ(nbits, seed=cfg.seed).fit(floats)}
@@ -175,17 +199,60 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
                 dist, rel = _exclude_self(hamming_distances(enc.encode(q.relaxed), enc.encode(d.relaxed)), rel, excl)
                 base.setdefault(bname, {}).setdefault(name, {})[str(nbits)] = _short(
                     direction_metrics(dist, rel, cfg, nbits, gains))
-        if train_raw is not None and query.images.raw is not None and query.texts.raw is not None:
-            cca = CCAITQ(nbits, seed=cfg.seed).fit(*train_raw)
-            enc_img, enc_txt = cca.encode_images, cca.encode_texts
+        if cca is not None:
+            model, projections = cca
+            images, rows, texts = _pairs(fit.train)
+            cca_itq = CCAITQ(model, projections, nbits, seed=cfg.seed).fit(images, texts, rows)
             for name, q, d, excl in dirs:
-                fq = enc_img if name[0] == "i" else enc_txt
-                fd = enc_img if name[2] == "i" else enc_txt
+                fq = cca_itq.encode_images if name[0] == "i" else cca_itq.encode_texts
+                fd = cca_itq.encode_images if name[2] == "i" else cca_itq.encode_texts
                 rel, gains, _ = rels[name]
                 dist, rel = _exclude_self(hamming_distances(fq(q.raw), fd(d.raw)), rel, excl)
                 base.setdefault("cca_itq", {}).setdefault(name, {})[str(nbits)] = _short(
                     direction_metrics(dist, rel, cfg, nbits, gains))
     return report
+
+
+def _has_raw(query: ItemSet, database: ItemSet) -> bool:
+    return all(s.raw is not None for s in (query.images, query.texts, database.images, database.texts))
+
+
+def _pairs(items: ItemSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (image, caption) pair's backbone features: (image features, each caption's
+    image row, caption features); an image is stored once however many captions it has."""
+    row = {item: i for i, item in enumerate(items.images.item_ids)}
+    return items.images.raw, np.array([row[item] for item in items.texts.item_ids], dtype=np.int64), items.texts.raw
+
+
+def _cca_chosen_on_dev(fit: BaselineData, cfg: EvalConfig, mode: str, report: dict):
+    """CCA fitted on the training pairs, its ridge the one of :data:`CCA_RIDGES` whose
+    longest codes score best on dev (mean R@10, or mAP with labels, over both directions);
+    without a dev split, the smallest. Returns (CCA, projections); records the choice."""
+    if fit.train.images.raw is None or fit.train.texts.raw is None:
+        return None
+    x, rows, y = _pairs(fit.train)
+    model = CCA(x, y, rows)
+    dev = fit.dev
+    if dev is None or dev.images.raw is None or dev.texts.raw is None:
+        report["protocol"]["cca_itq_ridge"] = {"chosen": CCA_RIDGES[0], "on": "no dev split: the smallest ridge"}
+        return model, model.solve(CCA_RIDGES[0])
+    nbits, key = max(cfg.bits), ("mAP" if mode == "labels" else "R@10")
+    dev_scores = {}
+    for reg in CCA_RIDGES:
+        projections = model.solve(reg)
+        enc = CCAITQ(model, projections, nbits, seed=cfg.seed).fit(x, y, rows)
+        images, texts = enc.encode_images(dev.images.raw), enc.encode_texts(dev.texts.raw)
+        scores = []
+        for q, d, cq, cd in ((dev.images, dev.texts, images, texts), (dev.texts, dev.images, texts, images)):
+            rel, _ = _relevance(q, d, mode)
+            ranking = M.rank_by_distance(hamming_distances(cq, cd))
+            scores.append(M.recall_at_k(ranking, rel, (10,))["R@10"] if key == "R@10"
+                          else M.mean_average_precision(ranking, rel)["mAP"])
+        dev_scores[reg] = float(np.mean(scores))
+    chosen = max(CCA_RIDGES, key=lambda r: (dev_scores[r], -r))
+    report["protocol"]["cca_itq_ridge"] = {"chosen": chosen, "on": f"{dev.splits} {key} at {nbits} bits",
+                                            "dev_scores": {str(r): v for r, v in dev_scores.items()}}
+    return model, model.solve(chosen)
 
 
 def _short(m: dict) -> dict:

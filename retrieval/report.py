@@ -9,6 +9,8 @@ from typing import Callable
 
 from crossmodal.atomic import atomic_write_text
 
+from .protocol import BASELINE_NAMES
+
 DIRECTION_NAMES = {"i2t": "image → text", "t2i": "text → image", "i2i": "image → image", "t2t": "text → text"}
 
 
@@ -40,7 +42,7 @@ def summary_table(report: dict) -> str:
             for b in ("lsh", "itq", "cca_itq"):
                 bm = report.get("baselines", {}).get(b, {}).get(d, {}).get(bits)
                 if bm:
-                    rows.append(f"| {name} | {b.upper().replace('_', '+')} | {bits} | " +
+                    rows.append(f"| {name} | {BASELINE_NAMES[b]} | {bits} | " +
                                 " | ".join(_fmt(bm.get(k)) for k in keys) + " |")
     return "\n".join(rows)
 
@@ -88,7 +90,7 @@ def _plots(report: dict, out: Path) -> list[str]:
         for b in ("lsh", "itq", "cca_itq"):
             bm = report.get("baselines", {}).get(b, {}).get(d)
             if bm:
-                ax.plot(bits, [bm[str(x)][key] for x in bits], marker=".", linestyle="--", label=b.upper())
+                ax.plot(bits, [bm[str(x)][key] for x in bits], marker=".", linestyle="--", label=BASELINE_NAMES[b])
         fl = report.get("baselines", {}).get("float", {}).get(d)
         if fl:
             ax.axhline(fl[key], color="grey", linestyle=":", label="float ceiling")
@@ -107,6 +109,21 @@ def _thumbnail(img, out: Path, name: str, size: int) -> str:
     img.thumbnail((size, size))
     img.convert("RGB").save(out / name, quality=85)
     return name
+
+
+def _baselines_note(protocol: dict) -> str:
+    """What the baselines are and what they were fitted on (the report's own record)."""
+    fitted = protocol.get("baselines_fitted_on")
+    if fitted is None:
+        return ""
+    where = ", ".join(fitted) if isinstance(fitted, list) else fitted
+    note = (f"Baselines are fitted on {where}, never on the evaluated items unless said. "
+            f"'LSH/ITQ of our floats' binarise crossmodal's own float outputs after the fact (quantisers, "
+            f"not cross-modal methods); CCA+ITQ works on the backbone features")
+    ridge = protocol.get("cca_itq_ridge")
+    if ridge:
+        note += f", its ridge {ridge['chosen']:g} chosen on {ridge['on']}"
+    return note + "."
 
 
 def write_report(report: dict, out_dir: str | os.PathLike, examples: list[dict] | None = None,
@@ -129,7 +146,7 @@ def write_report(report: dict, out_dir: str | os.PathLike, examples: list[dict] 
              "mAP is over the whole ranking; the tie-aware mAP is its exact expectation over random orders of "
              "equal-distance items, with the best and worst orders beside it. R@K is the share of queries with a "
              "relevant item in the top K (percent). P@r<=2 is the precision of the items within Hamming radius 2 "
-             "(0 for a query that retrieves nothing).", "", summary_table(report), ""]
+             "(0 for a query that retrieves nothing).", "", _baselines_note(p), "", summary_table(report), ""]
     lines += [f"![{f}]({f})" for f in plots]
     if examples:
         ex_dir = out / "examples"
