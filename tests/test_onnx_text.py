@@ -13,7 +13,6 @@ from crossmodal.config import TextEncoderConfig
 from crossmodal.encoders import create_text_encoder
 from crossmodal.onnx_text import OnnxTextFeatures, export, export_path, load_cached, tokenizer_file
 
-pytest.importorskip("onnxruntime", reason="ONNX Runtime is a dependency of crossmodal; install it")
 
 CAPTIONS = ["two dogs playing in the snow", "A man rides a bike .", "Ein Hund läuft über die Straße",
             "一只狗在雪地里奔跑", "Собака бежит по снегу", "كلب يركض", "a child " * 50, "x"]
