@@ -45,10 +45,31 @@ def recall_at_k(ranking: np.ndarray, relevance: np.ndarray, ks=(1, 5, 10)) -> di
     return out
 
 
+#: queries handled at once by the per-query metrics: their temporaries are [rows, N] arrays
+#: of float64, so 5,000 caption queries over 1,000 images at once would hold ~1 GB
+ROW_BLOCK = 256
+
+
+def _by_row_blocks(fn, *arrays):
+    """``fn`` applied to blocks of query rows, its per-query outputs joined (same values,
+    bounded memory)."""
+    n = len(arrays[0])
+    if n <= ROW_BLOCK:
+        return fn(*arrays)
+    parts = [fn(*(a[s:s + ROW_BLOCK] for a in arrays)) for s in range(0, n, ROW_BLOCK)]
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return np.concatenate(parts)
+
+
 def average_precision(ranking: np.ndarray, relevance: np.ndarray, k: int | None = None) -> np.ndarray:
     """AP per query over the top k (all when None), normalised by the number of relevant
     items *found in the top k* (the DCMH / DeepHash convention for mAP@K; for k=None this
     is ordinary AP). Queries with none found get NaN."""
+    return _by_row_blocks(lambda rk, rl: _average_precision(rk, rl, k), ranking, relevance)
+
+
+def _average_precision(ranking: np.ndarray, relevance: np.ndarray, k: int | None) -> np.ndarray:
     rel_sorted = np.take_along_axis(relevance, ranking, axis=1)
     if k is not None:
         rel_sorted = rel_sorted[:, :k]
@@ -98,8 +119,10 @@ def tie_aware_average_precision(distances: np.ndarray, relevance: np.ndarray) ->
     dividing by the total number of relevant items gives the expected AP. Queries with
     no relevant item get NaN.
     """
-    distances = np.asarray(distances)
-    relevance = np.asarray(relevance, dtype=bool)
+    return _by_row_blocks(_tie_aware_average_precision, np.asarray(distances), np.asarray(relevance, dtype=bool))
+
+
+def _tie_aware_average_precision(distances: np.ndarray, relevance: np.ndarray) -> dict[str, np.ndarray]:
     order = np.argsort(distances, axis=1, kind="stable")
     d = np.take_along_axis(distances, order, axis=1)
     rel = np.take_along_axis(relevance, order, axis=1)

@@ -130,3 +130,19 @@ def test_code_health():
 def test_matched_distance_gap():
     g = matched_distance_gap(np.array([[0, 4], [6, 2]]), np.array([[True, False], [False, True]]))
     assert g == {"mean_distance_matched": 1.0, "mean_distance_unmatched": 5.0}
+
+
+def test_per_query_metrics_in_row_blocks_equal_the_whole_matrix(monkeypatch):
+    from retrieval import metrics as M
+
+    rng = np.random.default_rng(3)
+    dist = rng.integers(0, 6, size=(70, 40))  # many ties
+    rel = rng.random((70, 40)) < 0.1
+    rel[5] = False  # a query with nothing relevant
+    whole_ap = M.average_precision(M.rank_by_distance(dist), rel, 10)
+    whole = M.tie_aware_average_precision(dist, rel)
+    monkeypatch.setattr(M, "ROW_BLOCK", 16)
+    assert np.array_equal(M.average_precision(M.rank_by_distance(dist), rel, 10), whole_ap, equal_nan=True)
+    blocked = M.tie_aware_average_precision(dist, rel)
+    for key in ("expected", "best", "worst"):
+        assert len(blocked[key]) == 70 and np.allclose(blocked[key], whole[key], equal_nan=True)
