@@ -72,6 +72,7 @@ def render_memory(r: dict) -> str:
     m = r["metrics"]
     names = {"imports": "bare `import torch, torchvision, transformers`", "help": "`crossmodal --help`",
              "index_build_200_photos": "`crossmodal index build --images` (200 Flickr8k photos, bundled model)",
+             "search_text_first_ever": "first `crossmodal search --text` with an empty cache (exports the text encoder)",
              "search_text_cold": "cold `crossmodal search --text` on that index",
              "demo": "`crossmodal demo` (built-in data, from scratch)",
              "train_default_flickr8k_cold_cache": "`crossmodal train` on Flickr8k, defaults, cold feature cache"}
