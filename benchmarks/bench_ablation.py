@@ -1,6 +1,7 @@
 """Ablation: which part of the design earns what. Each row is one `crossmodal train`
-(the exact command is printed in the table) followed by `crossmodal eval`; the table
-goes to BENCHMARKS.md.
+(the exact command is printed in the table) followed by `crossmodal eval` on the **dev**
+split: choices are made on dev, and the test split is measured once, for the default
+(``bench_quality.py``). Writes one result file (``kind: ablation``, ``split: dev``).
 
     python benchmarks/bench_ablation.py flickr8k --data /tmp/data/flickr8k --work /tmp/ablation
     python benchmarks/bench_ablation.py fashion --data /tmp/data/fashion --work /tmp/ablation --rows default,finetune
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cache_bytes, command_line, write_section  # noqa: E402
+from common import cache_bytes, publish  # noqa: E402
 
 OFF = {"intra_image": 0, "intra_text": 0, "triplet": 0, "intra_triplet": 0, "quantization": 0, "balance": 0,
        "decorrelation": 0}
@@ -77,10 +78,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 
 SETUPS = {
     "flickr8k": {"eval": [], "metrics": ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"],
-                 "title": "Flickr8k ablation"},
-    "fashion": {"eval": ["--database", "train,dev"], "metrics": ["i2t_mAP", "t2i_mAP", "i2t_mAP_tie_aware",
-                                                                 "t2i_mAP_tie_aware"],
-                "title": "Fashion ablation"},
+                 "title": "Flickr8k ablation (dev)"},
+    # dev items as queries against the training items (the test split stays unseen)
+    "fashion": {"eval": ["--database", "train"], "metrics": ["i2t_mAP", "t2i_mAP", "i2t_mAP_tie_aware",
+                                                             "t2i_mAP_tie_aware"],
+                "title": "Fashion ablation (dev)"},
 }
 
 
@@ -103,7 +105,8 @@ def main():
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
     p.add_argument("--bits", default="16,32,64,128")
     p.add_argument("--retrain", action="store_true")
-    p.add_argument("--title", default=None, help="BENCHMARKS.md section (default: the dataset's ablation section)")
+    p.add_argument("--title", default=None, help="BENCHMARKS.md section title (default: the dataset's ablation)")
+    p.add_argument("--name", default=None, help="result name (default: ablation-DATASET)")
     args = p.parse_args()
     setup = SETUPS[args.dataset]
     work = Path(args.work)
@@ -112,7 +115,7 @@ def main():
     if unknown:
         raise SystemExit(f"unknown row(s) {sorted(unknown)}; known: {', '.join(ROWS)}")
     bits = [int(b) for b in args.bits.split(",")]
-    lines = []
+    lines, measured = [], {}
     for name in rows:
         what, extra = ROWS[name]
         model = work / args.dataset / name
@@ -128,7 +131,7 @@ def main():
         report_dir = work / args.dataset / f"{name}-report"
         if args.retrain or not (report_dir / "report.json").exists():
             run([sys.executable, "-m", "crossmodal.cli", "eval", "--model", str(model), "--data", args.data,
-                 "--split", "test", "--bits", args.bits, "--no-baselines", *setup["eval"], "--out", str(report_dir)])
+                 "--split", "dev", "--bits", args.bits, "--no-baselines", *setup["eval"], "--out", str(report_dir)])
         report = json.loads((report_dir / "report.json").read_text())
         cells = []
         for b in bits:
@@ -138,6 +141,11 @@ def main():
                 v = metric(report, d, b, key)
                 vals.append("–" if v is None else (f"{v:.3f}" if "mAP" in key else f"{v:.1f}"))
             cells.append(" / ".join(vals))
+        measured[name] = {"what": what, "train_command": shlex.join(train_cmd), "best_epoch": summary["best_epoch"],
+                          "epochs_seconds": log[-1]["time_s"], **({"train_command_seconds": took["seconds"],
+                                                                     "new_cache_bytes": took["new_cache_bytes"]} if took else {}),
+                          "dev": {str(b): {m: metric(report, m.split("_", 1)[0], b, m.split("_", 1)[1])
+                                           for m in setup["metrics"]} for b in bits}}
         epochs_min = log[-1]["time_s"] / 60
         total = f"{took['seconds'] / 60:.1f}" if took else "–"
         new_cache = f"{took['new_cache_bytes'] / 2**20:.0f}" if took else "–"
@@ -148,14 +156,15 @@ def main():
     header = (f"| configuration | {' | '.join(f'{b} bits' for b in bits)} | best epoch | epochs (min) | "
               f"train command (min) | new feature cache (MiB) | train command |\n"
               f"|---|{'---|' * len(bits)}---|---|---|---|---|")
-    body = (f"Command: `{command_line()}`\n\nEach cell: {metric_names} (Hamming ranking of the test split"
-            f"{', queries vs train+dev' if args.dataset == 'fashion' else ''}). Evaluation: "
-            f"`crossmodal eval --model MODEL --data {args.data} --split test --bits {args.bits} --no-baselines "
+    body = (f"Each cell: {metric_names} (Hamming ranking of the **dev** split"
+            f"{', queries vs train' if args.dataset == 'fashion' else ''}). Evaluation: "
+            f"`crossmodal eval --model MODEL --data {args.data} --split dev --bits {args.bits} --no-baselines "
             f"{' '.join(setup['eval'])}`. *epochs*: the training loop alone; *train command*: the whole "
             f"`crossmodal train`, feature extraction included where the cache did not hold it yet; *new feature "
             f"cache*: what that command added to the feature cache (features another row already cached cost "
             f"nothing again).\n\n{header}\n" + "\n".join(lines))
-    write_section(args.title or setup["title"], body)
+    publish(args.name or f"ablation-{args.dataset}", args.title or setup["title"], "dev", measured, body,
+            kind="ablation")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import command_line, write_section  # noqa: E402
+from benchmarks.common import publish  # noqa: E402
 
 CLI = [sys.executable, "-m", "crossmodal.cli", "--quiet"]
 
@@ -170,7 +170,10 @@ def build_process(model_dir: Path, library: Path, out: Path, kill_at: float | No
     return dt, samples, False
 
 
-def reading_note(enc: dict[str, float], rates: dict) -> str:
+from retrieval.photo_options import default_workers  # noqa: E402
+
+
+def reading_note(enc: dict[str, float], rates: dict, peaks: list[int]) -> str:
     """What bounds the rate, read from the numbers: the CNN when a 12-MP photo goes as fast as a
     224-px one, the JPEG decoding when the small photos go much faster."""
     r12, r224 = rates["onnx", 2, "rate12"], rates["onnx", 2, "rate224"]
@@ -184,9 +187,13 @@ def reading_note(enc: dict[str, float], rates: dict) -> str:
         bound = (f"with ONNX Runtime the CNN costs ~{cnn_ms:.1f} ms a photo, so a camera photo's cost is its JPEG "
                  f"decoding, which reads every byte even when it decodes at 1/8 scale (~30 ms a 12-MP JPEG on one "
                  f"core: section \"Reliability\"); the 12-MP/224-px ratio is {r12 / r224:.2f}")
-    return (f"Reading the rates: {bound}. With PyTorch the ratio is {t12 / t224:.2f}. Two decoding workers and one "
-            f"runtime thread are the default on two cores. Memory is flat over the run: it is the model, ONNX "
-            f"Runtime and two decoding processes, not the photos.")
+    spread = (max(peaks) - min(peaks)) / max(peaks) if peaks and max(peaks) else 0.0
+    memory = (f"Memory is flat over the run (the quarters' peaks within {spread:.0%}): it is the model, ONNX Runtime "
+              f"and the decoding processes, not the photos." if spread <= 0.1 else
+              f"Memory is not flat over the run: the quarters' peaks differ by {spread:.0%}.")
+    return (f"Reading the rates: {bound}. With PyTorch the ratio is {t12 / t224:.2f}. "
+            f"{default_workers()} decoding worker(s) and one runtime thread are the default on "
+            f"{os.cpu_count()} cores. {memory}")
 
 
 def main() -> None:
@@ -288,12 +295,19 @@ def main() -> None:
         f"| `index sync` of {args.photos:,} photos with {len(changed)} changed (1%) | "
         f"{sync_s:.1f} s ({sync_s / full_s:.1%} of a full build) |",
     ]
-    note = reading_note(enc, rates)
-    body = (f"Command: `{command_line()}`\n\n{args.distinct} generated camera-size photos "
+    note = reading_note(enc, rates, peaks)
+    body = (f"{args.distinct} generated camera-size photos "
             f"({min(sizes):.1f}-{max(sizes):.1f} MB) hard-linked into nested year/month folders; every path is "
             f"read, hashed, decoded and encoded as its own photo (from the page cache: disk reads are not "
-            f"included). Two CPU cores, one run.\n\n" + "\n".join(rows) + "\n\n" + note)
-    write_section("Photo library ingest", body)
+            f"included). {os.cpu_count()} CPU cores, one run.\n\n" + "\n".join(rows) + "\n\n" + note)
+    metrics = {"encoder_photos_per_second": enc, "end_to_end_photos_per_second": {
+                   f"{lib}/{runtime}/{workers}-workers": v for (runtime, workers, lib), v in rates.items()},
+               "views": {v: {"encoder_photos_per_second": a, "end_to_end_12mp_photos_per_second": b}
+                         for v, (a, b) in by_views.items()},
+               "build": {"photos": args.photos, "seconds": full_s, "pss_peak_bytes_by_quarter": peaks},
+               "resume": {"killed_at_photos": done_before, "seconds": resume_s},
+               "sync": {"changed": len(changed), "seconds": sync_s}, "encoder": encoder_name}
+    publish("ingest", "Photo library ingest", "generated photos", metrics, body)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ one result file into benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys

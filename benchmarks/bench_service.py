@@ -6,6 +6,7 @@ each (text searches), stopping by itself. Reports throughput, p50/p99 latency, e
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, write_section  # noqa: E402
+from common import publish  # noqa: E402
 
 WORDS = ["red", "blue", "green", "yellow", "purple", "orange", "circle", "square", "triangle", "star", "large",
          "small", "left", "right", "dog", "beach", "snow", "child", "running", "water"]
@@ -78,15 +79,18 @@ def main():
     if args.no_write:
         return
     counts = stats["indexes"][str(stats["default_bits"])]["counts"]
-    body = [f"Command: `{command_line()}`", "",
-            f"`crossmodal serve` on loopback over {counts} ({stats['default_bits']}-bit flat), text search k=10 "
+    body = [f"`crossmodal serve` on loopback over {counts} ({stats['default_bits']}-bit flat), text search k=10 "
             f"(MiniLM query encoding + Hamming search + metadata), {args.clients} concurrent clients x "
-            f"{args.requests} requests, 2 CPU cores shared by clients and server:", "",
+            f"{args.requests} requests, {os.cpu_count()} CPU cores shared by clients and server:", "",
             "| requests | errors | throughput | p50 latency | p99 latency | mean queries per model batch |",
             "|---|---|---|---|---|---|",
             f"| {n} | {errors} | {n / wall:.1f} req/s | {np.percentile(lat, 50):.0f} ms | {np.percentile(lat, 99):.0f} ms "
             f"| {batching['items'] / max(1, batching['batches']):.1f} |"]
-    write_section("Service: load test", "\n".join(body))
+    metrics = {"requests": n, "errors": errors, "clients": args.clients, "seconds": wall,
+               "requests_per_second": n / wall, "p50_ms": float(np.percentile(lat, 50)),
+               "p99_ms": float(np.percentile(lat, 99)), "model_batches": batching["batches"],
+               "batched_queries": batching["items"], "index_counts": counts}
+    publish("service", "Service: load test", "index as given", metrics, "\n".join(body))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ sampled frames encoded per second, and the peak memory (RSS) it added.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import resource
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, rss_bytes, write_section  # noqa: E402
+from common import publish, rss_bytes  # noqa: E402
 
 
 def make_video(path: Path, minutes: float, fps: int = 25, size: int = 224) -> int:
@@ -85,16 +86,19 @@ def main():
           f"after de-duplication; peak RSS added {added_peak / 1e6:.0f} MB (process RSS before {base / 1e6:.0f} MB)")
     if args.no_write:
         return
-    body = [f"Command: `{command_line()}`", "",
-            f"A {args.minutes:g}-minute 224x224 H.264 video at 25 fps ({n_frames:,} frames, a new scene every 5 s), "
-            f"sampled at {args.fps:g} frame/s, EfficientNet-Lite0 on 2 CPU cores:", "",
+    body = [f"A {args.minutes:g}-minute 224x224 H.264 video at 25 fps ({n_frames:,} frames, a new scene every 5 s), "
+            f"sampled at {args.fps:g} frame/s, {model.config.image_encoder.name} on {os.cpu_count()} CPU cores:", "",
             "| step | rate |", "|---|---|",
             f"| decode only (PyAV, streaming) | {n_frames / decode_s:,.0f} video frames/s |",
             f"| decode + encode + de-duplicate | {sampled / total_s:.1f} sampled frames/s "
             f"({total_s:.0f} s for the whole video, {args.minutes * 60 / total_s:.1f}x real time) |",
             "", f"Frames kept after de-duplication: {len(kept)} of {sampled}. Peak memory added while processing the "
             f"whole video: **{added_peak / 1e6:.0f} MB** (frames are streamed; only codes are kept)."]
-    write_section("Video: decode and encode", "\n".join(body))
+    metrics = {"minutes": args.minutes, "video_frames": n_frames, "sample_fps": args.fps,
+               "decode_seconds": decode_s, "encode_seconds": total_s, "sampled_frames": sampled,
+               "kept_frames": len(kept), "peak_rss_added_bytes": added_peak,
+               "image_encoder": model.config.image_encoder.name}
+    publish("video", "Video: decode and encode", "generated video", metrics, "\n".join(body))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 import torchvision.transforms.v2 as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, command_line, write_section  # noqa: E402
+from common import ROOT, publish  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -60,9 +60,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="prepared Flickr8k folder")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="dev", help="choices are made on dev; test is measured once, for the default")
     p.add_argument("--bits", default="16,64")
-    p.add_argument("--title", default="Test-time image views (Flickr8k, default model)")
+    p.add_argument("--title", default=None, help="BENCHMARKS.md section title")
     args = p.parse_args()
     from crossmodal.cache import default_cache_dir
     from crossmodal.data import load_prepared
@@ -104,7 +104,7 @@ def main():
 
     bits = tuple(int(b) for b in args.bits.split(","))
     texts = Side(shipped.text_relaxed, [flat.ids[i] for i in flat.caption_item])
-    rows = []
+    rows, measured = [], {}
     for label, names in COMBOS.items():
         images = Side(np.mean([relaxed[n] for n in names], axis=0), list(flat.ids))
         rep = evaluate(model.quantize, ItemSet(images, texts, [args.split]), None,
@@ -113,16 +113,18 @@ def main():
         for b in bits:
             r = {d: rep["results"][d][str(b)] for d in ("i2t", "t2i")}
             cells_.append(" / ".join(f"{r[d][f'R@{k}']:.1f}" for d in ("i2t", "t2i") for k in (1, 5, 10)))
+        measured[label] = {"cnn_passes": len(names), "results": {
+            str(b): {d: {f"R@{k}": rep["results"][d][str(b)][f"R@{k}"] for k in (1, 5, 10)} for d in ("i2t", "t2i")}
+            for b in bits}}
         rows.append(f"| {label} | {len(names)} | {' | '.join(cells_)} |")
         print(rows[-1], flush=True)
 
     head = " | ".join(f"{b} bits: i→t R@1/5/10 / t→i R@1/5/10" for b in bits)
     body = "\n".join([
-        f"Command: `{command_line()}`", "",
         f"Model: `{args.model}` ({model.config.image_encoder.name}, frozen; its heads trained on plain and mirrored "
-        f"centre crops). {len(cells):,} test images, {len(flat.captions):,} captions; captions unchanged, each "
-        f"image's relaxed outputs averaged over its views before the sign. One CNN pass costs "
-        f"{ms_per_pass:.1f} ms an image here (ONNX Runtime, 2 cores), so an image's encoding cost is the number "
+        f"centre crops). {len(cells):,} images, {len(flat.captions):,} captions; captions unchanged, each "
+        f"image's relaxed outputs averaged over its views before the sign ({args.split} split). One CNN pass costs "
+        f"{ms_per_pass:.1f} ms an image here (ONNX Runtime), so an image's encoding cost is the number "
         f"of views times that. The centre view recomputed here matches the cached one to {drift:.1e}. "
         f"{square} of the first 50 images are square (the shared Flickr8k copy stores every photo squashed to "
         f"224x224), where the centre crop already is the whole photo: `full` then differs from `center` by "
@@ -131,7 +133,9 @@ def main():
         f"| views | CNN passes per image | {head} |",
         "|---|---|" + "---|" * len(bits),
         *rows])
-    write_section(args.title, body)
+    publish(f"views-{args.split}", args.title or f"Test-time image views (Flickr8k {args.split})", args.split,
+            {"views": measured, "cnn_ms_per_pass": ms_per_pass, "centre_drift": drift}, body,
+            kind="ablation" if args.split != "test" else "benchmark")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,13 @@
-"""Helpers shared by the benchmark scripts: timing, memory, and BENCHMARKS.md sections."""
+"""Helpers shared by the benchmark scripts: timing, memory, and result files (BENCHMARKS.md is rendered from them)."""
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
 def rss_bytes() -> int:
@@ -29,16 +27,6 @@ def best_of(fn, repeats: int = 3) -> float:
 
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
-
-
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section ``## name`` of BENCHMARKS.md."""
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n\nEvery number here was printed by the command above it, on the project's 2-core CPU machine.\n"
-    section = f"## {name}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS_MD.write_text(text)
-    print(f"updated section '{name}' of {BENCHMARKS_MD}")
 
 
 def cache_bytes() -> int:
@@ -86,3 +74,11 @@ def write_result(name: str, kind: str, split: str | None, metrics: dict, **extra
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(f"result written to {path.relative_to(ROOT)}")
     return path
+
+
+def publish(name: str, title: str, split: str, metrics: dict, summary: str, kind: str = "benchmark",
+            **extra) -> Path:
+    """A benchmark's result file: its raw ``metrics`` beside the ``summary`` (Markdown)
+    it made from them in the same run; ``python benchmarks/render.py`` puts the summary of
+    the newest result of each ``name`` under ``title`` in BENCHMARKS.md."""
+    return write_result(name, kind, split, metrics, title=title, summary=summary, **extra)

@@ -16,8 +16,8 @@ from .errors import InvalidInput
 DEFAULT_BITS: tuple[int, ...] = (16, 32, 64, 128)
 #: Outputs of the hash heads when the config does not say: codes are prefixes of them, and
 #: the loss trains every default length up to this width whatever lengths are served,
-#: because the longer prefixes' terms teach the shorter ones (a head trained for 16/32/64
-#: only scored 3-5 R@10 lower at 64 bits than one trained to 128; BENCHMARKS.md).
+#: because the longer prefixes' terms teach the shorter ones (a head trained only up to
+#: the served length scored lower at that length than one trained to 128).
 DEFAULT_HEAD_WIDTH = 128
 
 

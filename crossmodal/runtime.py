@@ -1,9 +1,9 @@
 """Where the image path (CNN + hash head) runs for bulk encoding, and a frozen CNN runs
 to fill the feature cache: eager PyTorch, or ONNX Runtime.
 
-Measured on this project's 2-core CPU (``benchmarks/bench_ingest.py``), ONNX Runtime
-runs EfficientNet-Lite0 + head several times faster than eager PyTorch with the same
-outputs to 1e-5, so photo ingest uses it when ``onnxruntime`` is installed. The model is
+ONNX Runtime runs the CNNs + head faster than eager PyTorch on a CPU with the same
+outputs to about 1e-5 (``benchmarks/bench_ingest.py`` measures both), so photo ingest
+uses it when ``onnxruntime`` is installed. The model is
 exported once per fingerprint and image size (``~/.cache/crossmodal/onnx``), and every runtime
 is checked against PyTorch on a probe batch before use: a runtime whose codes differ is
 not used (PyTorch takes over, with one line saying so).
@@ -120,8 +120,8 @@ class _Features(torch.nn.Module):
 def feature_extractor(encoder, key: str, trunk_of: int = 0, name: str = "auto"):
     """A function pixels -> float32 features (or trunk activations) of a *frozen* encoder
     for the feature cache: ONNX Runtime where it is installed and the encoder is on the
-    CPU (Lite0 features 6x faster than eager PyTorch here; what makes caching a larger or
-    concatenated CNN affordable), checked against PyTorch on a probe batch first; else
+    CPU (faster than eager PyTorch: what makes caching a larger or concatenated CNN
+    affordable), checked against PyTorch on a probe batch first; else
     PyTorch. ``key`` names the exported graph (the encoder config's cache key)."""
     module = _Features(encoder, trunk_of).eval()
     device = next(encoder.parameters()).device

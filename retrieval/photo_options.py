@@ -20,8 +20,8 @@ class PhotoOptions:
 
 
 def default_workers() -> int:
-    """Decoding processes: about four in five cores. A 12-MP JPEG costs ~22 ms to decode
-    even reduced (entropy decoding reads every byte) against ~3 ms of ONNX Runtime CNN
-    time, so decoding needs most of the cores (measured in ``bench_ingest.py``: on two
-    cores, 2 workers + 1 runtime thread beat 1 worker + 2 threads by ~40%)."""
+    """Decoding processes: about four in five cores. A camera JPEG costs more to decode,
+    even reduced (entropy decoding reads every byte), than the CNN costs under ONNX
+    Runtime, so decoding needs most of the cores (``bench_ingest.py`` compares worker and
+    thread splits)."""
     return max(1, round(0.8 * (os.cpu_count() or 2)))

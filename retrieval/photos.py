@@ -20,7 +20,6 @@ batches, commit in chunks, and keep the index in sync with the folder.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from crossmodal.progress import progress
 from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
 
 from .index import CrossModalIndex
-from .photo_options import DEFAULT_BATCH, DEFAULT_CHUNK, PhotoOptions, default_workers
+from .photo_options import DEFAULT_BATCH, PhotoOptions, default_workers
 from .store import Item, item_id
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

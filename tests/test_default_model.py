@@ -2,7 +2,6 @@
 card's numbers on Flickr8k, and every command that makes codes uses it without --model."""
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -1,14 +1,10 @@
 """The README's snippets run, its commands parse, and the package layout keeps its rules."""
 import ast
-import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from crossmodal.cli import build_parser
 

@@ -15,7 +15,7 @@ from crossmodal.codes import hamming_distances
 from retrieval.backends import FaissBinaryIndex, UnsupportedOperation
 from conftest import require_milvus_module
 from retrieval.index import CrossModalIndex, IndexMismatch, NotAnIndex
-from retrieval.store import Item, item_id
+from retrieval.store import Item
 
 TYPES = [("flat", {}), ("ivf", {"nlist": 8, "nprobe": 8}), ("hnsw", {"M": 8}), ("multihash", {"nhash": 2, "b": 8})]
 

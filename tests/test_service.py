@@ -1,7 +1,6 @@
 """The HTTP service as a real server process on loopback: every endpoint, every safety
 rule; and the web page in headless Chromium."""
 import io
-import json
 import os
 import shutil
 import socket

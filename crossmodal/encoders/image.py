@@ -2,7 +2,6 @@
 and defines its own preprocessing (size, normalisation) with torchvision.transforms.v2."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
