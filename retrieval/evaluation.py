@@ -77,7 +77,8 @@ def _concat_sides(sides):
 def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[str] = (),
                       bits: Sequence[int] | None = None, relevance: str = "auto", within: bool = False,
                       baselines: bool = True, cache_dir: Path | None = None, n_examples: int = 3,
-                      image_views: str | None = None) -> DatasetEvaluation:
+                      image_views: str | None = None, rerank: int | None = None,
+                      rerank_dtype: str = "int8") -> DatasetEvaluation:
     """Evaluate ``model`` with ``split`` as queries against ``database`` splits (or the
     split's other modality): metrics at each code length beside the baselines."""
     from crossmodal.data import load_prepared
@@ -124,7 +125,8 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
                            splits=[s])
         dev = next((s for s in ("dev", "validation") if s in ds and s not in (split, *database)), None)
         fit = BaselineData(fit_side("train"), fit_side(dev) if dev else None)
-    cfg = EvalConfig(bits=bits, relevance="labels" if use_labels else "pairs", within=within, baselines=baselines)
+    cfg = EvalConfig(bits=bits, relevance="labels" if use_labels else "pairs", within=within, baselines=baselines,
+                     rerank=rerank, rerank_dtype=rerank_dtype)
     report = evaluate(model.quantize, query, db, cfg, fit)
     report["model"] = {"fingerprint": model.fingerprint(), "quantizer": model.config.quantizer,
                        "image_views": image_views or model.config.image_views}

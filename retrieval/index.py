@@ -5,7 +5,8 @@ On disk an index is a folder::
     IDX/CURRENT            name of the live version folder (replaced atomically)
     IDX/v-<n>/manifest.json   format version, code length, index type and parameters,
                               model fingerprint, item counts, sha256 of every file
-    IDX/v-<n>/<modality>.faissbin, metadata.sqlite, [rerank_<modality>.npz]
+    IDX/v-<n>/<modality>.faissbin, metadata.sqlite,
+              rerank_<modality>.{ids,vectors,scales}.npy   the re-rank store (``retrieval.rerank``)
 
     IDX/.lock              the writer lock (an flock: released by the kernel when its holder dies)
 
@@ -44,6 +45,7 @@ from crossmodal.atomic import atomic_write_text, fsync_dir
 from crossmodal.errors import CrossmodalError, InvalidInput, UnsafeOutput
 
 from .backends import BACKENDS, Backend, BinaryIndex
+from .rerank import RerankStore, cosines, default_candidates, unit_rows
 from .store import Item, MetadataStore, item_id
 
 FORMAT_VERSION = 1
@@ -117,7 +119,11 @@ class CrossModalIndex:
         self.build_inputs: dict | None = None
         self.indexes: dict[str, object] = {}
         self.store = MetadataStore()
-        self.rerank: dict[str, dict[int, np.ndarray]] = {}
+        #: how the index re-ranks (``{"dtype": "int8", "candidates": N}``), None when it keeps
+        #: no outputs: set when it is built, recorded in the manifest
+        self.rerank_config: dict | None = None
+        #: per modality, the outputs of its items for re-ranking (``retrieval.rerank``)
+        self.rerank_stores: dict[str, RerankStore] = {}
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.version: str | None = None  # the version folder it was loaded from
         self.changes = 0  # items added or removed since load or save; a save with none is skipped by `updating`
@@ -140,11 +146,23 @@ class CrossModalIndex:
     def _options(self) -> dict:
         return {**self.backend_options, "index_id": self.uid}
 
+    def keep_outputs(self, dtype: str = "int8", candidates: int | None = None) -> None:
+        """Keep every new item's outputs for two-stage search (a new index does by
+        default): its queries then re-rank the ``candidates`` nearest codes."""
+        self.rerank_config = {"dtype": dtype, "candidates": default_candidates(self.nbits) if candidates is None
+                              else int(candidates)}
+
+    @property
+    def rerank_candidates(self) -> int:
+        """How many Hamming candidates a query re-ranks unless told (0: Hamming order only)."""
+        return int(self.rerank_config["candidates"]) if self.rerank_config and self.rerank_stores else 0
+
     def add(self, modality: str, items: Sequence[Item], codes: np.ndarray, floats: np.ndarray | None = None,
             update: bool = False) -> dict[str, int]:
-        """Add items with their packed codes. An item already present (same modality and
-        key) is skipped, or replaced when ``update``. Returns counts: ``added`` (replaced
-        items included), ``replaced`` and ``skipped``."""
+        """Add items with their packed codes, and their continuous outputs (``floats``)
+        when the index keeps them (:meth:`keep_outputs`). An item already present (same
+        modality and key) is skipped, or replaced when ``update``. Returns counts:
+        ``added`` (replaced items included), ``replaced`` and ``skipped``."""
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         if codes.shape != (len(items), self.nbits // 8):
             raise ValueError(f"expected codes of shape ({len(items)}, {self.nbits // 8}) for {self.nbits}-bit "
@@ -163,10 +181,9 @@ class CrossModalIndex:
         if new.any():
             self._backend(modality).add(ids[new], codes[new])
             self.store.upsert(modality, ids[new].tolist(), [it for it, n in zip(items, new) if n])
-            if floats is not None:
-                store = self.rerank.setdefault(modality, {})
-                for i, f in zip(ids[new], np.asarray(floats, dtype=np.float16)[new]):
-                    store[int(i)] = f
+            if floats is not None and self.rerank_config is not None:
+                store = self.rerank_stores.setdefault(modality, RerankStore(self.rerank_config["dtype"]))
+                store.add(ids[new], np.asarray(floats, dtype=np.float32)[new])
         self.changes += int(new.sum())
         return {"added": int(new.sum()), "replaced": replaced,
                 "skipped": int((keep & is_present).sum() + (~keep).sum())}
@@ -178,8 +195,8 @@ class CrossModalIndex:
         n = self._backend(modality).remove(np.asarray(ids, dtype=np.int64))
         self.store.delete(ids)
         self.changes += n
-        for i in ids:
-            self.rerank.get(modality, {}).pop(i, None)
+        if modality in self.rerank_stores:
+            self.rerank_stores[modality].remove(ids)
         return n
 
     def remove_keys(self, modality: str, keys: Sequence[str]) -> int:
@@ -190,15 +207,17 @@ class CrossModalIndex:
 
     # ---- search ------------------------------------------------------------------------
     def search(self, codes: np.ndarray, modality: str, k: int = 10, radius: int | None = None,
-               query_floats: np.ndarray | None = None, rerank: int = 0) -> list[list[Hit]]:
+               query_floats: np.ndarray | None = None, rerank: int | None = None) -> list[list[Hit]]:
         """Search ``modality`` with packed query codes. ``radius`` switches to radius
         search (all items within the Hamming radius, nearest first, at most ``k`` when
-        k > 0). ``rerank`` > 0 re-ranks the top ``rerank`` candidates by cosine of the
-        continuous outputs (``query_floats`` and the floats stored at add time)."""
+        k > 0). With ``query_floats``, the ``rerank`` nearest codes (default: the index's
+        :attr:`rerank_candidates`; 0: none) are re-ranked by cosine of the query's outputs
+        and the stored ones: the two-stage search every new index serves."""
         if modality not in MODALITIES:
             raise InvalidInput(f"unknown target {modality!r}; one of {', '.join(MODALITIES)}")
         if k < 0 or (k == 0 and radius is None):
             raise InvalidInput(f"k must be a positive number of results, got {k}")
+        rerank = self.rerank_candidates if rerank is None else rerank
         if rerank < 0:
             raise InvalidInput(f"rerank must be 0 (off) or a positive number of candidates, got {rerank}")
         if radius is not None and radius < 0:
@@ -223,28 +242,35 @@ class CrossModalIndex:
         for q, (d, ids) in enumerate(found):
             hits = [Hit(int(i), int(dd), **{k_: v for k_, v in meta[int(i)].items() if k_ != "id"})
                     for dd, i in zip(d, ids) if int(i) in meta]
-            if rerank and query_floats is not None and modality in self.rerank:
-                hits = self._rerank(hits[:rerank], np.asarray(query_floats[q], dtype=np.float32), modality)
+            if rerank and query_floats is not None and modality in self.rerank_stores:
+                hits = self._rerank(hits[:rerank], np.asarray(query_floats[q], dtype=np.float32), modality) + \
+                    hits[rerank:]
             out.append(hits[:k] if k else hits)
         return out
 
-    def _rerank(self, hits: list[Hit], qf: np.ndarray, modality: str) -> list[Hit]:
-        store = self.rerank[modality]
-        qn = qf / max(np.linalg.norm(qf), 1e-12)
-        for h in hits:
-            f = store.get(h.id)
-            if f is not None:
-                f = f.astype(np.float32)
-                h.score = float(f @ qn / max(np.linalg.norm(f), 1e-12))
-        # Hamming distance first, then the continuous similarity breaks ties
-        return sorted(hits, key=lambda h: (h.distance, -(h.score if h.score is not None else -2.0)))
+    def _rerank(self, hits: list[Hit], query: np.ndarray, modality: str) -> list[Hit]:
+        """Candidates by cosine of the stored outputs, highest first; any without stored
+        outputs (added before the index kept them) follow in Hamming order."""
+        if not hits:
+            return hits
+        vectors, scales, found = self.rerank_stores[modality].lookup(np.array([h.id for h in hits], np.int64))
+        if not found.any():
+            return hits
+        if vectors.shape[1] != query.shape[-1]:
+            raise IndexMismatch(f"the index keeps {vectors.shape[1]} outputs per item for re-ranking, the query has "
+                                f"{query.shape[-1]}: rebuild the index with this model")
+        scores = cosines(unit_rows(query[None, :]), vectors, scales)[0]
+        for h, score, ok in zip(hits, scores, found):
+            h.score = float(score) if ok else None
+        scored = sorted((h for h in hits if h.score is not None), key=lambda h: -h.score)
+        return scored + [h for h in hits if h.score is None]
 
     # ---- persistence ---------------------------------------------------------------------
     def manifest(self, files: dict[str, str]) -> dict:
         return {"format": "crossmodal-index", "format_version": FORMAT_VERSION, "nbits": self.nbits,
                 "index_type": self.index_type, "params": self.params, "backend": self.backend,
                 "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint,
-                "model_path": self.model_path, "build_inputs": self.build_inputs,
+                "model_path": self.model_path, "build_inputs": self.build_inputs, "rerank": self.rerank_config,
                 "counts": {m: self.count(m) for m in self.indexes}, "created": self.created,
                 "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "files": files}
 
@@ -299,10 +325,9 @@ class CrossModalIndex:
         for m, be in self.indexes.items():
             be.write_into(tmp, m)
         self.store.save(str(tmp / "metadata.sqlite"))
-        for m, store in self.rerank.items():
-            if store:
-                ids = np.fromiter(store.keys(), dtype=np.int64, count=len(store))
-                np.savez(tmp / f"rerank_{m}.npz", ids=ids, floats=np.stack(list(store.values())))
+        for m, store in self.rerank_stores.items():
+            if len(store):
+                store.write_into(tmp, m)
         files = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
         (tmp / "manifest.json").write_text(json.dumps(self.manifest(files), indent=2))
         for f in tmp.iterdir():
@@ -363,11 +388,16 @@ class CrossModalIndex:
         idx.store = MetadataStore(str(vdir / "metadata.sqlite"))
         for m in manifest["counts"]:
             idx.indexes[m] = idx._open_backend(m, vdir)
+        idx.rerank_config = manifest.get("rerank")
         for m in MODALITIES:
-            p = vdir / f"rerank_{m}.npz"
-            if p.is_file():
-                z = np.load(p)
-                idx.rerank[m] = dict(zip(z["ids"].tolist(), z["floats"]))
+            legacy = vdir / f"rerank_{m}.npz"
+            if legacy.is_file():  # an earlier release's --store-floats: re-ranks only when asked, as it did
+                idx.rerank_config = idx.rerank_config or {"dtype": "int8", "candidates": 0}
+                idx.rerank_stores[m] = RerankStore.from_legacy_npz(legacy, idx.rerank_config["dtype"])
+            elif idx.rerank_config is not None:
+                store = RerankStore.open(vdir, m, idx.rerank_config["dtype"])
+                if store is not None:
+                    idx.rerank_stores[m] = store
         return idx
 
     def info(self) -> dict:

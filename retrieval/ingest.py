@@ -41,25 +41,26 @@ class IngestReport:
         return f"added {self.added}, already present {self.skipped}, unreadable {len(self.failed)}"
 
 
-def add_pending(index: CrossModalIndex, model, pending: Sequence[Pending], store_floats: bool = False,
-                update: bool = False, report: IngestReport | None = None) -> IngestReport:
-    """Quantize and add to an index in memory (the caller saves it)."""
+def add_pending(index: CrossModalIndex, model, pending: Sequence[Pending], update: bool = False,
+                report: IngestReport | None = None) -> IngestReport:
+    """Quantize and add to an index in memory (the caller saves it); the outputs go
+    along, and the index keeps them if it re-ranks."""
     report = report or IngestReport()
     for p in pending:
         if not p.items:
             continue
         res = index.add(p.modality, p.items, model.quantize(p.relaxed, index.nbits),
-                        floats=p.relaxed if store_floats else None, update=update)
+                        floats=p.relaxed, update=update)
         report.added += res["added"]
         report.skipped += res["skipped"]
     return report
 
 
-def commit(index_dir: str | os.PathLike, model, pending: Sequence[Pending], store_floats: bool = False,
-           update: bool = False, report: IngestReport | None = None) -> IngestReport:
+def commit(index_dir: str | os.PathLike, model, pending: Sequence[Pending], update: bool = False,
+           report: IngestReport | None = None) -> IngestReport:
     """Add to the index in ``index_dir`` as one serialised, atomic write."""
     with CrossModalIndex.updating(index_dir, model.fingerprint()) as index:
-        return add_pending(index, model, pending, store_floats, update, report)
+        return add_pending(index, model, pending, update, report)
 
 
 def dataset_items(data_dir: str | os.PathLike, split: str, flat, rows=None) -> tuple[list[Item], list[Item]]:
@@ -99,10 +100,13 @@ def embed_prepared(model, data_dir: str | os.PathLike, splits: Sequence[str], ca
 
 def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending], out: str | os.PathLike,
                 nbits: int, index_type: str = "flat", params: dict | None = None, backend: str = "faiss",
-                backend_options: dict | None = None, store_floats: bool = False,
-                build_inputs: dict | None = None) -> CrossModalIndex:
+                backend_options: dict | None = None, rerank: str | None = "int8",
+                build_inputs: dict | None = None, rerank_candidates: int | None = None) -> CrossModalIndex:
     """A new index of ``pending`` items written to ``out`` (checked with
-    :func:`~retrieval.index.check_index_destination` by the caller before embedding)."""
+    :func:`~retrieval.index.check_index_destination` by the caller before embedding).
+    ``rerank``: how it keeps every item's outputs for two-stage search (``int8`` or
+    ``float16``), or None for codes alone; ``rerank_candidates``: how many Hamming
+    candidates a query re-ranks by default (None: the default for the code length)."""
     from crossmodal.errors import InvalidInput
 
     if nbits not in model.config.bits:
@@ -110,7 +114,9 @@ def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending],
     idx = CrossModalIndex(nbits, model.fingerprint(), index_type, params or {}, backend, backend_options)
     idx.model_path = model_reference(model_dir)
     idx.build_inputs = build_inputs
-    add_pending(idx, model, pending, store_floats)
+    if rerank is not None:
+        idx.keep_outputs(rerank, rerank_candidates)
+    add_pending(idx, model, pending)
     idx.save(out)
     return idx
 

@@ -16,7 +16,6 @@ class PhotoOptions:
     batch_size: int = DEFAULT_BATCH  #: photos per CNN batch
     workers: int | None = None  #: decoding processes (None: all cores but one; 0: in this process)
     runtime: str = "auto"  #: image encoding runtime (:mod:`crossmodal.runtime`)
-    store_floats: bool = False  #: keep continuous outputs for re-ranking
 
 
 def default_workers() -> int:

@@ -238,8 +238,7 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
     def flush():
         if not pending_items:
             return
-        _commit_photos(index_dir, model, pending_items, np.concatenate(pending_relaxed), known, report,
-                       update, options.store_floats)
+        _commit_photos(index_dir, model, pending_items, np.concatenate(pending_relaxed), known, report, update)
         pending_items.clear()
         pending_relaxed.clear()
 
@@ -260,7 +259,7 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
 
 
 def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, known: dict, report: PhotoReport,
-                   update: bool, store_floats: bool) -> None:
+                   update: bool) -> None:
     """One chunk as one serialised commit. A photo whose content hash is unchanged is
     only re-stamped (its code would be the same)."""
     restamp = [n for n, it in enumerate(items) if (k := known.get(it.key)) is not None and k.get("hash") == it.extra["hash"]]
@@ -272,7 +271,7 @@ def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, kno
         keep = np.setdiff1d(np.arange(len(items)), restamp)
         if len(keep):
             res = idx.add("image", [items[n] for n in keep], model.quantize(relaxed[keep], idx.nbits),
-                          floats=relaxed[keep] if store_floats else None, update=update)
+                          floats=relaxed[keep], update=update)
             report.added += res["added"] - res["replaced"]
             report.updated += res["replaced"]
             report.unchanged += res["skipped"]

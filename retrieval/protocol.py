@@ -17,6 +17,7 @@ from crossmodal.errors import InvalidInput
 
 from . import metrics as M
 from .baselines import CCA, CCAITQ, ITQ, LSH, cosine_distances
+from .rerank import default_candidates
 
 #: how reports and tables name each baseline: LSH and ITQ binarise crossmodal's own float
 #: outputs after the fact (quantisers, not cross-modal methods); CCA+ITQ is the classical
@@ -66,6 +67,11 @@ class EvalConfig:
     precision_ks: tuple[int, ...] = (1, 5, 10, 100)
     map_k: int = 100
     seed: int = 0
+    #: > 0: also measure the served two-stage search (``served``): the Hamming top-N
+    #: re-ranked by cosine of the stored outputs (``retrieval.rerank``); None: the N a new
+    #: index uses at each code length (``retrieval.rerank.DEFAULT_CANDIDATES``)
+    rerank: int | None = 0
+    rerank_dtype: str = "int8"
 
 
 def check_no_leak(query: ItemSet, database: ItemSet) -> None:
@@ -168,8 +174,13 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
             cq = codes.setdefault(id(q), quantize(q.relaxed, nbits))
             cd = codes.setdefault(id(d), quantize(d.relaxed, nbits))
             rel, gains, _ = rels[name]
-            dist, rel = _exclude_self(hamming_distances(cq, cd), rel, excl)
+            hamming = hamming_distances(cq, cd)
+            dist, rel = _exclude_self(hamming, rel, excl)
             report["results"].setdefault(name, {})[str(nbits)] = direction_metrics(dist, rel, cfg, nbits, gains)
+            candidates = default_candidates(nbits) if cfg.rerank is None else cfg.rerank
+            if candidates:
+                report.setdefault("served", {}).setdefault(name, {})[str(nbits)] = served_metrics(
+                    hamming, q.relaxed, d.relaxed, rel, gains, excl, nbits, candidates, cfg)
         report["code_health"][str(nbits)] = {
             "query_images": M.code_health(codes[id(query.images)], nbits),
             "query_texts": M.code_health(codes[id(query.texts)], nbits)}
@@ -211,6 +222,29 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
                 base.setdefault("cca_itq", {}).setdefault(name, {})[str(nbits)] = _short(
                     direction_metrics(dist, rel, cfg, nbits, gains))
     return report
+
+
+def served_metrics(hamming: np.ndarray, query_floats: np.ndarray, database_floats: np.ndarray, rel: np.ndarray,
+                   gains: np.ndarray | None, exclude_self: bool, nbits: int, candidates: int,
+                   cfg: EvalConfig) -> dict:
+    """The metrics of what a two-stage search serves: the ``candidates`` nearest codes
+    re-ranked by cosine of the database's stored (compressed) outputs, then the rest in
+    Hamming order; with the storage's bytes per item (codes + re-rank store + id)."""
+    from .rerank import compress, ranking_distances, served_ranking
+
+    vectors, scales = compress(database_floats, cfg.rerank_dtype)
+    ranking = served_ranking(hamming, query_floats, vectors, scales, candidates)
+    if exclude_self:  # within one split a query never retrieves itself: drop it wherever it ranked
+        ranking = np.stack([row[row != i] for i, row in enumerate(ranking)])
+        rel = np.take_along_axis(rel, ranking, axis=1)
+        gains = None if gains is None else np.take_along_axis(gains, ranking, axis=1)
+        ranking = np.broadcast_to(np.arange(ranking.shape[1]), ranking.shape)
+    dist = ranking_distances(np.ascontiguousarray(ranking))
+    out = _short(direction_metrics(dist, rel, cfg, None, gains))
+    out["mAP_tie_aware"] = out["mAP"]  # the served order has no ties
+    out["rerank"], out["rerank_dtype"] = candidates, cfg.rerank_dtype
+    out["bytes_per_item"] = nbits // 8 + 8 + vectors.shape[1] * vectors.itemsize + 4
+    return out
 
 
 def _has_raw(query: ItemSet, database: ItemSet) -> bool:

@@ -38,7 +38,11 @@ def summary_table(report: dict) -> str:
         if fl:
             rows.append(f"| {name} | float ceiling (cosine) | – | " + " | ".join(_fmt(fl.get(k)) for k in keys) + " |")
         for bits, m in by_bits.items():
-            rows.append(f"| {name} | **crossmodal** | {bits} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+            rows.append(f"| {name} | **crossmodal** (Hamming) | {bits} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+            sm = report.get("served", {}).get(d, {}).get(bits)
+            if sm:
+                rows.append(f"| {name} | **crossmodal served** (top {sm['rerank']} re-ranked, {sm['rerank_dtype']}, "
+                            f"{sm['bytes_per_item']} B/item) | {bits} | " + " | ".join(_fmt(sm.get(k)) for k in keys) + " |")
             for b in ("lsh", "itq", "cca_itq"):
                 bm = report.get("baselines", {}).get(b, {}).get(d, {}).get(bits)
                 if bm:

@@ -96,18 +96,20 @@ class Searcher:
             return True
 
     def search_relaxed(self, relaxed: np.ndarray, target: str, k: int = 10, radius: int | None = None,
-                       rerank: int = 0) -> list[list[Hit]]:
-        """The one query path: continuous outputs -> codes -> the index (-> re-ranking)."""
+                       rerank: int | None = None) -> list[list[Hit]]:
+        """The one query path: continuous outputs -> codes -> the index's Hamming
+        candidates -> re-ranked by the outputs (``rerank``: candidates, default the
+        index's own; 0 for Hamming order only). The CLI, the service and Python all come here."""
         codes = self.model.quantize(relaxed, self.index.nbits)
         return self.index.search(codes, target, k=k, radius=radius, query_floats=relaxed, rerank=rerank)
 
     def search_texts(self, texts: Sequence[str], target: str = "image", k: int = 10, radius: int | None = None,
-                     rerank: int = 0) -> list[list[Hit]]:
+                     rerank: int | None = None) -> list[list[Hit]]:
         """Captions as queries; ``target`` is 'image', 'text' or 'frame'."""
         return self.search_relaxed(self.model.embed_texts(check_query_texts(texts)), target, k, radius, rerank)
 
     def search_images(self, images: Sequence[Image.Image], target: str = "text", k: int = 10,
-                      radius: int | None = None, rerank: int = 0) -> list[list[Hit]]:
+                      radius: int | None = None, rerank: int | None = None) -> list[list[Hit]]:
         """Images as queries; ``target`` is 'text', 'image' or 'frame'."""
         return self.search_relaxed(self.model.embed_images(images), target, k, radius, rerank)
 

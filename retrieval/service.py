@@ -39,6 +39,10 @@ class NewTexts(BaseModel):
     texts: list[str] = Field(..., min_length=1, max_length=1000)
 
 
+#: the service's ``rerank`` parameter, as its OpenAPI schema shows it
+RERANK_HELP = "Hamming candidates re-ranked by the stored outputs (default: the index's own; 0: Hamming order)"
+
+
 def _thumbnail_source(meta: dict, size: int, max_pixels: int) -> Image.Image:
     """The image behind an indexed item (a dataset row, an image file, or a video frame),
     decoded no larger than a thumbnail of ``size`` needs."""
@@ -111,11 +115,11 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         searcher.refresh()  # serve what another writer (a command line) saved since the last request
         return searcher
 
-    def run(searcher: Searcher, relaxed: np.ndarray, target: str, k: int, radius: int | None):
+    def run(searcher: Searcher, relaxed: np.ndarray, target: str, k: int, radius: int | None, rerank: int | None):
         if target == "moments":
             from .video import moments_for_relaxed
             return [m.to_dict() for m in moments_for_relaxed(searcher, relaxed, top=k, radius=radius)]
-        hits = searcher.search_relaxed(relaxed[None], target, k=k, radius=radius)[0]
+        hits = searcher.search_relaxed(relaxed[None], target, k=k, radius=radius, rerank=rerank)[0]
         return [{**h.to_dict(), "id": str(h.id), "key": display_text(h.key), "source": display_text(h.source),
                  "video": display_text(h.video)} for h in hits]
 
@@ -139,6 +143,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
     def search_text(q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="the caption"),
                     target: str = Query("image", pattern=TARGET_PATTERN),
                     k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
+                    rerank: int | None = Query(None, ge=0, le=10000, description=RERANK_HELP),
                     bits: int | None = None):
         try:
             check_query_texts([q])
@@ -146,13 +151,15 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
             raise HTTPException(422, f"invalid request: q: {e}") from None
         s = pick(bits)
         relaxed = batchers[fingerprints[s.index.nbits]].embed_text(q)
-        return {"query": q, "target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
+        return {"query": q, "target": target, "bits": s.index.nbits,
+                "results": run(s, relaxed, target, k, radius, rerank)}
 
     @app.post("/api/search/image")
     def search_image(request: Request, file: UploadFile = File(...),
                      target: str | None = Query(None, pattern=TARGET_PATTERN,
                                                 description="default: text, or image when the index has no texts"),
                      k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
+                     rerank: int | None = Query(None, ge=0, le=10000, description=RERANK_HELP),
                      bits: int | None = None):
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
@@ -167,7 +174,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
             raise HTTPException(400, f"{file.filename or 'upload'} is not an image Pillow can read") from None
         relaxed = batchers[fingerprints[s.index.nbits]].embed_image(img)
         target = target or image_query_target(s.index)
-        return {"target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius)}
+        return {"target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius, rerank)}
 
     def lookup(item_id: str) -> dict:
         try:
@@ -222,9 +229,9 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         pending = [Pending("text", text_items(texts), s.model.embed_texts(texts))]
         if s.index_dir is None:  # an in-memory index (tests, embedding in an application)
             with write_lock:
-                report = add_pending(s.index, s.model, pending, store_floats=True)
+                report = add_pending(s.index, s.model, pending)
         else:  # under the folder's writer lock, on its newest version; then serve that version
-            report = commit(s.index_dir, s.model, pending, store_floats=True)
+            report = commit(s.index_dir, s.model, pending)
             s.refresh()
         return {"added": report.added, "skipped": report.skipped}
 

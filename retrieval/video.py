@@ -83,7 +83,7 @@ def encode_video(model, path: str, nbits: int, fps: float = 1.0, max_frames: int
 
 
 def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int | None = None,
-               dedup_radius: int = 2, store_floats: bool = True) -> VideoAddReport:
+               dedup_radius: int = 2) -> VideoAddReport:
     """Sample, encode and index the frames of videos into the searcher's index folder.
 
     Encoding (the slow part) runs outside the writer lock; the frames then go in as one
@@ -113,8 +113,7 @@ def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int
                 continue
             items = [Item(key=f"{video}@{k.frame}", source=video, video=video, timestamp=k.start,
                           extra={"frame": k.frame, "end": k.end}) for k in kept]
-            index.add("frame", items, np.stack([k.code for k in kept]),
-                      floats=np.stack([k.relaxed for k in kept]) if store_floats else None)
+            index.add("frame", items, np.stack([k.code for k in kept]), floats=np.stack([k.relaxed for k in kept]))
     searcher.refresh()
     return report
 

@@ -107,7 +107,7 @@ def run_demo(args) -> dict:
     index_dir = out / "index"
     check_index_destination(index_dir)
     pending, _ = embed_prepared(model, data, ["test"], cache)
-    idx = build_index(model, model_dir, pending, index_dir, max(bits), store_floats=True)
+    idx = build_index(model, model_dir, pending, index_dir, max(bits))
     print(f"   {idx.count('image')} images, {idx.count('text')} captions ({time.time() - t:.0f}s)")
     t = _step("4/5 evaluating both directions against the float ceiling, LSH, ITQ and CCA+ITQ")
     report_dir = out / "report"

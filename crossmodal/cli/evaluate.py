@@ -1,7 +1,7 @@
 """``crossmodal eval``: metrics, baselines, plots and a summary of a model on a prepared dataset."""
 from __future__ import annotations
 
-from .common import add_command, bits_list, cache_dir, cache_dir_arg, model_arg, print_screening
+from .common import add_command, bits_list, cache_dir, cache_dir_arg, count, model_arg, print_screening
 
 EXAMPLES = """examples:
   crossmodal eval --model models/f8k --data data/flickr8k --split test --out reports/f8k
@@ -16,7 +16,8 @@ def run(args) -> dict:
     model = CrossModalHasher.from_pretrained(args.model)
     result = evaluate_prepared(model, args.data, args.split, [s for s in (args.database or "").split(",") if s],
                                args.bits, args.relevance, args.within, args.baselines, cache_dir(args),
-                               image_views="flip" if args.flip_tta else args.image_views)
+                               image_views="flip" if args.flip_tta else args.image_views, rerank=args.rerank,
+                               rerank_dtype=args.rerank_dtype)
     print_screening(result.screening)
     result.report["model"]["path"] = str(args.model)
     write_report(result.report, args.out, result.examples, result.load_image,
@@ -28,6 +29,7 @@ def run(args) -> dict:
 
 def register(sub) -> None:
     from crossmodal.config import IMAGE_VIEWS
+    from retrieval.rerank import RERANK_DTYPES
 
     p = add_command(sub, "eval", "evaluate a model: metrics, baselines, plots, summary", EXAMPLES)
     model_arg(p)
@@ -47,5 +49,10 @@ def register(sub) -> None:
                         "plain, flip (with its mirror image: free with cached features) or crops (five zoomed "
                         "crops: five CNN passes, cached); default: the model's (train --image-views)")
     p.add_argument("--flip-tta", action="store_true", help="the same as --image-views flip")
+    p.add_argument("--rerank", type=count(0), default=None,
+                   help="also measure what search serves: the Hamming top N re-ranked by the stored outputs "
+                        "(report.json 'served'); default: the N a new index uses at each length; 0: off")
+    p.add_argument("--rerank-dtype", default="int8", choices=list(RERANK_DTYPES),
+                   help="how the re-rank store keeps the outputs")
     p.add_argument("--out", required=True, help="report folder")
     p.set_defaults(func=run)

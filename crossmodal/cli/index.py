@@ -74,7 +74,8 @@ def run_build(args) -> dict:
               f"not read again)")
     else:
         build_index(model, args.model, pending, args.out, args.bits, args.type, parse_params(args.param),
-                    args.backend, backend_options(args), args.store_floats, inputs)
+                    args.backend, backend_options(args), None if args.rerank_store == "none" else args.rerank_store,
+                    inputs, args.rerank)
     if args.images:
         warn_if_synthetic(args.model)
         index_photos(args.out, model, photos, report, photo_options(args), update=True)
@@ -163,7 +164,7 @@ def run_add(args) -> dict:
         if found:
             index_photos(args.index, model, found, photos, photo_options(args), update=args.update)
     if any(p.items for p in pending):
-        commit(args.index, model, pending, args.store_floats, args.update, report)
+        commit(args.index, model, pending, args.update, report)
     report.added += photos.added + photos.updated
     report.skipped += photos.unchanged + photos.restamped
     report.failed += [path for path, _ in photos.failed]
@@ -188,7 +189,7 @@ def run_sync(args) -> dict:
 
 def photo_options(args):
     from retrieval.photo_options import PhotoOptions
-    return PhotoOptions(args.chunk_size, args.batch_size, args.workers, args.runtime, args.store_floats)
+    return PhotoOptions(args.chunk_size, args.batch_size, args.workers, args.runtime)
 
 
 def photo_args(p) -> None:
@@ -248,6 +249,7 @@ def run_info(args) -> dict:
 def register(sub) -> None:
     from retrieval.backends import BACKENDS, DEFAULT_PARAMS
     from retrieval.index import MODALITIES
+    from retrieval.rerank import RERANK_DTYPES
 
     type_help = "; ".join(f"{t}: {', '.join(f'{k}={v}' for k, v in ps.items()) or 'no parameters'}"
                           for t, ps in DEFAULT_PARAMS.items())
@@ -277,7 +279,12 @@ def register(sub) -> None:
     b.add_argument("--milvus-consistency", default=mo.consistency_level, choices=CONSISTENCY_LEVELS,
                    help="Strong: a search sees every finished write; Bounded: faster, may lag a moment")
     b.add_argument("--milvus-insert-batch", type=count(1), default=mo.insert_batch, help="rows per insert request")
-    b.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
+    b.add_argument("--rerank-store", default="int8", choices=[*RERANK_DTYPES, "none"],
+                   help="how the index keeps each item's outputs for two-stage search (re-ranking its Hamming "
+                        "candidates): int8 (width + 4 bytes an item), float16, or none (codes only)")
+    b.add_argument("--rerank", type=count(0), default=None,
+                   help="Hamming candidates a query re-ranks unless it says otherwise (recorded in the index; "
+                        "default: chosen on dev for each code length)")
     cache_dir_arg(b)
     photo_args(b)
     b.add_argument("--out", required=True,
@@ -294,7 +301,6 @@ def register(sub) -> None:
                    help="photo folders (walked recursively) or image files")
     a.add_argument("--texts", nargs="*", default=None, metavar="TEXT", help="captions")
     a.add_argument("--update", action="store_true", help="replace items already present")
-    a.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
     cache_dir_arg(a)
     photo_args(a)
     a.set_defaults(func=run_add)
@@ -303,7 +309,6 @@ def register(sub) -> None:
                                   "remove deleted", EXAMPLES["sync"])
     index_and_model_args(y)
     y.add_argument("--images", nargs="+", required=True, metavar="DIR", help="the photo folders to follow")
-    y.add_argument("--store-floats", action="store_true", help="keep continuous outputs for --rerank")
     photo_args(y)
     y.set_defaults(func=run_sync)
 

@@ -62,6 +62,8 @@ def register(sub) -> None:
                    help="what to find (default: the other modality)")
     p.add_argument("-k", type=count(1), default=10, help="results to show (at most the index's size)")
     p.add_argument("--radius", type=count(0), default=None, help="Hamming radius search")
-    p.add_argument("--rerank", type=count(0), default=0, help="re-rank the top N by continuous outputs")
+    p.add_argument("--rerank", type=count(0), default=None,
+                   help="re-rank the N nearest codes by the stored outputs (default: the index's own N, recorded "
+                        "when it was built; 0: Hamming order only)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
