@@ -99,6 +99,7 @@ def test_indexes_without_removal_name_the_alternative(kind):
 
 def test_rerank_breaks_ties_by_continuous_outputs():
     idx = CrossModalIndex(8, "fp")
+    idx.keep_outputs("float16", candidates=0)  # outputs kept, re-ranked only when asked
     codes = np.array([[0b10101010]] * 3, dtype=np.uint8)
     floats = np.array([[0.1] * 8, [0.9] * 8, [0.5] * 8], dtype=np.float32) * np.array([1, -1] * 4)
     idx.add("text", [Item(key=k) for k in "abc"], codes, floats=floats)

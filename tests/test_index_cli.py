@@ -14,7 +14,7 @@ from retrieval.search import Searcher
 def built_index(tiny_model, tiny_data, feature_cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("idx") / "idx"
     assert main(["index", "build", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test",
-                 "--bits", "64", "--store-floats", "--cache-dir", str(feature_cache_dir), "--out", str(out)]) == 0
+                 "--bits", "64", "--cache-dir", str(feature_cache_dir), "--out", str(out)]) == 0
     return out
 
 
@@ -29,9 +29,14 @@ def test_build_info_and_search_both_directions(built_index, tiny_data, capsys):
     assert main(["search", "--index", str(built_index), "--text", caption, "-k", "5", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["target"] == "image" and len(res["results"]) == 5
-    d = [r["distance"] for r in res["results"]]
-    assert d == sorted(d)
+    # a new index serves two-stage search: candidates by code, ranked by the stored outputs
+    scores = [r["score"] for r in res["results"]]
+    assert None not in scores and scores == sorted(scores, reverse=True)
     assert res["results"][0]["extra"]["split"] == "test"
+    assert main(["search", "--index", str(built_index), "--text", caption, "-k", "5", "--json", "--rerank", "0"]) == 0
+    hamming = json.loads(capsys.readouterr().out)["results"]
+    d = [r["distance"] for r in hamming]
+    assert d == sorted(d) and all(r["score"] is None for r in hamming)
     img_path = built_index.parent / "q.png"
     test[0]["image"].save(img_path)
     assert main(["search", "--index", str(built_index), "--image", str(img_path), "-k", "3", "--rerank", "10"]) == 0
@@ -39,19 +44,24 @@ def test_build_info_and_search_both_directions(built_index, tiny_data, capsys):
     assert "text result(s)" in table and "rank" in table and len(table.strip().splitlines()) == 2 + 3
 
 
-def test_search_matches_brute_force_hamming_ranking(built_index, tiny_model):
+def test_search_matches_brute_force_hamming_ranking(built_index, tiny_data, feature_cache_dir):
+    from retrieval.ingest import embed_prepared
+
     searcher = Searcher.open(built_index)
     q = ["a large red circle left of a small blue square", "green star on a black background"]
-    hits = searcher.search_texts(q, "image", k=16)
+    hits = searcher.search_texts(q, "image", k=16, rerank=0)
     relaxed_q = searcher.model.embed_texts(q)
     assert all(len(h) == 16 for h in hits)
-    idx = searcher.index
-    # every image distance equals the Hamming distance between the codes
+    images = next(p for p in embed_prepared(searcher.model, tiny_data, ["test"], feature_cache_dir)[0]
+                  if p.modality == "image")
+    codes = dict(zip((it.key for it in images.items), searcher.model.quantize(images.relaxed, 64)))
+    # every image distance equals the Hamming distance between the codes, nearest first
     for qi, hs in enumerate(hits):
         qc = searcher.model.quantize(relaxed_q[qi:qi + 1], 64)
+        brute = sorted(int(np.unpackbits(qc ^ c).sum()) for c in codes.values())
+        assert [h.distance for h in hs] == brute[:16]
         for h in hs:
-            stored = idx.rerank["image"][h.id].astype(np.float32)[None]
-            assert h.distance == int(np.unpackbits(qc ^ searcher.model.quantize(stored, 64)).sum())
+            assert h.distance == int(np.unpackbits(qc ^ codes[h.key]).sum())
 
 
 def test_add_images_skips_corrupt_and_dedups_then_remove(built_index, tmp_path, capsys):
