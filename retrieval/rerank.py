@@ -25,7 +25,7 @@ RERANK_DTYPES = ("int8", "float16")
 #: candidates re-ranked when an index does not say otherwise, by code length: chosen on
 #: Flickr8k dev with the bundled model (``benchmarks/bench_rerank.py``, result file
 #: ``rerank-dev-*``): the smallest N whose served R@10 is within 0.2 of N=1000's
-DEFAULT_CANDIDATES = {16: 200, 32: 200, 64: 100, 128: 100}
+DEFAULT_CANDIDATES = {16: 500, 32: 500, 64: 100, 128: 50}
 
 
 def default_candidates(nbits: int) -> int:
