@@ -67,21 +67,27 @@ def render_ablation(r: dict) -> str:
             + "\n".join(rows) + f"\n\nHighest dev score: **{best}**.")
 
 
-def render_memory(r: dict) -> str:
-    """Each job in a fresh process: wall time and peak resident memory."""
-    m = r["metrics"]
+def render_memory(records: list[dict]) -> str:
+    """Each job in a fresh process: wall time and peak resident memory, from the newest
+    run of ``bench_memory.py`` that measured it (a quick run leaves out the demo and the
+    training; their rows then come from the last run that had them, which the table names)."""
     names = {"imports": "bare `import torch, torchvision, transformers`", "help": "`crossmodal --help`",
              "index_build_200_photos": "`crossmodal index build --images` (200 Flickr8k photos, bundled model)",
              "search_text_first_ever": "first `crossmodal search --text` with an empty cache (exports the text encoder)",
              "search_text_cold": "cold `crossmodal search --text` on that index",
              "demo": "`crossmodal demo` (built-in data, from scratch)",
              "train_default_flickr8k_cold_cache": "`crossmodal train` on Flickr8k, defaults, cold feature cache"}
-    rows = ["| job | seconds | peak memory (GB) |", "|---|---|---|"]
+    newest = records[0]
+    rows = ["| job | seconds | peak memory (GB) | result file |", "|---|---|---|---|"]
     for key, label in names.items():
-        if key in m:
-            rows.append(f"| {label} | {m[key]['seconds']:.2f} | {m[key]['peak_rss_bytes'] / 1e9:.2f} |")
-    return ("\n".join(rows) + f"\n\nA cold text search costs **{m['search_text_ratio_to_imports']:.2f}x** the bare imports "
-            f"in the same run (fastest of the repeats for the quick commands; one run each for the long ones).")
+        r = next((r for r in records if key in r["metrics"]), None)
+        if r is not None:
+            m = r["metrics"][key]
+            source = "this run" if r is newest else f"`{r['_file']}` (commit `{r['commit']}`)"
+            rows.append(f"| {label} | {m['seconds']:.2f} | {m['peak_rss_bytes'] / 1e9:.2f} | {source} |")
+    ratio = newest["metrics"]["search_text_ratio_to_imports"]
+    return ("\n".join(rows) + f"\n\nA cold text search costs **{ratio:.2f}x** the bare imports in the same run "
+            f"(fastest of the repeats for the quick commands; one run each for the long ones).")
 
 
 def render_generic(r: dict) -> str:
@@ -97,9 +103,12 @@ def render_generic(r: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"default-model": render_default_model, "memory-and-start": render_memory, "start-time": render_memory}
+RENDERERS = {"default-model": render_default_model}
+#: result names written by bench_memory.py (a full run, a quick one): one section
+MEMORY_NAMES = ("memory-and-start", "start-time")
 TITLES = {"default-model": "The bundled default model on Flickr8k test",
           "ablation-head-width": "Choosing the hash heads' hidden width (Flickr8k dev)",
+          "memory": "Start-up time and peak memory",
           "memory-and-start": "Start-up time and peak memory",
           "start-time": "Start-up time on a quiet machine (no demo, no training)"}
 
@@ -111,11 +120,19 @@ def render_summary(r: dict) -> str:
 
 def render() -> str:
     parts = [BEGIN, ""]
-    for name, records in load_results().items():
+    results = load_results()
+    memory = sorted((r for name in MEMORY_NAMES for r in results.pop(name, [])), key=lambda r: r["date"], reverse=True)
+    if memory:
+        results["memory"] = memory
+    for name, records in results.items():
         current = records[0]
-        render_one = (RENDERERS.get(name) or (render_summary if "summary" in current else None)
-                      or (render_ablation if current["kind"] == "ablation" else render_generic))
-        parts += [f"## {current.get('title') or TITLES.get(name, name)}", "", provenance(current), "", render_one(current), ""]
+        if name == "memory":
+            body = render_memory(records)
+        else:
+            render_one = (RENDERERS.get(name) or (render_summary if "summary" in current else None)
+                          or (render_ablation if current["kind"] == "ablation" else render_generic))
+            body = render_one(current)
+        parts += [f"## {current.get('title') or TITLES.get(name, name)}", "", provenance(current), "", body, ""]
         if len(records) > 1:
             parts += ["Earlier runs: " + "; ".join(f"`{r['_file']}` ({r['date']}, commit `{r['commit']}`)"
                                                     for r in records[1:]), ""]

@@ -1,5 +1,6 @@
 """The README's snippets run, its commands parse, and the package layout keeps its rules."""
 import ast
+import json
 import re
 import shlex
 import subprocess
@@ -125,3 +126,22 @@ def test_the_readme_quotes_the_bundled_models_card():
     r10 = card["test"]["metrics"]["64"]
     assert f"{r10['i2t']['R@10']:.1f} / {r10['t2i']['R@10']:.1f}" in README
     assert f"{card['size_bytes'] / 1e6:.1f} MB" in README
+
+
+def test_the_readme_quotes_the_served_numbers_and_the_defaults_chosen_on_dev():
+    """Two-stage search's numbers in the README are the newest test result's, at the N the
+    library ships, and that N is the one the newest dev result chose."""
+    from retrieval.rerank import DEFAULT_CANDIDATES
+
+    def newest(kind: str) -> dict:
+        return json.loads(sorted((ROOT / "benchmarks" / "results").glob(f"rerank-{kind}-*.json"))[-1].read_text())
+
+    dev, test = newest("dev"), newest("test")
+    assert dev["split"] == "dev" and dev["kind"] == "ablation" and test["split"] == "test"
+    for bits, m in dev["metrics"]["by_bits"].items():
+        assert DEFAULT_CANDIDATES[int(bits)] == m["chosen_candidates"]
+    m64 = test["metrics"]["by_bits"]["64"]["served"]
+    served, hamming = m64[f"{DEFAULT_CANDIDATES[64]}-int8"], m64["0-int8"]
+    ceiling = test["metrics"]["float_ceiling"]
+    for numbers in (served, hamming, ceiling):
+        assert f"{numbers['i2t']['R@10']:.1f} / {numbers['t2i']['R@10']:.1f}" in README
