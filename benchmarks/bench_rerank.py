@@ -71,8 +71,8 @@ def main() -> None:
         if args.split == "test":  # never chosen on test: report the dev choice the library ships
             chosen = DEFAULT_CANDIDATES[bits]
         metrics["by_bits"][str(bits)] = {"served": row, "chosen_candidates": chosen,
-                                         "bytes_per_item": {"int8": bits // 8 + 8 + q.shape[1] + 4,
-                                                            "float16": bits // 8 + 8 + 2 * q.shape[1] + 4}}
+                                         "bytes_per_item": {"int8": bits // 8 + 8 + q.shape[1] + 4 + 8,
+                                                            "float16": bits // 8 + 8 + 2 * q.shape[1] + 4 + 8}}
         print(bits, {k: v for k, v in mean10.items()}, "chosen", chosen, flush=True)
 
     lines = [f"Flickr8k {args.split}: {len(flat.ids):,} images, {len(flat.captions):,} captions; model `{args.model}`. "

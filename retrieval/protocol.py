@@ -243,7 +243,8 @@ def served_metrics(hamming: np.ndarray, query_floats: np.ndarray, database_float
     out = _short(direction_metrics(dist, rel, cfg, None, gains))
     out["mAP_tie_aware"] = out["mAP"]  # the served order has no ties
     out["rerank"], out["rerank_dtype"] = candidates, cfg.rerank_dtype
-    out["bytes_per_item"] = nbits // 8 + 8 + vectors.shape[1] * vectors.itemsize + 4
+    # the code and its id in the binary index, the stored row, its scale and its id in the re-rank store
+    out["bytes_per_item"] = nbits // 8 + 8 + vectors.shape[1] * vectors.itemsize + 4 + 8
     return out
 
 
