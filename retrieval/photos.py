@@ -221,10 +221,16 @@ def _changed(p: PhotoFile, known: dict | None) -> bool:
 
 
 def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile], report: PhotoReport,
-                 options: PhotoOptions | None = None, update: bool = True) -> PhotoReport:
+                 options: PhotoOptions | None = None, update: bool = True, riders: Sequence = (),
+                 rider_report=None) -> bool:
     """Encode and add ``photos`` to the index in ``index_dir``, committing every
     ``options.chunk_size`` photos. Photos already indexed with the same size and mtime
-    are not read; with ``update``, changed ones are re-encoded (same key, new code)."""
+    are not read; with ``update``, changed ones are re-encoded (same key, new code).
+
+    ``riders`` (``retrieval.ingest.Pending``: captions, dataset items given in the same
+    command) go in with the last chunk of photos, in the same commit, so a command that
+    adds photos and captions together is not left half-applied by a kill. Returns
+    whether they went in (False when no photo needed a commit: the caller commits them)."""
     options = options or PhotoOptions()
     if options.chunk_size < 1 or options.batch_size < 1:
         raise InvalidInput(f"chunk and batch sizes must be at least 1, got {options.chunk_size} and "
@@ -235,15 +241,17 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
     pending_items: list[Item] = []
     pending_relaxed: list[np.ndarray] = []
 
-    def flush():
+    def flush(last: bool = False) -> bool:
         if not pending_items:
-            return
-        _commit_photos(index_dir, model, pending_items, np.concatenate(pending_relaxed), known, report, update)
+            return False
+        _commit_photos(index_dir, model, pending_items, np.concatenate(pending_relaxed), known, report, update,
+                       riders if last else (), rider_report)
         pending_items.clear()
         pending_relaxed.clear()
+        return last and bool(riders)
 
     if not todo:
-        return report
+        return False
     workers = default_workers() if options.workers is None else options.workers
     runtime = image_runtime(model, options.runtime, threads=runtime_threads(workers))
     for items, relaxed, failed in encode_photos(model, todo, options.batch_size, workers, runtime):
@@ -254,14 +262,13 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
         pending_relaxed.append(relaxed)
         if len(pending_items) >= options.chunk_size:
             flush()
-    flush()
-    return report
+    return flush(last=True)
 
 
 def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, known: dict, report: PhotoReport,
-                   update: bool) -> None:
-    """One chunk as one serialised commit. A photo whose content hash is unchanged is
-    only re-stamped (its code would be the same)."""
+                   update: bool, riders: Sequence = (), rider_report=None) -> None:
+    """One chunk as one serialised commit (with ``riders``, see :func:`index_photos`). A
+    photo whose content hash is unchanged is only re-stamped (its code would be the same)."""
     restamp = [n for n, it in enumerate(items) if (k := known.get(it.key)) is not None and k.get("hash") == it.extra["hash"]]
     with CrossModalIndex.updating(index_dir, model.fingerprint()) as idx:
         if restamp:
@@ -275,6 +282,10 @@ def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, kno
             report.added += res["added"] - res["replaced"]
             report.updated += res["replaced"]
             report.unchanged += res["skipped"]
+        if riders:
+            from .ingest import add_pending
+
+            add_pending(idx, model, riders, update, rider_report)
     report.restamped += len(restamp)
     for it in items:
         known[it.key] = it.extra

@@ -266,3 +266,21 @@ def test_a_read_only_index_searches_and_refuses_writes_in_one_line(tiny_model, t
             OSError(errno.EROFS, "Read-only file system")))
         assert main(["index", "add", "--index", str(idx), "--texts", "a caption"]) == 2
         assert "cannot be written here" in capsys.readouterr().err
+
+
+def test_photos_and_captions_added_together_are_one_commit(tiny_model, tmp_path):
+    idx = tmp_path / "idx"
+    assert build(tiny_model, photos_in(tmp_path / "first", 2)[0].parent, out=idx).returncode == 0
+    before = (idx / "CURRENT").read_text().strip()
+    new = photos_in(tmp_path / "more", 3, seed=4)
+    res = cli("index", "add", "--index", idx, "--images", new[0].parent, "--texts", "a red kite", "a blue boat",
+              "--workers", "0")
+    assert res.returncode == 0, res.stderr
+    after = (idx / "CURRENT").read_text().strip()
+    assert int(after.split("-")[1]) == int(before.split("-")[1]) + 1  # photos and captions: one new version
+    index = CrossModalIndex.load(idx)
+    assert index.count("image") == 5 and index.count("text") == 2
+    assert "added 5" in res.stdout
+    # captions alone (no photo needs a commit) still go in, by themselves
+    res = cli("index", "add", "--index", idx, "--images", new[0].parent, "--texts", "a green tent", "--workers", "0")
+    assert res.returncode == 0 and CrossModalIndex.load(idx).count("text") == 3

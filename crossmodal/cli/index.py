@@ -158,12 +158,14 @@ def run_add(args) -> dict:
     if args.texts:
         pending.append(embed_texts(model, check_query_texts(args.texts)))
     photos = PhotoReport()
+    riders_in = False
     if args.images:
         warn_if_synthetic(model_dir)
         found = walk_photos(args.images, photos)
-        if found:
-            index_photos(args.index, model, found, photos, photo_options(args), update=args.update)
-    if any(p.items for p in pending):
+        if found:  # captions and dataset items ride in the photos' last commit: one write, not two
+            riders_in = index_photos(args.index, model, found, photos, photo_options(args), update=args.update,
+                                     riders=[p for p in pending if p.items], rider_report=report)
+    if any(p.items for p in pending) and not riders_in:
         commit(args.index, model, pending, args.update, report)
     report.added += photos.added + photos.updated
     report.skipped += photos.unchanged + photos.restamped
