@@ -236,3 +236,22 @@ def test_real_fashion_reader_split_sizes():
     splits = read_fashion(src, PrepareReport())
     assert [len(splits[s]) for s in ("train", "dev", "test")] == [7083, 500, 2000]
     assert len({lab for s in splits.values() for r in s for lab in r["labels"]}) >= 70
+
+
+@pytest.mark.parametrize("field,value,says", [("split", 5, "'split' must be text"),
+                                               ("captions", [["nested"]], "'captions' must be text or a list"),
+                                               ("labels", {"a": 1}, "'labels' must be text or a list"),
+                                               ("image", ["a.png"], "'image' must be text")])
+def test_a_manifest_value_of_the_wrong_type_is_one_line_and_writes_nothing(tmp_path, field, value, says):
+    src = tmp_path / "mine"
+    _img(src / "a.png", (10, 100, 0))
+    _img(src / "b.png", (100, 10, 0))
+    rows = [{"image": "a.png", "captions": ["a red square"]}, {"image": "b.png", "captions": ["a green one"]}]
+    rows[1][field] = value
+    (src / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, str(ROOT / "data_scripts" / "prepare_folder.py"), "--source", str(src),
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "manifest.jsonl:2" in res.stderr and says in res.stderr
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]

@@ -171,6 +171,26 @@ def _manifest_rows(path: Path) -> list[tuple[int, dict]]:
         raise InvalidInput(f"{path}: not a readable CSV ({e})") from None
 
 
+#: manifest fields and the JSON types each may hold (a CSV cell is always text)
+_FIELD_TYPES = {"image": "text", "id": "text or a number", "split": "text", "caption": "text",
+                "captions": "text or a list of texts", "labels": "text or a list of texts"}
+
+
+def _check_row_types(path: Path, n: int, row: dict) -> None:
+    """One clear line naming the field and the line when a value has the wrong type (a
+    number for a split, captions nested in a list of lists), before anything is written."""
+    for key, allowed in _FIELD_TYPES.items():
+        value = row.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        ok = ((allowed == "text or a number" and isinstance(value, (int, float)) and not isinstance(value, bool))
+              or (allowed == "text or a list of texts" and isinstance(value, list)
+                  and all(isinstance(v, str) for v in value)))
+        if not ok:
+            raise InvalidInput(f"{path}:{n}: field {key!r} must be {allowed}, got {json.dumps(value)[:60]}; "
+                               f"fix that line of the manifest")
+
+
 def read_folder(source: str | Path, report: PrepareReport, manifest: str | None = None, seed: int = 0,
                 dev_fraction: float = 0.1, test_fraction: float = 0.1, allow_outside: bool = False
                 ) -> dict[str, list[dict]]:
@@ -205,6 +225,7 @@ def read_folder(source: str | Path, report: PrepareReport, manifest: str | None 
     root = src.resolve()
     records = []
     for n, r in rows:
+        _check_row_types(path, n, r)
         if not r.get("image"):
             raise InvalidInput(f"{path}:{n}: empty 'image'")
         image = (src / str(r["image"])).resolve()
