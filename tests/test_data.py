@@ -255,3 +255,14 @@ def test_a_manifest_value_of_the_wrong_type_is_one_line_and_writes_nothing(tmp_p
     assert res.returncode == 2, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "manifest.jsonl:2" in res.stderr and says in res.stderr
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_prepare_hf_of_a_hub_name_offline_is_one_line(tmp_path):
+    import os
+
+    res = subprocess.run([sys.executable, str(ROOT / "data_scripts" / "prepare_hf.py"), "--source",
+                          "someone/some-dataset", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "not a folder here" in res.stderr and "save_to_disk" in res.stderr
+    assert not (tmp_path / "out").exists()

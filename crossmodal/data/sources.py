@@ -15,7 +15,7 @@ from typing import Iterable
 
 from PIL import Image
 
-from ..errors import InvalidInput, MissingField, MissingInput
+from ..errors import InvalidInput, MissingField, MissingInput, Unavailable
 from .format import PrepareReport
 
 
@@ -257,7 +257,15 @@ def read_hf(name_or_path: str, report: PrepareReport, image_column: str = "image
     import datasets
 
     p = Path(name_or_path)
-    dd = datasets.load_from_disk(str(p)) if p.exists() else datasets.load_dataset(name_or_path)
+    if p.exists():
+        dd = datasets.load_from_disk(str(p))
+    else:
+        try:
+            dd = datasets.load_dataset(name_or_path)
+        except (ConnectionError, OSError) as e:  # offline, or a name the hub does not have
+            raise Unavailable(f"--source {name_or_path}: not a folder here, and the Hugging Face hub cannot give it "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]}). Offline, pass a folder written "
+                              f"by datasets' save_to_disk") from None
     if isinstance(dd, datasets.Dataset):
         dd = datasets.DatasetDict({"train": dd})
     out = {}
