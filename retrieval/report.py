@@ -20,11 +20,14 @@ def headline_keys(report: dict) -> list[str]:
     return ["R@1", "R@5", "R@10", "mAP", "mAP_tie_aware", "median_rank"]
 
 
-def _fmt(v) -> str:
+def _fmt(v, key: str = "") -> str:
+    """A metric as the table shows it: recalls (R@K, percent) and ranks with one decimal,
+    shares (mAP, precision) with four, whatever their size (a 0.5% recall stays '0.5')."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) <= 1 else f"{v:.1f}"
+        percent_or_rank = (key.startswith("R@") and not key.startswith("R@r")) or key.endswith("_rank")
+        return f"{v:.1f}" if percent_or_rank else f"{v:.4f}"
     return str(v)
 
 
@@ -36,18 +39,18 @@ def summary_table(report: dict) -> str:
         name = DIRECTION_NAMES.get(d, d)
         fl = report.get("baselines", {}).get("float", {}).get(d)
         if fl:
-            rows.append(f"| {name} | float ceiling (cosine) | – | " + " | ".join(_fmt(fl.get(k)) for k in keys) + " |")
+            rows.append(f"| {name} | float ceiling (cosine) | – | " + " | ".join(_fmt(fl.get(k), k) for k in keys) + " |")
         for bits, m in by_bits.items():
-            rows.append(f"| {name} | **crossmodal** (Hamming) | {bits} | " + " | ".join(_fmt(m.get(k)) for k in keys) + " |")
+            rows.append(f"| {name} | **crossmodal** (Hamming) | {bits} | " + " | ".join(_fmt(m.get(k), k) for k in keys) + " |")
             sm = report.get("served", {}).get(d, {}).get(bits)
             if sm:
                 rows.append(f"| {name} | **crossmodal served** (top {sm['rerank']} re-ranked, {sm['rerank_dtype']}, "
-                            f"{sm['bytes_per_item']} B/item) | {bits} | " + " | ".join(_fmt(sm.get(k)) for k in keys) + " |")
+                            f"{sm['bytes_per_item']} B/item) | {bits} | " + " | ".join(_fmt(sm.get(k), k) for k in keys) + " |")
             for b in ("lsh", "itq", "cca_itq"):
                 bm = report.get("baselines", {}).get(b, {}).get(d, {}).get(bits)
                 if bm:
                     rows.append(f"| {name} | {BASELINE_NAMES[b]} | {bits} | " +
-                                " | ".join(_fmt(bm.get(k)) for k in keys) + " |")
+                                " | ".join(_fmt(bm.get(k), k) for k in keys) + " |")
     return "\n".join(rows)
 
 

@@ -170,3 +170,11 @@ def test_cca_of_shared_image_rows_equals_cca_of_repeated_pairs():
     for a, b in zip(shared.solve(0.01), repeated.solve(0.01)):
         assert np.allclose(np.abs(a), np.abs(b), atol=1e-8)  # eigenvector signs are arbitrary
     assert np.allclose(shared.mx, images[rows].mean(0))
+
+
+def test_summary_numbers_are_formatted_by_what_they_measure():
+    from retrieval.report import _fmt
+
+    assert _fmt(0.5, "R@10") == "0.5" and _fmt(55.52, "R@1") == "55.5"  # recalls are percent
+    assert _fmt(0.5, "mAP") == "0.5000" and _fmt(0.25, "R@r<=2") == "0.2500"  # shares
+    assert _fmt(3.0, "median_rank") == "3.0" and _fmt(float("nan"), "mAP") == "–" and _fmt(None) == "–"
