@@ -9,7 +9,7 @@ from crossmodal.data.prepare import base_parser, prepare_main
 from crossmodal.data.sources import read_folder
 
 if __name__ == "__main__":
-    p = base_parser(__doc__)
+    p = base_parser(__doc__, source_help="your folder of images, holding manifest.jsonl or manifest.csv")
     p.add_argument("--manifest", default=None, help="manifest path (default: SOURCE/manifest.jsonl or .csv)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-outside", action="store_true",

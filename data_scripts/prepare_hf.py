@@ -7,7 +7,8 @@ from crossmodal.data.prepare import base_parser, prepare_main
 from crossmodal.data.sources import read_hf
 
 if __name__ == "__main__":
-    p = base_parser(__doc__)
+    p = base_parser(__doc__, source_help="a folder written by datasets' save_to_disk, or a hub name (needs a "
+                                         "network)")
     p.add_argument("--image-column", default="image")
     p.add_argument("--caption-column", default="captions")
     p.add_argument("--label-column", default=None)

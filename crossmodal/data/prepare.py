@@ -18,9 +18,10 @@ from ..errors import CrossmodalError
 from .format import PrepareReport, build_dataset_dict, check_prepare_destination, write_prepared
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--source", required=True, help="folder of the original release")
+def base_parser(description: str, source_help: str = "folder of the dataset's original release"
+                ) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, help=source_help)
     p.add_argument("--out", required=True, help="output folder (a datasets DatasetDict)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out even when it is a non-empty folder that is not a prepared dataset")
