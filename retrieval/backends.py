@@ -28,22 +28,7 @@ import numpy as np
 
 from crossmodal.errors import CrossmodalError, InvalidInput
 
-INDEX_TYPES = ("flat", "ivf", "hnsw", "multihash")
-DEFAULT_PARAMS = {"flat": {}, "ivf": {"nlist": 1024, "nprobe": 16}, "hnsw": {"M": 32, "efSearch": 128,
-                                                                             "efConstruction": 80},
-                  "multihash": {"nhash": 4, "b": 16, "nflip": 2}}
-
-
-def index_params(kind: str, params: dict | None, backend: str = "") -> dict:
-    """``params`` over the defaults of index type ``kind``; a parameter the type does
-    not take is refused (the same check for every backend)."""
-    merged = {**DEFAULT_PARAMS[kind], **(params or {})}
-    unknown = set(merged) - set(DEFAULT_PARAMS[kind])
-    if unknown:
-        raise InvalidInput(f"index type {kind!r}{' on ' + backend if backend else ''} has no parameter(s) "
-                           f"{sorted(unknown)}; it takes {sorted(DEFAULT_PARAMS[kind]) or 'none'}")
-    return merged
-
+from .index_types import INDEX_TYPES, index_params
 
 class UnsupportedOperation(CrossmodalError, RuntimeError):
     pass

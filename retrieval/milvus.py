@@ -32,7 +32,7 @@ import numpy as np
 
 from crossmodal.errors import InvalidInput, Unavailable
 
-from .backends import index_params
+from .index_types import index_params
 
 MILVUS_INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
 CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")

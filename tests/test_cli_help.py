@@ -47,7 +47,8 @@ def test_every_option_of_every_command_has_help_and_every_command_an_example():
 def test_defaults_show_in_help_and_registries_are_listed():
     from crossmodal.encoders import list_image_encoders, list_text_encoders
     from crossmodal.quantizers import QUANTIZERS
-    from retrieval.backends import BACKENDS, DEFAULT_PARAMS
+    from retrieval.backends import BACKENDS
+    from retrieval.index_types import DEFAULT_PARAMS
 
     parsers = dict((" ".join(path), p) for path, p in _leaf_commands())
     flat = lambda p: " ".join(p.format_help().split())  # noqa: E731  (help text is wrapped to the terminal)

@@ -249,7 +249,8 @@ def run_info(args) -> dict:
 
 
 def register(sub) -> None:
-    from retrieval.backends import BACKENDS, DEFAULT_PARAMS
+    from retrieval.backends import BACKENDS
+    from retrieval.index_types import DEFAULT_PARAMS
     from retrieval.index import MODALITIES
     from retrieval.rerank import RERANK_DTYPES
 
