@@ -199,6 +199,39 @@ class CrossModalIndex:
             self.rerank_stores[modality].remove(ids)
         return n
 
+    def restamp(self, modality: str, items: Sequence[Item]) -> int:
+        """Replace the metadata of items already indexed, codes and outputs untouched (a
+        photo whose file was touched but whose content, and so code, is the same)."""
+        ids = [item_id(modality, it.key) for it in items]
+        known = self.store.existing(ids)
+        keep = [(i, it) for i, it in zip(ids, items) if i in known]
+        if keep:
+            self.store.upsert(modality, [i for i, _ in keep], [it for _, it in keep])
+            self.changes += len(keep)
+        return len(keep)
+
+    def replace_frames(self, video: str, items: Sequence[Item], codes: np.ndarray, floats: np.ndarray) -> int:
+        """A video's frames, replacing any it had (re-adding a video is an update)."""
+        old = [f["id"] for f in self.store.frames_of(video)]
+        if old:
+            self.remove("frame", old)
+        return self.add("frame", items, codes, floats=floats)["added"] if len(items) else 0
+
+    def item(self, item: int) -> dict | None:
+        """One item's metadata by id, or None."""
+        return self.store.get([item]).get(item)
+
+    def items_of(self, modality: str):
+        """Every item of a modality with its metadata (``key``, ``extra``, ...)."""
+        return self.store.items_of(modality)
+
+    def frames_of(self, video: str) -> list[dict]:
+        """A video's frames, in time order."""
+        return self.store.frames_of(video)
+
+    def contains(self, modality: str, key: str) -> bool:
+        return bool(self.store.existing([item_id(modality, key)]))
+
     def remove_keys(self, modality: str, keys: Sequence[str]) -> int:
         return self.remove(modality, [item_id(modality, k) for k in keys])
 

@@ -36,7 +36,7 @@ from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
 
 from .index import CrossModalIndex
 from .photo_options import DEFAULT_BATCH, PhotoOptions, default_workers
-from .store import Item, item_id
+from .store import Item
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_
 def indexed_photos(index: CrossModalIndex) -> dict[str, dict]:
     """path -> {size, mtime_ns, hash} of every image item that came from a photo file."""
     out = {}
-    for meta in index.store.items_of("image"):
+    for meta in index.items_of("image"):
         extra = meta["extra"]
         if "mtime_ns" in extra:
             out[meta["key"]] = extra
@@ -272,9 +272,7 @@ def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, kno
     restamp = [n for n, it in enumerate(items) if (k := known.get(it.key)) is not None and k.get("hash") == it.extra["hash"]]
     with CrossModalIndex.updating(index_dir, model.fingerprint()) as idx:
         if restamp:
-            ids = [item_id("image", items[n].key) for n in restamp]
-            idx.store.upsert("image", ids, [items[n] for n in restamp])
-            idx.changes += len(restamp)
+            idx.restamp("image", [items[n] for n in restamp])
         keep = np.setdiff1d(np.arange(len(items)), restamp)
         if len(keep):
             res = idx.add("image", [items[n] for n in keep], model.quantize(relaxed[keep], idx.nbits),

@@ -185,7 +185,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
             raise HTTPException(404, "no such item")
         for s in searchers.values():
             s.refresh()
-            meta = s.index.store.get([iid]).get(iid)
+            meta = s.index.item(iid)
             if meta:
                 return meta
         raise HTTPException(404, "no such item")

@@ -106,14 +106,12 @@ def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int
         return report
     with CrossModalIndex.updating(searcher.index_dir, searcher.model.fingerprint()) as index:
         for video, kept in encoded:
-            old = [f["id"] for f in index.store.frames_of(video)]
-            if old:  # re-adding a video replaces its frames
-                index.remove("frame", old)
-            if not kept:
-                continue
             items = [Item(key=f"{video}@{k.frame}", source=video, video=video, timestamp=k.start,
                           extra={"frame": k.frame, "end": k.end}) for k in kept]
-            index.add("frame", items, np.stack([k.code for k in kept]), floats=np.stack([k.relaxed for k in kept]))
+            width = searcher.model.config.output_width
+            index.replace_frames(video, items,  # re-adding a video replaces its frames
+                                 np.stack([k.code for k in kept]) if kept else np.zeros((0, index.nbits // 8), np.uint8),
+                                 np.stack([k.relaxed for k in kept]) if kept else np.zeros((0, width), np.float32))
     searcher.refresh()
     return report
 
@@ -150,7 +148,7 @@ def _moments_from_hits(index: CrossModalIndex, hits, top: int, margin: int | Non
                                       1.0 - float(np.mean(d)) / index.nbits, [x["extra"]["frame"] for x in run]))
                 run.clear()
 
-        for f in index.store.frames_of(video):  # in time order
+        for f in index.frames_of(video):  # in time order
             d = dists.get(f["id"])
             if d is None:
                 close()

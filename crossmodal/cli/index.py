@@ -212,12 +212,11 @@ def resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]
     """Keys as stored: a file added with --images is keyed by its absolute path, so a
     relative or ``~`` path is resolved the same way. Returns (found, not found)."""
     from retrieval.photos import photo_key
-    from retrieval.store import item_id
 
     found, missing = [], []
     for key in keys:
         forms = [key, photo_key(key), str(Path(key).expanduser().resolve())]  # resolved: keys of older releases
-        hit = next((f for f in forms if idx.store.existing([item_id(modality, f)])), None)
+        hit = next((f for f in forms if idx.contains(modality, f)), None)
         (found if hit is not None else missing).append(hit if hit is not None else key)
     return found, missing
 
