@@ -184,6 +184,8 @@ def evaluate(quantize, query: ItemSet, database: ItemSet | None, cfg: EvalConfig
         report["code_health"][str(nbits)] = {
             "query_images": M.code_health(codes[id(query.images)], nbits),
             "query_texts": M.code_health(codes[id(query.texts)], nbits)}
+        report.setdefault("score", {})[str(nbits)] = selection_score(
+            {d: report["results"][d][str(nbits)] for d in ("i2t", "t2i")}, mode, cfg.recall_ks)
 
     if not cfg.baselines:
         return report
@@ -246,6 +248,15 @@ def served_metrics(hamming: np.ndarray, query_floats: np.ndarray, database_float
     # the code and its id in the binary index, the stored row, its scale and its id in the re-rank store
     out["bytes_per_item"] = nbits // 8 + 8 + vectors.shape[1] * vectors.itemsize + 4 + 8
     return out
+
+
+def selection_score(by_direction: dict[str, dict], relevance: str, ks=(1, 5, 10)) -> float:
+    """The number training picks its best epoch by (``retrieval.evaluation.crossmodal_scores``),
+    from a report's metrics: the mean over image→text and text→image of R@1/5/10 with
+    pair relevance, of mAP with labels. A report carries it so the choice can be checked."""
+    if relevance == "labels":
+        return float(np.mean([by_direction[d]["mAP"] for d in ("i2t", "t2i")]))
+    return float(np.mean([by_direction[d][f"R@{k}"] for d in ("i2t", "t2i") for k in ks]))
 
 
 def _has_raw(query: ItemSet, database: ItemSet) -> bool:

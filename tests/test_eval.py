@@ -178,3 +178,23 @@ def test_summary_numbers_are_formatted_by_what_they_measure():
     assert _fmt(0.5, "R@10") == "0.5" and _fmt(55.52, "R@1") == "55.5"  # recalls are percent
     assert _fmt(0.5, "mAP") == "0.5000" and _fmt(0.25, "R@r<=2") == "0.2500"  # shares
     assert _fmt(3.0, "median_rank") == "3.0" and _fmt(float("nan"), "mAP") == "–" and _fmt(None) == "–"
+
+
+def test_the_report_carries_the_score_that_picks_the_best_epoch(tiny_model, tiny_data, feature_cache_dir):
+    """`crossmodal eval`'s `score` on dev is the validation score training kept (same codes,
+    same formula): the number that chose the epoch is one a report shows."""
+    from crossmodal.data import load_prepared
+    from crossmodal.data.splits import flatten_split, label_vocab
+    from crossmodal.features import relaxed_outputs
+    from crossmodal.model import CrossModalHasher
+    from retrieval.evaluation import crossmodal_scores, evaluate_prepared
+
+    model = CrossModalHasher.from_pretrained(tiny_model)
+    report = evaluate_prepared(model, tiny_data, "dev", bits=(32,), baselines=False, cache_dir=feature_cache_dir,
+                               n_examples=0, rerank=0).report
+    ds = load_prepared(tiny_data)["dev"]
+    flat = flatten_split(ds)
+    out = relaxed_outputs(model, ds, flat.captions, feature_cache_dir)
+    labels = flat.label_matrix(label_vocab(flat)) if flat.has_labels else None
+    direct = crossmodal_scores(model.quantize(out.image_relaxed, 32), model.quantize(out.text_relaxed, 32), flat, labels)
+    assert report["score"]["32"] == pytest.approx(direct["score"])
