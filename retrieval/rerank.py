@@ -116,22 +116,16 @@ class RerankStore:
         """(vectors [m, d] as float32, scales [m], found [m] bool) for ``ids``: rows of
         items without a stored vector are zero and not found."""
         ids = np.asarray(ids, dtype=np.int64)
-        width = self.width
-        vectors, scales = np.zeros((len(ids), width), np.float32), np.zeros(len(ids), np.float32)
+        if self._new or self._removed:  # searched before a save (a service adding in memory): fold them in
+            self._ids, self._vectors, self._scales = self.merged()
+            self._new, self._removed = [], set()
+        vectors, scales = np.zeros((len(ids), self.width), np.float32), np.zeros(len(ids), np.float32)
         found = np.zeros(len(ids), bool)
         if len(self._ids):
             pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
             hit = self._ids[pos] == ids
-            if self._removed:
-                hit &= ~np.isin(ids, list(self._removed))
             vectors[hit] = self._vectors[pos[hit]].astype(np.float32)
             scales[hit], found[hit] = self._scales[pos[hit]], True
-        for new_ids, new_vectors, new_scales in self._new:
-            where = {int(i): n for n, i in enumerate(new_ids)}
-            for row, i in enumerate(ids.tolist()):
-                n = where.get(i)
-                if n is not None:
-                    vectors[row], scales[row], found[row] = new_vectors[n], new_scales[n], True
         return vectors, scales, found
 
     @property
