@@ -123,7 +123,7 @@ def main():
     fip.add(fdb)
     t_fip = best_of(lambda: fip.search(fq, args.k), repeats=2)
     truth = fip.search(fq, args.k)[1]
-    del fip
+    fip.reset()  # frees its 0.5 GB of floats before the IVF is built
     qps = lambda t: args.queries / t  # noqa: E731
     rows.append(("raw faiss IndexBinaryFlat", qps(t_raw), "1.00x", "exact"))
     rows.append(("crossmodal flat (IDMap + counting sort)", qps(t_flat), f"{t_raw / t_flat:.2f}x", "exact"))
