@@ -207,7 +207,7 @@ def main():
             "| index | queries/s | speed vs raw faiss binary flat | search |", "|---|---|---|---|"]
     body += [f"| {r[0]} | {r[1]:,.0f} | {r[2]} | {r[3]} |" for r in rows]
     body += ["", f"Flat backend: **{t_raw / t_flat:.2f}x** raw faiss `IndexBinaryFlat`, **{t_fip / t_flat:.1f}x** "
-             f"faster than `IndexFlatIP` on 64-d floats. Memory for codes and ids: "
+             f"faster than `IndexFlatIP` on {fdb.shape[1]}-d floats. Memory for codes and ids: "
              f"**{bytes_per_item:.1f} bytes per item** (the sizes of faiss' code and id vectors: 8 B + 8 B).", "",
              f"IVF (nlist={args.nlist}, trained on {len(train):,} codes in {build:.0f}s including adding):", "",
              f"| nprobe | queries/s | speed-up vs flat | recall@{args.k} (ids) | recall@{args.k} (tie-aware) |",
