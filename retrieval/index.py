@@ -438,6 +438,8 @@ class CrossModalIndex:
                 "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint,
                 "counts": {m: self.count(m) for m in self.indexes},
                 "memory_bytes": {m: be.memory_bytes() for m, be in self.indexes.items()},
+                "rerank": self.rerank_config,
+                "rerank_store_bytes": {m: int(len(st) * st.bytes_per_item()) for m, st in self.rerank_stores.items()},
                 "codes_at": {m: be.location() for m, be in self.indexes.items()}}
 
 

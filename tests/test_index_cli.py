@@ -23,6 +23,9 @@ def test_build_info_and_search_both_directions(built_index, tiny_data, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["counts"] == {"image": 16, "text": 80} and info["nbits"] == 64
     assert info["memory_bytes"]["image"] == 16 * 16  # 8 bytes of code + 8 bytes of id
+    assert info["rerank"]["dtype"] == "int8" and info["rerank"]["candidates"] == 100  # 64 bits: chosen on dev
+    width = Searcher.open(built_index).model.config.output_width
+    assert info["rerank_store_bytes"]["image"] == 16 * (width + 4 + 8)  # int8 row, its scale, its id
     from crossmodal.data import load_prepared
     test = load_prepared(tiny_data)["test"]
     caption = test[0]["captions"][0]
