@@ -75,7 +75,9 @@ def test_cli_life_cycle_on_the_server_matches_faiss(milvus_server, tiny_model, t
     assert info["counts"] == faiss_.index.info()["counts"] == {"image": 16, "text": 80}
     captions = ["a red circle", "two blue squares", "a small green triangle"]
     for target in ("image", "text"):
-        for a, b in zip(server.search_texts(captions, target, k=8), faiss_.search_texts(captions, target, k=8)):
+        # the codes' ranking (--rerank 0): equal Hamming distances, the same items below the cut-off's distance
+        for a, b in zip(server.search_texts(captions, target, k=8, rerank=0),
+                        faiss_.search_texts(captions, target, k=8, rerank=0)):
             assert [h.distance for h in a] == [h.distance for h in b]
             below = [h.key for h in b if h.distance < b[-1].distance]
             assert [h.key for h in a][:len(below)] == below
@@ -95,6 +97,11 @@ def test_cli_life_cycle_on_the_server_matches_faiss(milvus_server, tiny_model, t
                           "a red circle", "-k", "3", "--json"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert len(json.loads(res.stdout)["results"]) == 3
+    # served (two-stage) search gives the same answers whichever backend holds the codes: both re-rank
+    # every candidate from the same store when the candidates cover the index
+    for a, b in zip(server.search_texts(captions, "image", k=5, rerank=16),
+                    faiss_.search_texts(captions, "image", k=5, rerank=16)):
+        assert [h.key for h in a] == [h.key for h in b] and all(h.score is not None for h in a)
 
 
 def test_index_survives_a_server_restart(milvus_server, tiny_model, tiny_data, feature_cache_dir, tmp_path):
