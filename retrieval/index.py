@@ -270,33 +270,44 @@ class CrossModalIndex:
         else:
             D, I = be.search(codes, max(k, rerank))
             found = [(d[i >= 0], i[i >= 0]) for d, i in zip(D, I)]
-        meta = self.store.get(np.unique(np.concatenate([i for _, i in found] or [np.zeros(0, np.int64)])).tolist())
         out = []
         for q, (d, ids) in enumerate(found):
-            hits = [Hit(int(i), int(dd), **{k_: v for k_, v in meta[int(i)].items() if k_ != "id"})
-                    for dd, i in zip(d, ids) if int(i) in meta]
-            if rerank and query_floats is not None and modality in self.rerank_stores:
-                hits = self._rerank(hits[:rerank], np.asarray(query_floats[q], dtype=np.float32), modality) + \
-                    hits[rerank:]
-            out.append(hits[:k] if k else hits)
+            scores = np.full(len(ids), np.nan)
+            if rerank and query_floats is not None and modality in self.rerank_stores and len(ids):
+                d, ids, scores = self._rerank(d, ids, scores, np.asarray(query_floats[q], np.float32), modality, rerank)
+            out.append(self._hits(modality, d, ids, scores, k))
         return out
 
-    def _rerank(self, hits: list[Hit], query: np.ndarray, modality: str) -> list[Hit]:
-        """Candidates by cosine of the stored outputs, highest first; any without stored
-        outputs (added before the index kept them) follow in Hamming order."""
-        if not hits:
-            return hits
-        vectors, scales, found = self.rerank_stores[modality].lookup(np.array([h.id for h in hits], np.int64))
+    def _hits(self, modality: str, d: np.ndarray, ids: np.ndarray, scores: np.ndarray, k: int) -> list[Hit]:
+        """The first ``k`` (all when 0) ranked ids that the metadata knows, as hits. Metadata
+        is read for those alone, not for every candidate re-ranked."""
+        hits: list[Hit] = []
+        start = 0
+        while start < len(ids) and (not k or len(hits) < k):
+            stop = len(ids) if not k else min(len(ids), start + k - len(hits))
+            meta = self.store.get(ids[start:stop].tolist())
+            hits += [Hit(int(i), int(dd), **{k_: v for k_, v in meta[int(i)].items() if k_ != "id"},
+                         score=None if np.isnan(sc) else float(sc))
+                     for dd, i, sc in zip(d[start:stop], ids[start:stop], scores[start:stop]) if int(i) in meta]
+            start = stop  # ids the metadata does not know (a server's leftovers) are skipped
+        return hits
+
+    def _rerank(self, d: np.ndarray, ids: np.ndarray, scores: np.ndarray, query: np.ndarray, modality: str,
+                n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The first ``n`` candidates ordered by cosine of the stored outputs, highest first;
+        any without stored outputs (added before the index kept them) follow them in
+        Hamming order, then the candidates beyond ``n``."""
+        vectors, scales, found = self.rerank_stores[modality].lookup(ids[:n])
         if not found.any():
-            return hits
+            return d, ids, scores
         if vectors.shape[1] != query.shape[-1]:
             raise IndexMismatch(f"the index keeps {vectors.shape[1]} outputs per item for re-ranking, the query has "
                                 f"{query.shape[-1]}: rebuild the index with this model")
-        scores = cosines(unit_rows(query[None, :]), vectors, scales)[0]
-        for h, score, ok in zip(hits, scores, found):
-            h.score = float(score) if ok else None
-        scored = sorted((h for h in hits if h.score is not None), key=lambda h: -h.score)
-        return scored + [h for h in hits if h.score is None]
+        head = np.where(found, cosines(unit_rows(query[None, :]), vectors, scales)[0], np.nan)
+        ranked = np.flatnonzero(found)[np.argsort(-head[found], kind="stable")]
+        order = np.concatenate([ranked, np.flatnonzero(~found), np.arange(len(head), len(ids))])
+        scores = np.concatenate([head, scores[len(head):]])
+        return d[order], ids[order], scores[order]
 
     # ---- persistence ---------------------------------------------------------------------
     def manifest(self, files: dict[str, str]) -> dict:
