@@ -418,6 +418,13 @@ class CrossModalIndex:
                 raise IndexCorrupt(f"{folder}: file {name} listed in the manifest is missing; {recover}")
             if _sha256(path) != digest:
                 raise IndexCorrupt(f"{folder}: checksum mismatch for {name}: the index is corrupt; {recover}")
+        # a data file whose entry was deleted from the manifest would escape its checksum (SQLite's
+        # own transient files, which a reader may create beside the store, are not data files)
+        unlisted = sorted(p.name for p in vdir.iterdir() if p.name not in manifest["files"]
+                          and (p.name == "metadata.sqlite" or p.suffix in (".faissbin", ".npy", ".npz")))
+        if unlisted:
+            raise IndexCorrupt(f"{folder}: {', '.join(unlisted)} in {current} not listed in its manifest: the index "
+                               f"was edited by hand; {recover}")
         if model_fingerprint is not None and manifest["model_fingerprint"] != model_fingerprint:
             raise IndexMismatch(f"{folder} was built by model {manifest['model_fingerprint']}, not by the model in use "
                                 f"({model_fingerprint}); rebuild the index with this model or load that model")
@@ -474,6 +481,16 @@ def _read_manifest(folder: Path, current: str) -> dict:
     if missing:
         raise IndexCorrupt(f"{folder}: {current}/manifest.json lacks {', '.join(map(repr, missing))}: "
                            f"the index is damaged; {recover}")
+    types = {"format_version": int, "nbits": int, "index_type": str, "params": dict, "model_fingerprint": str,
+             "counts": dict, "created": str, "files": dict}
+    wrong = [f"{k!r} should be {t.__name__ if t is not dict else 'an object'}, not {json.dumps(manifest[k])[:30]}"
+             for k, t in types.items() if not isinstance(manifest[k], t) or isinstance(manifest[k], bool)]
+    if not wrong and (manifest["nbits"] <= 0 or manifest["nbits"] % 8):
+        wrong.append(f"'nbits' should be a positive multiple of 8, not {manifest['nbits']}")
+    if not wrong and not all(isinstance(v, str) for v in manifest["files"].values()):
+        wrong.append("'files' should map each file to its sha256")
+    if wrong:
+        raise IndexCorrupt(f"{folder}: {current}/manifest.json was edited: {'; '.join(wrong)}; {recover}")
     if manifest["format_version"] > FORMAT_VERSION:
         raise InvalidInput(f"{folder} was written by a newer crossmodal (format {manifest['format_version']}); "
                            f"upgrade crossmodal to read it")

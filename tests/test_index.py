@@ -1,6 +1,7 @@
 """Binary indexes: every type round-trips, add/remove/update, tie order, radius search
 against brute force, atomic saves under SIGKILL, refusal of a mismatched model, and
 Milvus Lite equal to faiss flat."""
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from crossmodal.codes import hamming_distances
 from retrieval.backends import FaissBinaryIndex, UnsupportedOperation
 from conftest import require_milvus_module
-from retrieval.index import CrossModalIndex, IndexMismatch, NotAnIndex
+from retrieval.index import CrossModalIndex, IndexCorrupt, IndexMismatch, NotAnIndex
 from retrieval.store import Item
 
 TYPES = [("flat", {}), ("ivf", {"nlist": 8, "nprobe": 8}), ("hnsw", {"M": 8}), ("multihash", {"nhash": 2, "b": 8})]
@@ -192,3 +193,30 @@ def test_milvus_lite_equals_faiss_flat(tmp_path):
     assert sorted(i_f.tolist()) == sorted(i_m.tolist()) and np.array_equal(np.sort(df), np.sort(dm))
     mv.remove(ids[:1])
     assert mv.ntotal == 2999 and mv.search(codes[:1], 1)[1][0, 0] != ids[0]
+
+
+@pytest.mark.parametrize("field,value,says", [("format_version", "1", "'format_version' should be int"),
+                                               ("files", [], "'files' should be an object"),
+                                               ("nbits", "64", "'nbits' should be int"),
+                                               ("nbits", 60, "positive multiple of 8")])
+def test_a_hand_edited_manifest_is_named_not_a_traceback(tmp_path, field, value, says):
+    idx, _ = _index(10)
+    idx.save(tmp_path / "idx")
+    live = tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text().strip()
+    manifest = json.loads((live / "manifest.json").read_text())
+    manifest[field] = value
+    (live / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorrupt, match=says):
+        CrossModalIndex.load(tmp_path / "idx")
+
+
+def test_a_file_dropped_from_the_manifest_is_still_checked(tmp_path):
+    idx, _ = _index(10)
+    idx.save(tmp_path / "idx")
+    live = tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text().strip()
+    manifest = json.loads((live / "manifest.json").read_text())
+    name = next(n for n in manifest["files"] if n.endswith(".faissbin"))
+    del manifest["files"][name]
+    (live / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorrupt, match=f"{name} in .* not listed in its manifest"):
+        CrossModalIndex.load(tmp_path / "idx")
