@@ -77,7 +77,8 @@ def milvus_server(tmp_path_factory):
                                            "`pip install -e '.[test]'` installs it")
     from retrieval.milvus_server import LocalMilvus
 
-    server = LocalMilvus(tmp_path_factory.mktemp("milvus-server")).start()
+    # 5-12 s on a quiet machine; a loaded one (a benchmark beside the suite) has needed over 120 s
+    server = LocalMilvus(tmp_path_factory.mktemp("milvus-server"), ready_timeout=300).start()
     yield server
     server.stop()
     assert not server.alive()
