@@ -250,7 +250,7 @@ def bench_two_stage(ids, fdb, q, fq, k: int, candidate_counts, truth: np.ndarray
     a loaded index holds it) and ranked by cosine, as ``CrossModalIndex._rerank`` does."""
     import tempfile
 
-    from retrieval.rerank import RerankStore, cosines
+    from retrieval.rerank import RerankStore, bytes_per_item, cosines
 
     with tempfile.TemporaryDirectory() as tmp:
         store = RerankStore("int8")
@@ -277,7 +277,7 @@ def bench_two_stage(ids, fdb, q, fq, k: int, candidate_counts, truth: np.ndarray
                 result["by_stage"].setdefault(stage, {})[str(n)] = {
                     "queries_per_second": len(q) / t, "speedup_vs_float_flat": t_float / t,
                     "recall_vs_float_flat": recall,
-                    "bytes_per_item": 8 + 8 + store.bytes_per_item()}  # code + faiss id + store (row, scale, id)
+                    "bytes_per_item": bytes_per_item(64, store.width, store.dtype)}
                 print(f"two-stage {stage} N={n}: {len(q) / t:.0f} q/s ({t_float / t:.1f}x float flat), recall@{k} "
                       f"vs float flat {recall:.3f}", flush=True)
     return result

@@ -40,7 +40,7 @@ def main() -> None:
     from crossmodal.model import CrossModalHasher
     from retrieval import metrics as M
     from retrieval.baselines import cosine_distances
-    from retrieval.rerank import DEFAULT_CANDIDATES, compress, served_ranking
+    from retrieval.rerank import DEFAULT_CANDIDATES, bytes_per_item, compress, served_ranking
 
     model = CrossModalHasher.from_pretrained(args.model)
     ds = load_prepared(args.data, splits=[args.split])[args.split]
@@ -71,8 +71,8 @@ def main() -> None:
         if args.split == "test":  # never chosen on test: report the dev choice the library ships
             chosen = DEFAULT_CANDIDATES[bits]
         metrics["by_bits"][str(bits)] = {"served": row, "chosen_candidates": chosen,
-                                         "bytes_per_item": {"int8": bits // 8 + 8 + q.shape[1] + 4 + 8,
-                                                            "float16": bits // 8 + 8 + 2 * q.shape[1] + 4 + 8}}
+                                         "bytes_per_item": {dtype: bytes_per_item(bits, q.shape[1], dtype)
+                                                            for dtype in ("int8", "float16")}}
         print(bits, {k: v for k, v in mean10.items()}, "chosen", chosen, flush=True)
 
     lines = [f"Flickr8k {args.split}: {len(flat.ids):,} images, {len(flat.captions):,} captions; model `{args.model}`. "

@@ -45,7 +45,7 @@ def tokenizer_file(cfg: TextEncoderConfig) -> Path | None:
         from .encoders.text import minilm_path
 
         folder = minilm_path()
-    elif cfg.name not in ("gru",) and Path(cfg.name).is_dir():
+    elif cfg.name != "gru" and Path(cfg.name).is_dir():
         folder = Path(cfg.name)
     else:
         return None
@@ -124,10 +124,10 @@ def export(encoder, cfg: TextEncoderConfig, cache_dir: Path, sha256: str) -> boo
         staged = path.with_name(path.name + ".checking")
         atomic_write_bytes(staged, buf.getvalue())
         engine = OnnxTextFeatures(staged, tokenizer, cfg.max_length)
+        tokens, ours = encoder.tokenize(PROBE_CAPTIONS), engine.tokenize(PROBE_CAPTIONS)
         with torch.inference_mode():
-            reference = module(**encoder.tokenize(PROBE_CAPTIONS)).float().numpy()
-        same_tokens = all(np.array_equal(engine.tokenize(PROBE_CAPTIONS)[k], encoder.tokenize(PROBE_CAPTIONS)[k].numpy())
-                          for k in ("input_ids", "attention_mask"))
+            reference = module(**tokens).float().numpy()
+        same_tokens = all(np.array_equal(ours[k], tokens[k].numpy()) for k in ("input_ids", "attention_mask"))
         if not same_tokens or np.abs(engine(PROBE_CAPTIONS).numpy() - reference).max() > TOLERANCE:
             staged.unlink(missing_ok=True)
             print("note: ONNX Runtime's text features differ from PyTorch's; text queries keep using PyTorch",

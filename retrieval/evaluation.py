@@ -17,6 +17,7 @@ from crossmodal.codes import hamming_distances
 from crossmodal.data.splits import FlatSplit
 
 from .metrics import label_relevance, mean_average_precision, pair_relevance, rank_by_distance, recall_at_k
+from .protocol import selection_score
 
 
 def crossmodal_scores(image_codes: np.ndarray, text_codes: np.ndarray, split: FlatSplit,
@@ -34,14 +35,13 @@ def crossmodal_scores(image_codes: np.ndarray, text_codes: np.ndarray, split: Fl
         i2t = recall_at_k(rank_by_distance(d_i2t), rel_i2t, ks)
         t2i = recall_at_k(rank_by_distance(d_i2t.T), rel_i2t.T, ks)
         out = {**{f"i2t_{k}": v for k, v in i2t.items()}, **{f"t2i_{k}": v for k, v in t2i.items()}}
-        out["score"] = float(np.mean([out[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks]))
     else:
         caption_labels = labels[split.caption_item]
         rel_i2t = label_relevance(labels, caption_labels)
         i2t = mean_average_precision(rank_by_distance(d_i2t), rel_i2t)
         t2i = mean_average_precision(rank_by_distance(d_i2t.T), rel_i2t.T)
         out = {**{f"i2t_{k}": v for k, v in i2t.items()}, **{f"t2i_{k}": v for k, v in t2i.items()}}
-        out["score"] = 0.5 * (out["i2t_mAP"] + out["t2i_mAP"])
+    out["score"] = selection_score({"i2t": i2t, "t2i": t2i}, "pairs" if labels is None else "labels", ks)
     return out
 
 

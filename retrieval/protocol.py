@@ -232,7 +232,7 @@ def served_metrics(hamming: np.ndarray, query_floats: np.ndarray, database_float
     """The metrics of what a two-stage search serves: the ``candidates`` nearest codes
     re-ranked by cosine of the database's stored (compressed) outputs, then the rest in
     Hamming order; with the storage's bytes per item (codes + re-rank store + id)."""
-    from .rerank import compress, ranking_distances, served_ranking
+    from .rerank import bytes_per_item, compress, ranking_distances, served_ranking
 
     vectors, scales = compress(database_floats, cfg.rerank_dtype)
     ranking = served_ranking(hamming, query_floats, vectors, scales, candidates)
@@ -245,8 +245,7 @@ def served_metrics(hamming: np.ndarray, query_floats: np.ndarray, database_float
     out = _short(direction_metrics(dist, rel, cfg, None, gains))
     out["mAP_tie_aware"] = out["mAP"]  # the served order has no ties
     out["rerank"], out["rerank_dtype"] = candidates, cfg.rerank_dtype
-    # the code and its id in the binary index, the stored row, its scale and its id in the re-rank store
-    out["bytes_per_item"] = nbits // 8 + 8 + vectors.shape[1] * vectors.itemsize + 4 + 8
+    out["bytes_per_item"] = bytes_per_item(nbits, vectors.shape[1], cfg.rerank_dtype)
     return out
 
 
@@ -283,9 +282,9 @@ def _cca_chosen_on_dev(fit: BaselineData, cfg: EvalConfig, mode: str, report: di
         report["protocol"]["cca_itq_ridge"] = {"chosen": CCA_RIDGES[0], "on": "no dev split: the smallest ridge"}
         return model, model.solve(CCA_RIDGES[0])
     nbits, key = max(cfg.bits), ("mAP" if mode == "labels" else "R@10")
-    dev_scores = {}
+    dev_scores, solved = {}, {}
     for reg in CCA_RIDGES:
-        projections = model.solve(reg)
+        solved[reg] = projections = model.solve(reg)
         enc = CCAITQ(model, projections, nbits, seed=cfg.seed).fit(x, y, rows)
         images, texts = enc.encode_images(dev.images.raw), enc.encode_texts(dev.texts.raw)
         scores = []
@@ -298,7 +297,7 @@ def _cca_chosen_on_dev(fit: BaselineData, cfg: EvalConfig, mode: str, report: di
     chosen = max(CCA_RIDGES, key=lambda r: (dev_scores[r], -r))
     report["protocol"]["cca_itq_ridge"] = {"chosen": chosen, "on": f"{dev.splits} {key} at {nbits} bits",
                                             "dev_scores": {str(r): v for r, v in dev_scores.items()}}
-    return model, model.solve(chosen)
+    return model, solved[chosen]
 
 
 def _short(m: dict) -> dict:

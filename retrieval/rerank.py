@@ -28,6 +28,17 @@ RERANK_DTYPES = ("int8", "float16")
 DEFAULT_CANDIDATES = {16: 500, 32: 500, 64: 100, 128: 50}
 
 
+def store_bytes_per_item(width: int, dtype: str = "int8") -> int:
+    """An item's bytes in the re-rank store: its row, the row's scale, its id."""
+    return width * np.dtype(_numpy_dtype(dtype)).itemsize + 4 + 8
+
+
+def bytes_per_item(nbits: int, width: int, dtype: str = "int8") -> int:
+    """What an item of a re-ranking index costs: its code and id in the binary index, and
+    its share of the re-rank store."""
+    return nbits // 8 + 8 + store_bytes_per_item(width, dtype)
+
+
 def default_candidates(nbits: int) -> int:
     return DEFAULT_CANDIDATES.get(nbits, 100)
 
@@ -177,7 +188,7 @@ class RerankStore:
         return store
 
     def bytes_per_item(self) -> float:
-        return float(np.dtype(_numpy_dtype(self.dtype)).itemsize * self.width + 4 + 8)
+        return float(store_bytes_per_item(self.width, self.dtype))
 
 
 def _numpy_dtype(dtype: str):
