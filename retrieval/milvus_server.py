@@ -52,6 +52,11 @@ while alive(server):
 COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexCoord", "indexNode", "dataCoord", "dataNode")
 
 
+#: the health check talks to our own loopback port: never through a proxy (urllib's
+#: default opener takes http_proxy from the environment, and keeps what it saw first)
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -125,15 +130,16 @@ class LocalMilvus:
             if not self.alive():
                 raise Unavailable(f"the Milvus server exited while starting; its log ends:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with _LOOPBACK.open(url, timeout=2) as resp:
                     if b"OK" in resp.read():
                         return
             except OSError:
                 pass
             time.sleep(0.2)
+        tail = self.log_tail()  # before stopping: the stop's own lines would hide why it was not ready
         self.stop()
-        raise Unavailable(f"the Milvus server was not ready in {self.ready_timeout:.0f} s; its log ends:\n"
-                          f"{self.log_tail()}")
+        raise Unavailable(f"the Milvus server was not ready in {self.ready_timeout:.0f} s (health: {url}); "
+                          f"its log ends:\n{tail}")
 
     def log_tail(self, lines: int = 20) -> str:
         log = self.data_dir / "logs" / "milvus-stdout.log"

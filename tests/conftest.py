@@ -77,7 +77,7 @@ def milvus_server(tmp_path_factory):
                                            "`pip install -e '.[test]'` installs it")
     from retrieval.milvus_server import LocalMilvus
 
-    # 5-12 s on a quiet machine; a loaded one (a benchmark beside the suite) has needed over 120 s
+    # 5-12 s on a quiet machine; the margin is for a machine loaded by benchmarks beside the suite
     server = LocalMilvus(tmp_path_factory.mktemp("milvus-server"), ready_timeout=300).start()
     yield server
     server.stop()

@@ -4,6 +4,7 @@ index life cycle through the command line, idempotent writes, and a server resta
 from __future__ import annotations
 
 import json
+import urllib.request
 import subprocess
 import sys
 
@@ -109,7 +110,15 @@ def test_index_survives_a_server_restart(milvus_server, tiny_model, tiny_data, f
     _build(tiny_model, tiny_data, feature_cache_dir, out, "--backend", "milvus", "--milvus-uri", milvus_server.uri)
     before = [[(h.key, h.distance) for h in hits] for hits in Searcher.open(out).search_texts(["a red circle"], k=5)]
     pid = milvus_server.pid
-    milvus_server.restart()
+    with pytest.MonkeyPatch.context() as mp:
+        # a user's http_proxy, as urllib's default opener saw it first (the offline-weights test sets a dead
+        # one), must not stand between the readiness check and the server's own loopback health port
+        mp.setattr(urllib.request, "_opener", None)
+        for name in ("http_proxy", "HTTP_PROXY"):
+            mp.setenv(name, "http://127.0.0.1:9")
+        for name in ("no_proxy", "NO_PROXY"):
+            mp.delenv(name, raising=False)
+        milvus_server.restart()
     assert milvus_server.alive() and milvus_server.pid != pid
     after = [[(h.key, h.distance) for h in hits] for hits in Searcher.open(out).search_texts(["a red circle"], k=5)]
     assert after == before
