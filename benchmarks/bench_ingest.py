@@ -127,18 +127,18 @@ def encoder_rates(model_dir: Path, runtimes=("torch", "onnx")) -> dict[str, floa
 def end_to_end_rate(model_dir: Path, library: Path, tmp: Path, runtime: str, workers: int) -> float:
     """Photos/s of ``index build --images`` in this process (model loading excluded)."""
     from crossmodal.model import CrossModalHasher
-    from retrieval.ingest import build_index
+    from retrieval.ingest import new_index
     from retrieval.photos import PhotoOptions, PhotoReport, index_photos, walk_photos
 
     model = CrossModalHasher.from_pretrained(model_dir)
     out = tmp / f"rate-{model_dir.name}-{library.name}-{runtime}-{workers}"
-    build_index(model, model_dir, [], out, 64)
     from crossmodal.runtime import image_runtime
     image_runtime(model, runtime)  # export once, outside the timing
     t = time.perf_counter()
     report = PhotoReport()
     photos = walk_photos([library], report)
-    index_photos(out, model, photos, report, PhotoOptions(runtime=runtime, workers=workers))
+    index_photos(out, model, photos, report, PhotoOptions(runtime=runtime, workers=workers),
+                 create=new_index(model, model_dir, 64))
     dt = time.perf_counter() - t
     assert report.added == len(photos), report.summary()
     return len(photos) / dt

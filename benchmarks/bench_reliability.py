@@ -94,24 +94,23 @@ def bench_decoding() -> tuple[list[str], dict]:
 
 
 def bench_writes(tmp: Path) -> tuple[list[str], dict]:
-    from retrieval.index import CrossModalIndex, read_current_version
+    from retrieval.index import CrossModalIndex, IndexChanges, NewIndex, SignCodes, read_current_version, write_index
     from retrieval.store import Item
 
     rng = np.random.default_rng(2)
+    vectors = SignCodes("bench")
     out, measured = [], {}
     for n in (10_000, 100_000):
         folder = tmp / f"idx{n}"
-        idx = CrossModalIndex(64, "bench")
-        idx.add("text", [Item(key=f"t{i}", source=f"caption {i}") for i in range(n)],
-                rng.integers(0, 256, (n, 8), dtype=np.uint8))
-        idx.save(folder)
+        write_index(folder, vectors, IndexChanges().add("text", [Item(key=f"t{i}", source=f"caption {i}")
+                                                                 for i in range(n)], rng.normal(size=(n, 64))),
+                    create=NewIndex(64, rerank_dtype=None))
         counter = iter(range(10 ** 9))
 
         def write():
-            with CrossModalIndex.updating(folder) as live:
-                k = next(counter)
-                live.add("text", [Item(key=f"new{k}-{j}", source="x") for j in range(5)],
-                         rng.integers(0, 256, (5, 8), dtype=np.uint8))
+            k = next(counter)
+            write_index(folder, vectors, IndexChanges().add("text", [Item(key=f"new{k}-{j}", source="x")
+                                                                     for j in range(5)], rng.normal(size=(5, 64))))
         load = best_of(lambda: CrossModalIndex.load(folder))
         w = best_of(write)
         measured[f"write_5_into_{n}_seconds"], measured[f"load_{n}_seconds"] = w, load

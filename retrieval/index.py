@@ -1,74 +1,48 @@
-"""A cross-modal index: one binary index per modality, a metadata store, a manifest.
+"""A cross-modal index: one binary index per modality, a metadata store, a re-rank
+store; and :func:`write_index`, the one function every change to an index goes through.
 
-On disk an index is a folder::
+A version of an index on disk (the versioned folder itself is ``retrieval.index_folder``)::
 
-    IDX/CURRENT            name of the live version folder (replaced atomically)
     IDX/v-<n>/manifest.json   format version, code length, index type and parameters,
                               model fingerprint, item counts, sha256 of every file
     IDX/v-<n>/<modality>.faissbin, metadata.sqlite,
               rerank_<modality>.{ids,vectors,scales}.npy   the re-rank store (``retrieval.rerank``)
 
-    IDX/.lock              the writer lock (an flock: released by the kernel when its holder dies)
-
-Writers are serialised: every save, and every load → modify → save
-(:meth:`CrossModalIndex.updating`), holds ``IDX/.lock``, so two processes (two commands,
-or a server and a command) never drop each other's items. Saving writes a complete new
-version folder, fsyncs it, then swaps ``CURRENT`` with ``os.replace``: a process killed at
-any moment leaves the previous version live and intact, and the next writer removes what
-the killed one left (any version newer than ``CURRENT``). The version just replaced is
-kept one more round for readers that read ``CURRENT`` a moment before the switch.
+Writers are serialised: :func:`write_index` holds the folder's writer lock across load →
+apply → write, so two processes (two commands, or a server and a command) never drop
+each other's items, and a crash at any moment leaves the previous version live.
 Loading verifies every checksum and refuses an index made by another model or code length.
 """
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import sys
 import datetime as _dt
-import hashlib
+import uuid
 import json
 import os
-import re
-import shutil
-import signal
-import threading
-import uuid
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
-from filelock import FileLock
 
-from crossmodal.atomic import atomic_write_text, fsync_dir
-from crossmodal.errors import CrossmodalError, InvalidInput, UnsafeOutput
+from crossmodal.errors import CrossmodalError, InvalidInput
 
 from .backends import BACKENDS, Backend, BinaryIndex
+from .index_folder import (IndexCorrupt, NotAnIndex, fault_point, has_index, read_current_version, read_live,
+                           read_manifest_of, refuse_foreign, write_version, writer_lock)
 from .rerank import RerankStore, cosines, default_candidates, unit_rows
 from .store import Item, MetadataStore, item_id
+
+__all__ = ["CrossModalIndex", "Hit", "IndexChanges", "IndexCorrupt", "IndexMismatch", "NewIndex", "NotAnIndex",
+           "SignCodes", "WriteReport", "check_index_destination", "has_index", "read_current_version", "read_manifest",
+           "write_index"]
 
 FORMAT_VERSION = 1
 MODALITIES = ("image", "text", "frame")
 
 
-VERSION_NAME = re.compile(r"v-\d{6,}")
-TMP_NAME = re.compile(r"\.v-\d{6,}\.tmp|\.CURRENT(\.\d+)?\.tmp")
-LOCK_NAME = ".lock"
-#: who holds the writer lock (pid and command), for the message of a writer that waits
-LOCK_OWNER_NAME = ".lock.owner"
-
-
 class IndexMismatch(CrossmodalError, ValueError):
     """The index was built by another model or at another code length."""
-
-
-class NotAnIndex(CrossmodalError, FileNotFoundError):
-    """The folder holds no index (or not a readable ``CURRENT``)."""
-
-
-class IndexCorrupt(CrossmodalError, ValueError):
-    """The live version's files do not match its manifest."""
 
 
 @dataclass
@@ -86,14 +60,6 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def backend_of(name: str) -> Backend:
@@ -126,7 +92,7 @@ class CrossModalIndex:
         self.rerank_stores: dict[str, RerankStore] = {}
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.version: str | None = None  # the version folder it was loaded from
-        self.changes = 0  # items added or removed since load or save; a save with none is skipped by `updating`
+        self.changes = 0  # items added, removed or re-stamped since load: a commit with none writes nothing
 
     # ---- building ----------------------------------------------------------------------
     def _backend(self, modality: str) -> BinaryIndex:
@@ -309,133 +275,33 @@ class CrossModalIndex:
         scores = np.concatenate([head, scores[len(head):]])
         return d[order], ids[order], scores[order]
 
-    # ---- persistence ---------------------------------------------------------------------
-    def manifest(self, files: dict[str, str]) -> dict:
-        return {"format": "crossmodal-index", "format_version": FORMAT_VERSION, "nbits": self.nbits,
-                "index_type": self.index_type, "params": self.params, "backend": self.backend,
-                "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint,
-                "model_path": self.model_path, "build_inputs": self.build_inputs, "rerank": self.rerank_config,
+    # ---- files of a version ----------------------------------------------------------------
+    def manifest_fields(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "nbits": self.nbits, "index_type": self.index_type,
+                "params": self.params, "backend": self.backend, "backend_options": self.backend_options,
+                "uid": self.uid, "model_fingerprint": self.model_fingerprint, "model_path": self.model_path,
+                "build_inputs": self.build_inputs, "rerank": self.rerank_config,
                 "counts": {m: self.count(m) for m in self.indexes}, "created": self.created,
-                "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "files": files}
+                "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Atomically write the index to ``folder`` as its next version, holding the
-        folder's writer lock (see the module docstring)."""
-        folder = Path(folder)
-        _refuse_foreign(folder)
-        with writer_lock(folder):
-            return self._write_version(folder)
-
-    @classmethod
-    @contextmanager
-    def updating(cls, folder: str | os.PathLike, model_fingerprint: str | None = None,
-                 nbits: int | None = None) -> Iterator["CrossModalIndex"]:
-        """Load → modify → save as one serialised step::
-
-            with CrossModalIndex.updating(IDX) as idx:
-                idx.add(...)
-
-        The writer lock is held throughout, so the index yielded is the newest version
-        and no other writer can slip a version in between; a new version is written only
-        when something changed, and not at all when the block raises."""
-        folder = Path(folder)
-        with writer_lock(folder):
-            idx = cls.load(folder, model_fingerprint, nbits)
-            _fault_point("loaded")
-            idx.changes = 0
-            yield idx
-            if idx.changes:
-                idx._write_version(folder)
-
-    def _write_version(self, folder: Path) -> Path:
-        """Write version N+1 and switch ``CURRENT`` to it. The caller holds the lock, so
-        anything newer than ``CURRENT`` is debris of a killed writer and is removed."""
-        try:
-            return self._write_version_unchecked(folder)
-        except (OSError, sqlite3.Error, RuntimeError) as e:
-            error = storage_error(folder, e)
-            if error is e:
-                raise
-            _remove_debris(folder, keep={_read_current(folder)} - {None})  # the half-written version goes
-            raise error from None
-
-    def _write_version_unchecked(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        current = _read_current(folder)
-        _remove_debris(folder, keep={current} if current else set())
-        version = f"v-{_version_number(current) + 1 if current else 1:06d}"
-        tmp = folder / f".{version}.tmp"
-        tmp.mkdir()
+    def _write_files(self, vdir: Path) -> dict:
+        """Write this index's files into a new version folder; its manifest fields."""
         for m, be in self.indexes.items():
-            be.write_into(tmp, m)
-        self.store.save(str(tmp / "metadata.sqlite"))
+            be.write_into(vdir, m)
+        self.store.save(str(vdir / "metadata.sqlite"))
         for m, store in self.rerank_stores.items():
             if len(store):
-                store.write_into(tmp, m)
-        files = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
-        (tmp / "manifest.json").write_text(json.dumps(self.manifest(files), indent=2))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        fsync_dir(tmp)
-        _fault_point("version-files-written")
-        os.replace(tmp, folder / version)
-        _fault_point("version-renamed")
-        atomic_write_text(folder / "CURRENT", version, on_written=lambda: _fault_point("current-tmp-written"))
-        _fault_point("current-switched")
-        # the version just replaced stays one more round, for readers that read CURRENT
-        # a moment ago; older ones and leftovers go
-        _remove_debris(folder, keep={version} | ({current} if current else set()))
-        self.changes = 0
-        return folder
+                store.write_into(vdir, m)
+        return self.manifest_fields()
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, model_fingerprint: str | None = None,
-             nbits: int | None = None) -> "CrossModalIndex":
-        """Open the live version of an index, verifying checksums; refuse one made by
-        another model (``model_fingerprint``) or at another code length (``nbits``).
-
-        A writer may switch ``CURRENT`` and retire the version being read while this
-        runs; the load then starts again on the new version."""
-        folder = Path(folder)
-        for attempt in range(5):
-            current = read_current_version(folder)
-            try:
-                return cls._load_version(folder, current, model_fingerprint, nbits)
-            except (IndexCorrupt, NotAnIndex):
-                if attempt == 4 or read_current_version(folder) == current:
-                    raise
-
-    @classmethod
-    def _load_version(cls, folder: Path, current: str, model_fingerprint: str | None,
-                      nbits: int | None) -> "CrossModalIndex":
-        vdir = folder / current
-        manifest = _read_manifest(folder, current)
-        recover = _RECOVER.format(folder=folder)
-        for name, digest in manifest["files"].items():
-            path = vdir / name
-            if not path.is_file():
-                raise IndexCorrupt(f"{folder}: file {name} listed in the manifest is missing; {recover}")
-            if _sha256(path) != digest:
-                raise IndexCorrupt(f"{folder}: checksum mismatch for {name}: the index is corrupt; {recover}")
-        # a data file whose entry was deleted from the manifest would escape its checksum (SQLite's
-        # own transient files, which a reader may create beside the store, are not data files)
-        unlisted = sorted(p.name for p in vdir.iterdir() if p.name not in manifest["files"]
-                          and (p.name == "metadata.sqlite" or p.suffix in (".faissbin", ".npy", ".npz")))
-        if unlisted:
-            raise IndexCorrupt(f"{folder}: {', '.join(unlisted)} in {current} not listed in its manifest: the index "
-                               f"was edited by hand; {recover}")
-        if model_fingerprint is not None and manifest["model_fingerprint"] != model_fingerprint:
-            raise IndexMismatch(f"{folder} was built by model {manifest['model_fingerprint']}, not by the model in use "
-                                f"({model_fingerprint}); rebuild the index with this model or load that model")
-        if nbits is not None and manifest["nbits"] != nbits:
-            raise IndexMismatch(f"{folder} holds {manifest['nbits']}-bit codes, not {nbits}-bit ones")
+    def _from_version(cls, name: str, vdir: Path, manifest: dict) -> "CrossModalIndex":
         idx = cls(manifest["nbits"], manifest["model_fingerprint"], manifest["index_type"], manifest["params"],
                   manifest.get("backend", "faiss"), _backend_options(manifest), uid=manifest.get("uid", ""))
         idx.created = manifest["created"]
         idx.model_path = manifest.get("model_path")
         idx.build_inputs = manifest.get("build_inputs")
-        idx.version = current
+        idx.version = name
         idx.store = MetadataStore(str(vdir / "metadata.sqlite"))
         for m in manifest["counts"]:
             idx.indexes[m] = idx._open_backend(m, vdir)
@@ -451,6 +317,20 @@ class CrossModalIndex:
                     idx.rerank_stores[m] = store
         return idx
 
+    @classmethod
+    def load(cls, folder: str | os.PathLike, model_fingerprint: str | None = None,
+             nbits: int | None = None) -> "CrossModalIndex":
+        """Open the live version of an index for reading, verifying checksums; refuse one
+        made by another model (``model_fingerprint``) or at another code length (``nbits``).
+        Changes go through :func:`write_index`, never through a loaded index."""
+        folder = Path(folder)
+
+        def open_version(name: str, vdir: Path, manifest: dict) -> "CrossModalIndex":
+            _check_fits(folder, manifest, model_fingerprint, nbits)
+            return cls._from_version(name, vdir, manifest)
+
+        return read_live(folder, open_version, _wrong_fields)
+
     def info(self) -> dict:
         return {"nbits": self.nbits, "index_type": self.index_type, "params": self.params, "backend": self.backend,
                 "backend_options": self.backend_options, "uid": self.uid, "model_fingerprint": self.model_fingerprint,
@@ -461,40 +341,31 @@ class CrossModalIndex:
                 "codes_at": {m: be.location() for m, be in self.indexes.items()}}
 
 
-_RECOVER = "restore the folder from a backup, or rebuild it with `crossmodal index build --out {folder}`"
 
-
-def _read_manifest(folder: Path, current: str) -> dict:
-    """The manifest of version ``current``, checked for format and fields (not checksums)."""
-    vdir = folder / current
-    recover = _RECOVER.format(folder=folder)
-    if not vdir.is_dir():
-        raise NotAnIndex(f"{folder}/CURRENT names version {current}, which is missing: {recover}")
-    try:
-        manifest = json.loads((vdir / "manifest.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexCorrupt(f"{folder}: manifest of {current} unreadable ({e}); {recover}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "crossmodal-index":
-        raise NotAnIndex(f"{folder}: {current}/manifest.json is not a crossmodal index manifest")
+def _wrong_fields(manifest: dict) -> list[str]:
+    """What is wrong with an index manifest's own fields (hand edits), in words."""
     missing = [k for k in ("format_version", "nbits", "index_type", "params", "model_fingerprint", "counts",
-                           "created", "files") if k not in manifest]
+                           "created") if k not in manifest]
     if missing:
-        raise IndexCorrupt(f"{folder}: {current}/manifest.json lacks {', '.join(map(repr, missing))}: "
-                           f"the index is damaged; {recover}")
+        return [f"lacks {', '.join(map(repr, missing))}: the index is damaged"]
     types = {"format_version": int, "nbits": int, "index_type": str, "params": dict, "model_fingerprint": str,
-             "counts": dict, "created": str, "files": dict}
+             "counts": dict, "created": str}
     wrong = [f"{k!r} should be {t.__name__ if t is not dict else 'an object'}, not {json.dumps(manifest[k])[:30]}"
              for k, t in types.items() if not isinstance(manifest[k], t) or isinstance(manifest[k], bool)]
     if not wrong and (manifest["nbits"] <= 0 or manifest["nbits"] % 8):
         wrong.append(f"'nbits' should be a positive multiple of 8, not {manifest['nbits']}")
-    if not wrong and not all(isinstance(v, str) for v in manifest["files"].values()):
-        wrong.append("'files' should map each file to its sha256")
-    if wrong:
-        raise IndexCorrupt(f"{folder}: {current}/manifest.json was edited: {'; '.join(wrong)}; {recover}")
+    return [f"was edited: {'; '.join(wrong)}"] if wrong else []
+
+
+def _check_fits(folder: Path, manifest: dict, model_fingerprint: str | None, nbits: int | None) -> None:
     if manifest["format_version"] > FORMAT_VERSION:
         raise InvalidInput(f"{folder} was written by a newer crossmodal (format {manifest['format_version']}); "
                            f"upgrade crossmodal to read it")
-    return manifest
+    if model_fingerprint is not None and manifest["model_fingerprint"] != model_fingerprint:
+        raise IndexMismatch(f"{folder} was built by model {manifest['model_fingerprint']}, not by the model in use "
+                            f"({model_fingerprint}); rebuild the index with this model or load that model")
+    if nbits is not None and manifest["nbits"] != nbits:
+        raise IndexMismatch(f"{folder} holds {manifest['nbits']}-bit codes, not {nbits}-bit ones")
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
@@ -502,54 +373,9 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     without loading or verifying the index: for commands that only need to know what an
     index is before they start (the writes they then make load it fully)."""
     folder = Path(folder)
-    return _read_manifest(folder, read_current_version(folder))
-
-
-def _version_number(name: str) -> int:
-    return int(name.split("-")[1])
-
-
-def _read_current(folder: Path) -> str | None:
-    """The name in ``CURRENT`` when it is well-formed, else None (no check that it exists)."""
-    p = folder / "CURRENT"
-    if not p.is_file():
-        return None
-    name = p.read_text(errors="replace").strip()
-    return name if VERSION_NAME.fullmatch(name) else None
-
-
-def read_current_version(folder: str | os.PathLike) -> str:
-    """The live version's name; a clear :class:`NotAnIndex` when there is none. Cheap
-    (one small file): a server calls it per request to notice a newer version."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NotAnIndex(f"{folder} does not exist; build an index with `crossmodal index build --out {folder}`")
-    p = folder / "CURRENT"
-    if not p.is_file():
-        raise NotAnIndex(f"{folder} is not a crossmodal index (no CURRENT file); build one with "
-                         f"`crossmodal index build`")
-    name = _read_current(folder)
-    if name is None:
-        raise NotAnIndex(f"{folder}/CURRENT does not name a version (it holds {p.read_text(errors='replace')[:40]!r}); "
-                         f"restore it from a backup, or rebuild with `crossmodal index build --out {folder}`")
-    return name
-
-
-def _is_index_debris(name: str) -> bool:
-    return bool(VERSION_NAME.fullmatch(name) or TMP_NAME.fullmatch(name)) or name in (LOCK_NAME, LOCK_OWNER_NAME)
-
-
-def _refuse_foreign(folder: Path) -> None:
-    """Write only into an index folder, an empty one, or one holding nothing but the
-    leftovers of an index (a first build killed before its ``CURRENT`` was written)."""
-    if folder.exists() and not folder.is_dir():
-        raise UnsafeOutput(f"{folder} is a file, not an index folder; choose another --out")
-    if folder.is_dir() and not (folder / "CURRENT").is_file():
-        foreign = [p.name for p in folder.iterdir() if not _is_index_debris(p.name)]
-        if foreign:
-            raise NotAnIndex(f"{folder} exists and is not a crossmodal index (it holds {', '.join(sorted(foreign)[:3])}"
-                               f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: choose a new or "
-                               f"empty --out")
+    manifest = read_manifest_of(folder, read_current_version(folder), _wrong_fields)
+    _check_fits(folder, manifest, None, None)
+    return manifest
 
 
 def _backend_options(manifest: dict) -> dict:
@@ -560,123 +386,198 @@ def _backend_options(manifest: dict) -> dict:
 
 
 def check_index_destination(folder: str | os.PathLike) -> None:
-    """Refuse an output folder before any work is done (see :func:`_refuse_foreign`)."""
-    _refuse_foreign(Path(folder))
+    """Refuse an output folder before any work is done: only an index folder, an empty
+    one, or an index's leftovers is written into."""
+    refuse_foreign(folder)
 
 
-def _remove_debris(folder: Path, keep: set[str]) -> None:
-    """Remove every version folder but ``keep``, and leftovers of killed saves."""
-    for p in folder.iterdir():
-        if p.name in keep or p.name in ("CURRENT", LOCK_NAME, LOCK_OWNER_NAME):
-            continue
-        if _is_index_debris(p.name):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+# ---- the one writer --------------------------------------------------------------------
+class CodeModel(Protocol):
+    """What the writer needs of a model: whose codes these are, and how to make them."""
+
+    def fingerprint(self) -> str: ...
+
+    def quantize(self, relaxed: np.ndarray, nbits: int) -> np.ndarray: ...
 
 
-_LOCKS: dict[str, FileLock] = {}
-_LOCKS_GUARD = threading.Lock()
+class SignCodes:
+    """A :class:`CodeModel` for vectors made elsewhere: the code of a vector is the signs
+    of its first ``nbits`` values (what the model's ``sign`` quantiser does to its outputs)."""
+
+    def __init__(self, fingerprint: str):
+        self._fingerprint = fingerprint
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def quantize(self, relaxed: np.ndarray, nbits: int) -> np.ndarray:
+        from crossmodal.codes import pack_bits
+
+        relaxed = np.asarray(relaxed)
+        if relaxed.shape[1] < nbits:
+            raise InvalidInput(f"{nbits}-bit codes need vectors of at least {nbits} values, got {relaxed.shape[1]}")
+        return pack_bits(relaxed[:, :nbits] > 0)
 
 
-def writer_lock(folder: str | os.PathLike, timeout: float | None = None) -> "WriterLock":
-    """The exclusive writer lock of an index folder (``IDX/.lock``, an ``flock``): held
-    across load → modify → save by every writer, in any process; released by the
-    kernel if its holder dies. One lock object per folder in a process: a thread that
-    holds it may take it again, and another thread waits like another process would.
-    ``timeout``: seconds to wait (``CROSSMODAL_LOCK_TIMEOUT``, default 600)."""
-    from crossmodal.settings import env_number
+@dataclass
+class NewIndex:
+    """How to create an index where there is none (``index build``)."""
+    nbits: int
+    index_type: str = "flat"
+    params: dict = field(default_factory=dict)
+    backend: str = "faiss"
+    backend_options: dict = field(default_factory=dict)
+    rerank_dtype: str | None = "int8"  #: how the outputs are kept for re-ranking; None: codes alone
+    rerank_candidates: int | None = None  #: None: the default for the code length
+    model_path: str | None = None  #: where the model lives, so `search` needs no --model
+    build_inputs: dict | None = None  #: what the build indexes: the same build resumes
 
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise storage_error(folder, e) from None
-    if os.environ.get("CROSSMODAL_TEST_NO_LOCK") == "1":  # test-only: shows the concurrency test can fail
-        return contextlib.nullcontext()
-    key = str(folder.resolve())
-    with _LOCKS_GUARD:
-        if key not in _LOCKS:
-            _LOCKS[key] = FileLock(str(folder / LOCK_NAME))
-    return WriterLock(folder, _LOCKS[key], env_number("CROSSMODAL_LOCK_TIMEOUT", 600.0) if timeout is None else timeout)
+    def create(self, model_fingerprint: str) -> CrossModalIndex:
+        idx = CrossModalIndex(self.nbits, model_fingerprint, self.index_type, self.params, self.backend,
+                              self.backend_options)
+        idx.model_path, idx.build_inputs = self.model_path, self.build_inputs
+        if self.rerank_dtype is not None:
+            idx.keep_outputs(self.rerank_dtype, self.rerank_candidates)
+        return idx
 
 
-class WriterLock:
-    """Takes a folder's lock; a writer that has to wait says whom it waits for, keeps
-    waiting up to ``timeout`` seconds, then gives up with one line (nothing written)."""
+@dataclass
+class _Addition:
+    modality: str
+    items: list[Item]
+    relaxed: np.ndarray
+    update: bool
 
-    def __init__(self, folder: Path, lock: FileLock, timeout: float):
-        self.folder, self.lock, self.timeout = folder, lock, timeout
+    def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
+        res = idx.add(self.modality, self.items, model.quantize(self.relaxed, idx.nbits), floats=self.relaxed,
+                      update=self.update)
+        report.added += res["added"]
+        report.replaced += res["replaced"]
+        report.skipped += res["skipped"]
 
-    def __enter__(self) -> "WriterLock":
-        from filelock import Timeout
 
-        from crossmodal.errors import Unavailable
+@dataclass
+class _Restamp:
+    modality: str
+    items: list[Item]
 
-        owner_file = self.folder / LOCK_OWNER_NAME
-        try:
-            if self.lock.is_locked:  # this thread holds it already
-                self.lock.acquire()
-                return self
-            try:
-                self.lock.acquire(timeout=min(1.0, self.timeout))
-            except Timeout:
-                owner = _read_owner(owner_file)
-                print(f"waiting for {owner}, which is writing to {self.folder} (up to {self.timeout:.0f} s; "
-                      f"CROSSMODAL_LOCK_TIMEOUT sets it)", file=sys.stderr, flush=True)
-                try:
-                    self.lock.acquire(timeout=max(0.0, self.timeout - 1.0))
-                except Timeout:
-                    raise Unavailable(f"{self.folder} stayed locked by {owner} for {self.timeout:.0f} s; nothing was "
-                                      f"written. Wait for it to finish and run this again (or raise "
-                                      f"CROSSMODAL_LOCK_TIMEOUT)") from None
-            try:
-                owner_file.write_text(f"pid {os.getpid()} ({' '.join(os.path.basename(a) for a in sys.argv[:3])})")
-            except OSError:
-                pass  # only a courtesy for the next writer's message
-        except OSError as e:
-            raise storage_error(self.folder, e) from None
+    def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
+        report.restamped += idx.restamp(self.modality, self.items)
+
+
+@dataclass
+class _Frames:
+    video: str
+    items: list[Item]
+    relaxed: np.ndarray
+
+    def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
+        codes = model.quantize(self.relaxed, idx.nbits) if self.items else np.zeros((0, idx.nbits // 8), np.uint8)
+        report.added += idx.replace_frames(self.video, self.items, codes, self.relaxed)
+
+
+@dataclass
+class _Removal:
+    modality: str
+    keys: list[str] | None = None
+    rule: Callable[[dict], bool] | None = None  #: decided on the newest version, under the lock
+
+    def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
+        keys = self.keys if self.rule is None else [m["key"] for m in idx.items_of(self.modality) if self.rule(m)]
+        report.removed += idx.remove_keys(self.modality, keys)
+
+
+@dataclass
+class IndexChanges:
+    """What one commit does, applied in the order given, under the writer lock. Items
+    come with their continuous outputs; the writer quantises them at the index's code
+    length and keeps the outputs if the index re-ranks."""
+    steps: list = field(default_factory=list)
+
+    def add(self, modality: str, items: Sequence[Item], relaxed: np.ndarray, update: bool = False) -> "IndexChanges":
+        """Add items; one already present (same modality and key) is skipped, or replaced with ``update``."""
+        if len(items):
+            self.steps.append(_Addition(modality, list(items), np.asarray(relaxed, np.float32), update))
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
+    def restamp(self, modality: str, items: Sequence[Item]) -> "IndexChanges":
+        """New metadata for items already indexed; codes untouched (a photo touched, not changed)."""
+        if len(items):
+            self.steps.append(_Restamp(modality, list(items)))
+        return self
+
+    def replace_frames(self, video: str, items: Sequence[Item], relaxed: np.ndarray) -> "IndexChanges":
+        """A video's frames, replacing any it had."""
+        self.steps.append(_Frames(video, list(items), np.asarray(relaxed, np.float32)))
+        return self
+
+    def remove_keys(self, modality: str, keys: Sequence[str]) -> "IndexChanges":
+        if len(keys):
+            self.steps.append(_Removal(modality, keys=list(keys)))
+        return self
+
+    def remove_where(self, modality: str, rule: Callable[[dict], bool]) -> "IndexChanges":
+        """Remove the items whose metadata ``rule`` accepts, decided on the newest version
+        under the lock (a sync's 'gone' photos)."""
+        self.steps.append(_Removal(modality, rule=rule))
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def apply_to(self, idx: CrossModalIndex, model: CodeModel | None) -> "WriteReport":
+        """Apply to an index in memory. :func:`write_index` does this under the lock and
+        persists the result; an application's own in-memory index calls it directly."""
+        report = WriteReport()
+        for step in self.steps:
+            step.apply(idx, model, report)
+        return report
 
 
-def _read_owner(path: Path) -> str:
-    try:
-        return "another writer (" + path.read_text().strip() + ")"
-    except OSError:
-        return "another writer"
+@dataclass
+class WriteReport:
+    """What a commit did (counts over every step), and the version it wrote (None: none)."""
+    added: int = 0  #: new items, replacements included
+    replaced: int = 0  #: items that were there and were replaced (``update``)
+    skipped: int = 0  #: items already present, left as they were
+    restamped: int = 0
+    removed: int = 0
+    version: str | None = None
+    counts: dict = field(default_factory=dict)  #: items per modality after the commit
+
+    def merge(self, other: "WriteReport") -> "WriteReport":
+        for name in ("added", "replaced", "skipped", "restamped", "removed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.version, self.counts = other.version or self.version, other.counts or self.counts
+        return self
 
 
-def storage_error(folder: Path, e: BaseException) -> Exception:
-    """A write that the disk refused, as one line saying what to do; anything else as it was."""
-    import errno
+def write_index(folder: str | os.PathLike, model: CodeModel | None, changes: IndexChanges | None = None,
+                create: NewIndex | CrossModalIndex | None = None, replace: bool = False) -> WriteReport:
+    """Apply ``changes`` to the index in ``folder`` as one serialised, atomic commit: the
+    only way anything writes an index. Holding the folder's writer lock it opens the
+    newest version (refusing an index of another model or code length), applies the
+    changes and writes the next version if anything changed; a kill at any moment leaves
+    the previous version live.
 
-    from crossmodal.errors import Unavailable
-
-    text = str(e)
-    code = getattr(e, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "disk is full" in text:
-        return Unavailable(f"{folder}: the disk is full ({text.splitlines()[0][:120]}); nothing was written and "
-                           f"the index is as it was: free some space and run the command again")
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
-        return Unavailable(f"{folder} cannot be written here ({text.splitlines()[0][:120]}): searches work, but "
-                           f"adding or removing needs write access to the folder (or a copy of it)")
-    return e
-
-
-def _fault_point(name: str) -> None:
-    """Fault injection for the tests: ``CROSSMODAL_KILL_AT=<name>`` makes the process
-    SIGKILL itself here, the way a power cut or an OOM kill would;
-    ``CROSSMODAL_PAUSE_AT=<name>:<seconds>:<marker file>`` creates the marker and waits
-    there (a writer that holds the lock while a second one starts) for the seconds, or
-    until a file ``<marker>.release`` appears."""
-    if os.environ.get("CROSSMODAL_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-    pause = os.environ.get("CROSSMODAL_PAUSE_AT", "").split(":", 2)
-    if pause[0] == name and len(pause) == 3:
-        import time
-
-        Path(pause[2]).touch()
-        release, deadline = Path(pause[2] + ".release"), time.monotonic() + float(pause[1])
-        while time.monotonic() < deadline and not release.exists():
-            time.sleep(0.05)
+    ``create``: the index to start when the folder holds none (or, with ``replace``, to
+    start afresh over the one it holds: a rebuild), described (:class:`NewIndex`) or
+    built in memory; it is written even with no changes.
+    Without ``create`` a folder with no index is an error. ``model`` may be None for
+    changes that need no codes (removals)."""
+    folder = Path(folder)
+    refuse_foreign(folder)
+    with writer_lock(folder):
+        fingerprint = model.fingerprint() if model is not None else None
+        fresh = create is not None and (replace or not has_index(folder))
+        if fresh:
+            idx = create if isinstance(create, CrossModalIndex) else create.create(fingerprint)
+        else:
+            idx = CrossModalIndex.load(folder, fingerprint, create.nbits if create else None)
+            fault_point("loaded")
+        idx.changes = 0
+        report = (changes or IndexChanges()).apply_to(idx, model)
+        if fresh or idx.changes:
+            report.version = write_version(folder, idx._write_files)
+        report.counts = {m: idx.count(m) for m in idx.indexes}
+    return report

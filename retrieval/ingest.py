@@ -1,25 +1,22 @@
-"""The ingest path: embed -> quantize -> add, and the commit that makes it durable.
+"""Prepared datasets and captions as items with their outputs, ready for the index writer.
 
-Prepared datasets and captions come through here; photo folders through
-:mod:`retrieval.photos`, which streams and commits in chunks through the same index
-writes.
-
-Embedding is the slow part and runs outside any lock; :func:`commit` then takes the
-index folder's writer lock, loads the newest version, adds, and writes the next version
-(only if something was added or replaced). Two writers (two commands, or a server and
-a command) therefore never lose each other's items, and each sees the other's items as
-"already present" rather than overwriting them.
+Embedding is the slow part and runs outside any lock; the items then go to
+:func:`retrieval.index.write_index` (photo folders come through :mod:`retrieval.photos`,
+videos through :mod:`retrieval.video`, to the same writer), which takes the folder's
+writer lock, applies them to the newest version and writes the next one. Two writers
+(two commands, or a server and a command) therefore never lose each other's items, and
+each sees the other's items as "already present" rather than overwriting them.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .index import CrossModalIndex
+from .index import IndexChanges, NewIndex, WriteReport, write_index
 from .store import Item
 
 
@@ -31,36 +28,12 @@ class Pending:
     relaxed: np.ndarray
 
 
-@dataclass
-class IngestReport:
-    added: int = 0
-    skipped: int = 0  #: already present (same modality and key)
-    failed: list[str] = field(default_factory=list)  #: inputs that could not be read
-
-    def summary(self) -> str:
-        return f"added {self.added}, already present {self.skipped}, unreadable {len(self.failed)}"
-
-
-def add_pending(index: CrossModalIndex, model, pending: Sequence[Pending], update: bool = False,
-                report: IngestReport | None = None) -> IngestReport:
-    """Quantize and add to an index in memory (the caller saves it); the outputs go
-    along, and the index keeps them if it re-ranks."""
-    report = report or IngestReport()
+def as_changes(pending: Sequence[Pending], update: bool = False) -> IndexChanges:
+    """Pending items as one commit's additions (replacing items already there with ``update``)."""
+    changes = IndexChanges()
     for p in pending:
-        if not p.items:
-            continue
-        res = index.add(p.modality, p.items, model.quantize(p.relaxed, index.nbits),
-                        floats=p.relaxed, update=update)
-        report.added += res["added"]
-        report.skipped += res["skipped"]
-    return report
-
-
-def commit(index_dir: str | os.PathLike, model, pending: Sequence[Pending], update: bool = False,
-           report: IngestReport | None = None) -> IngestReport:
-    """Add to the index in ``index_dir`` as one serialised, atomic write."""
-    with CrossModalIndex.updating(index_dir, model.fingerprint()) as index:
-        return add_pending(index, model, pending, update, report)
+        changes.add(p.modality, p.items, p.relaxed, update)
+    return changes
 
 
 def dataset_items(data_dir: str | os.PathLike, split: str, flat, rows=None) -> tuple[list[Item], list[Item]]:
@@ -98,27 +71,30 @@ def embed_prepared(model, data_dir: str | os.PathLike, splits: Sequence[str], ca
     return pending, screening
 
 
-def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending], out: str | os.PathLike,
-                nbits: int, index_type: str = "flat", params: dict | None = None, backend: str = "faiss",
-                backend_options: dict | None = None, rerank: str | None = "int8",
-                build_inputs: dict | None = None, rerank_candidates: int | None = None) -> CrossModalIndex:
-    """A new index of ``pending`` items written to ``out`` (checked with
-    :func:`~retrieval.index.check_index_destination` by the caller before embedding).
-    ``rerank``: how it keeps every item's outputs for two-stage search (``int8`` or
-    ``float16``), or None for codes alone; ``rerank_candidates``: how many Hamming
-    candidates a query re-ranks by default (None: the default for the code length)."""
+def new_index(model, model_dir: str | os.PathLike, nbits: int, index_type: str = "flat",
+              params: dict | None = None, backend: str = "faiss", backend_options: dict | None = None,
+              rerank: str | None = "int8", build_inputs: dict | None = None,
+              rerank_candidates: int | None = None) -> NewIndex:
+    """How ``index build`` creates an index. ``rerank``: how it keeps every item's
+    outputs for two-stage search (``int8`` or ``float16``), or None for codes alone;
+    ``rerank_candidates``: how many Hamming candidates a query re-ranks by default (None:
+    the default for the code length)."""
     from crossmodal.errors import InvalidInput
 
     if nbits not in model.config.bits:
         raise InvalidInput(f"--bits {nbits}: this model serves code lengths {list(model.config.bits)}")
-    idx = CrossModalIndex(nbits, model.fingerprint(), index_type, params or {}, backend, backend_options)
-    idx.model_path = model_reference(model_dir)
-    idx.build_inputs = build_inputs
-    if rerank is not None:
-        idx.keep_outputs(rerank, rerank_candidates)
-    add_pending(idx, model, pending)
-    idx.save(out)
-    return idx
+    return NewIndex(nbits, index_type, dict(params or {}), backend, dict(backend_options or {}), rerank,
+                    rerank_candidates, model_reference(model_dir), build_inputs)
+
+
+def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending], out: str | os.PathLike,
+                nbits: int, **spec) -> WriteReport:
+    """A new index of ``pending`` items written to ``out`` as its next version (replacing
+    any index there: the caller refused ``out`` if it should not be replaced, with
+    :func:`~retrieval.index.check_index_destination`, before embedding). ``spec``: the
+    rest of :func:`new_index`."""
+    return write_index(out, model, as_changes(pending), create=new_index(model, model_dir, nbits, **spec),
+                       replace=True)
 
 
 def model_reference(model_dir: str | os.PathLike | None) -> str:

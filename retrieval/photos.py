@@ -34,7 +34,7 @@ from crossmodal.errors import InvalidInput, MissingInput
 from crossmodal.progress import progress
 from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
 
-from .index import CrossModalIndex
+from .index import CrossModalIndex, IndexChanges, NewIndex, WriteReport, has_index, write_index
 from .photo_options import DEFAULT_BATCH, PhotoOptions, default_workers
 from .store import Item
 
@@ -49,19 +49,40 @@ class PhotoFile:
 
 @dataclass
 class PhotoReport:
-    """What a photo run did; ``summary()`` is the line a command prints at the end."""
+    """What a photo run did; ``summary()`` is the line a command prints at the end. The
+    index's side (added, updated, re-stamped, removed) is the writer's own report."""
     found: int = 0
-    added: int = 0
-    updated: int = 0  #: re-encoded because the file changed
-    restamped: int = 0  #: mtime changed, content did not: metadata only
-    removed: int = 0
     unchanged: int = 0  #: already indexed with the same size and mtime (not read)
     failed: list[tuple[str, str]] = field(default_factory=list)  #: (path, why)
     unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
+    written: WriteReport = field(default_factory=WriteReport)  #: every commit's, merged
+
+    @property
+    def added(self) -> int:
+        return self.written.added - self.written.replaced
+
+    @property
+    def updated(self) -> int:
+        """Re-encoded because the file changed."""
+        return self.written.replaced
+
+    @property
+    def restamped(self) -> int:
+        """mtime changed, content did not: metadata only."""
+        return self.written.restamped
+
+    @property
+    def removed(self) -> int:
+        return self.written.removed
+
+    @property
+    def present(self) -> int:
+        """Already indexed and left as they were (not read, re-stamped, or already there)."""
+        return self.unchanged + self.written.restamped + self.written.skipped
 
     def summary(self) -> str:
         """``added A, already present P, unreadable U`` (+ updated/removed when any)."""
-        parts = [f"added {self.added}", f"already present {self.unchanged + self.restamped}",
+        parts = [f"added {self.added}", f"already present {self.present}",
                  f"unreadable {len(self.failed)}"]
         if self.updated:
             parts.append(f"updated {self.updated}")
@@ -73,7 +94,7 @@ class PhotoReport:
 
     def sync_summary(self) -> str:
         return (f"sync of {self.found} photo(s): added {self.added}, updated {self.updated}, removed {self.removed}, "
-                f"unchanged {self.unchanged + self.restamped}, unreadable {len(self.failed)}")
+                f"unchanged {self.present}, unreadable {len(self.failed)}")
 
 
 def photo_key(path: str | os.PathLike) -> str:
@@ -221,21 +242,23 @@ def _changed(p: PhotoFile, known: dict | None) -> bool:
 
 
 def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile], report: PhotoReport,
-                 options: PhotoOptions | None = None, update: bool = True, riders: Sequence = (),
-                 rider_report=None) -> bool:
+                 options: PhotoOptions | None = None, update: bool = True, riders: IndexChanges | None = None,
+                 create: NewIndex | None = None) -> bool:
     """Encode and add ``photos`` to the index in ``index_dir``, committing every
     ``options.chunk_size`` photos. Photos already indexed with the same size and mtime
     are not read; with ``update``, changed ones are re-encoded (same key, new code).
 
-    ``riders`` (``retrieval.ingest.Pending``: captions, dataset items given in the same
-    command) go in with the last chunk of photos, in the same commit, so a command that
-    adds photos and captions together is not left half-applied by a kill. Returns
-    whether they went in (False when no photo needed a commit: the caller commits them)."""
+    ``riders`` (captions, dataset items given in the same command) go in with the last
+    chunk of photos, in the same commit, so a command that adds photos and captions
+    together is not left half-applied by a kill. ``create``: the index to start if the
+    folder holds none yet (a first build). Returns whether the riders went in (False
+    when no photo needed a commit: the caller commits them)."""
     options = options or PhotoOptions()
     if options.chunk_size < 1 or options.batch_size < 1:
         raise InvalidInput(f"chunk and batch sizes must be at least 1, got {options.chunk_size} and "
                            f"{options.batch_size}")
-    known = indexed_photos(CrossModalIndex.load(index_dir, model.fingerprint()))
+    known = indexed_photos(CrossModalIndex.load(index_dir, model.fingerprint())) if create is None or \
+        has_index(index_dir) else {}
     todo = [p for p in photos if (_changed(p, known.get(p.path)) if update else p.path not in known)]
     report.unchanged += len(photos) - len(todo)
     pending_items: list[Item] = []
@@ -244,8 +267,12 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
     def flush(last: bool = False) -> bool:
         if not pending_items:
             return False
-        _commit_photos(index_dir, model, pending_items, np.concatenate(pending_relaxed), known, report, update,
-                       riders if last else (), rider_report)
+        changes = _photo_changes(pending_items, np.concatenate(pending_relaxed), known, update)
+        if last and riders:
+            changes.steps += riders.steps
+        report.written.merge(write_index(index_dir, model, changes, create))
+        for it in pending_items:
+            known[it.key] = it.extra
         pending_items.clear()
         pending_relaxed.clear()
         return last and bool(riders)
@@ -265,28 +292,12 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
     return flush(last=True)
 
 
-def _commit_photos(index_dir, model, items: list[Item], relaxed: np.ndarray, known: dict, report: PhotoReport,
-                   update: bool, riders: Sequence = (), rider_report=None) -> None:
-    """One chunk as one serialised commit (with ``riders``, see :func:`index_photos`). A
-    photo whose content hash is unchanged is only re-stamped (its code would be the same)."""
-    restamp = [n for n, it in enumerate(items) if (k := known.get(it.key)) is not None and k.get("hash") == it.extra["hash"]]
-    with CrossModalIndex.updating(index_dir, model.fingerprint()) as idx:
-        if restamp:
-            idx.restamp("image", [items[n] for n in restamp])
-        keep = np.setdiff1d(np.arange(len(items)), restamp)
-        if len(keep):
-            res = idx.add("image", [items[n] for n in keep], model.quantize(relaxed[keep], idx.nbits),
-                          floats=relaxed[keep], update=update)
-            report.added += res["added"] - res["replaced"]
-            report.updated += res["replaced"]
-            report.unchanged += res["skipped"]
-        if riders:
-            from .ingest import add_pending
-
-            add_pending(idx, model, riders, update, rider_report)
-    report.restamped += len(restamp)
-    for it in items:
-        known[it.key] = it.extra
+def _photo_changes(items: list[Item], relaxed: np.ndarray, known: dict, update: bool) -> IndexChanges:
+    """One chunk's changes: a photo whose content hash is unchanged is only re-stamped
+    (its code would be the same); the others are added (replaced, with ``update``)."""
+    same = np.array([(k := known.get(it.key)) is not None and k.get("hash") == it.extra["hash"] for it in items], bool)
+    return (IndexChanges().restamp("image", [it for it, s in zip(items, same) if s])
+            .add("image", [it for it, s in zip(items, same) if not s], relaxed[~same], update=update))
 
 
 def sync_photos(index_dir: str | os.PathLike, model, roots: Sequence[str | os.PathLike],
@@ -302,12 +313,14 @@ def sync_photos(index_dir: str | os.PathLike, model, roots: Sequence[str | os.Pa
     prefixes = tuple(photo_key(r) for r in roots)
     unreadable = tuple(f for f, _ in report.unreadable_folders)
     failed = {photo_key(path) for path, _ in report.failed}
-    with CrossModalIndex.updating(index_dir, model.fingerprint()) as idx:
+
+    def gone(meta: dict) -> bool:
         # what could not be seen is not gone: an unreadable folder or photo keeps its entries
-        gone = [path for path in indexed_photos(idx) if _under(path, prefixes) and path not in present
-                and path not in failed and not _under(path, unreadable)]
-        if gone:
-            report.removed = idx.remove_keys("image", gone)
+        path = meta["key"]
+        return ("mtime_ns" in meta["extra"] and _under(path, prefixes) and path not in present
+                and path not in failed and not _under(path, unreadable))
+
+    report.written.merge(write_index(index_dir, model, IndexChanges().remove_where("image", gone)))
     return report
 
 

@@ -25,8 +25,8 @@ from crossmodal.data.images import ImageTooLarge, max_pixels_default, open_image
 from crossmodal.errors import InvalidInput
 
 from .batching import EmbedBatcher
-from .index import MODALITIES
-from .ingest import Pending, add_pending, commit, text_items
+from .index import MODALITIES, IndexChanges, write_index
+from .ingest import text_items
 from .search import MAX_QUERY_CHARS, Searcher, check_query_texts, image_query_target
 from .store import display_text
 
@@ -226,12 +226,12 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         except InvalidInput as e:
             raise HTTPException(422, f"invalid request: texts: {e}") from None
         s = pick(bits)
-        pending = [Pending("text", text_items(texts), s.model.embed_texts(texts))]
+        changes = IndexChanges().add("text", text_items(texts), s.model.embed_texts(texts))
         if s.index_dir is None:  # an in-memory index (tests, embedding in an application)
             with write_lock:
-                report = add_pending(s.index, s.model, pending)
+                report = changes.apply_to(s.index, s.model)
         else:  # under the folder's writer lock, on its newest version; then serve that version
-            report = commit(s.index_dir, s.model, pending)
+            report = write_index(s.index_dir, s.model, changes)
             s.refresh()
         return {"added": report.added, "skipped": report.skipped}
 

@@ -21,7 +21,7 @@ import numpy as np
 from crossmodal.codes import hamming_distances
 from crossmodal.video import VideoError, sample_frames
 
-from .index import CrossModalIndex
+from .index import CrossModalIndex, IndexChanges, write_index
 from .store import Item
 
 
@@ -104,14 +104,14 @@ def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int
         report.frames_kept += len(kept)
     if not encoded:
         return report
-    with CrossModalIndex.updating(searcher.index_dir, searcher.model.fingerprint()) as index:
-        for video, kept in encoded:
-            items = [Item(key=f"{video}@{k.frame}", source=video, video=video, timestamp=k.start,
-                          extra={"frame": k.frame, "end": k.end}) for k in kept]
-            width = searcher.model.config.output_width
-            index.replace_frames(video, items,  # re-adding a video replaces its frames
-                                 np.stack([k.code for k in kept]) if kept else np.zeros((0, index.nbits // 8), np.uint8),
-                                 np.stack([k.relaxed for k in kept]) if kept else np.zeros((0, width), np.float32))
+    changes = IndexChanges()
+    width = searcher.model.config.output_width
+    for video, kept in encoded:  # re-adding a video replaces its frames
+        items = [Item(key=f"{video}@{k.frame}", source=video, video=video, timestamp=k.start,
+                      extra={"frame": k.frame, "end": k.end}) for k in kept]
+        changes.replace_frames(video, items, np.stack([k.relaxed for k in kept]) if kept
+                               else np.zeros((0, width), np.float32))
+    write_index(searcher.index_dir, searcher.model, changes)
     searcher.refresh()
     return report
 

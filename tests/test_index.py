@@ -15,7 +15,7 @@ import pytest
 from crossmodal.codes import hamming_distances
 from retrieval.backends import FaissBinaryIndex, UnsupportedOperation
 from conftest import require_milvus_module
-from retrieval.index import CrossModalIndex, IndexCorrupt, IndexMismatch, NotAnIndex
+from retrieval.index import CrossModalIndex, IndexCorrupt, IndexMismatch, NotAnIndex, write_index
 from retrieval.store import Item
 
 TYPES = [("flat", {}), ("ivf", {"nlist": 8, "nprobe": 8}), ("hnsw", {"M": 8}), ("multihash", {"nhash": 2, "b": 8})]
@@ -39,7 +39,7 @@ def test_every_index_type_round_trips_with_identical_results(tmp_path, kind, par
     q = codes[:20].copy()
     q[:, 0] ^= 1  # one bit away from the first 20 items
     before = idx.search(q, "image", k=10)
-    idx.save(tmp_path / "idx")
+    write_index(tmp_path / "idx", None, create=idx)
     loaded = CrossModalIndex.load(tmp_path / "idx", model_fingerprint="fp-test", nbits=64)
     after = loaded.search(q, "image", k=10)
     assert [[(h.id, h.distance) for h in r] for r in before] == [[(h.id, h.distance) for h in r] for r in after]
@@ -114,7 +114,7 @@ def test_rerank_breaks_ties_by_continuous_outputs():
 
 def test_load_refuses_mismatch_corruption_and_non_index(tmp_path):
     idx, _ = _index(20)
-    idx.save(tmp_path / "idx")
+    write_index(tmp_path / "idx", None, create=idx)
     with pytest.raises(IndexMismatch, match="built by model fp-test"):
         CrossModalIndex.load(tmp_path / "idx", model_fingerprint="another")
     with pytest.raises(IndexMismatch, match="64-bit"):
@@ -124,7 +124,7 @@ def test_load_refuses_mismatch_corruption_and_non_index(tmp_path):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
     with pytest.raises(NotAnIndex, match="refusing to write"):
-        idx.save(tmp_path / "junk")
+        write_index(tmp_path / "junk", None, create=idx)
     version = (tmp_path / "idx" / "CURRENT").read_text()
     f = tmp_path / "idx" / version / "image.faissbin"
     data = bytearray(f.read_bytes())
@@ -140,7 +140,7 @@ def test_killed_save_leaves_previous_index_intact(tmp_path):
     path = tmp_path / "idx"
     script = textwrap.dedent(f"""
         import numpy as np, sys
-        from retrieval.index import CrossModalIndex
+        from retrieval.index import CrossModalIndex, write_index
         from retrieval.store import Item
         rng = np.random.default_rng(0)
         idx = CrossModalIndex(64, "fp", "flat")
@@ -149,7 +149,7 @@ def test_killed_save_leaves_previous_index_intact(tmp_path):
             m = 200000
             idx.add("image", [Item(key=f"k{{n + i}}") for i in range(m)], rng.integers(0, 256, (m, 8), dtype=np.uint8))
             n += m
-            idx.save({str(path)!r})
+            write_index({str(path)!r}, None, create=idx, replace=True)
             print(n, flush=True)
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -201,7 +201,7 @@ def test_milvus_lite_equals_faiss_flat(tmp_path):
                                                ("nbits", 60, "positive multiple of 8")])
 def test_a_hand_edited_manifest_is_named_not_a_traceback(tmp_path, field, value, says):
     idx, _ = _index(10)
-    idx.save(tmp_path / "idx")
+    write_index(tmp_path / "idx", None, create=idx)
     live = tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text().strip()
     manifest = json.loads((live / "manifest.json").read_text())
     manifest[field] = value
@@ -212,7 +212,7 @@ def test_a_hand_edited_manifest_is_named_not_a_traceback(tmp_path, field, value,
 
 def test_a_file_dropped_from_the_manifest_is_still_checked(tmp_path):
     idx, _ = _index(10)
-    idx.save(tmp_path / "idx")
+    write_index(tmp_path / "idx", None, create=idx)
     live = tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text().strip()
     manifest = json.loads((live / "manifest.json").read_text())
     name = next(n for n in manifest["files"] if n.endswith(".faissbin"))

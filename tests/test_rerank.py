@@ -7,10 +7,20 @@ import numpy as np
 import pytest
 
 from crossmodal.codes import pack_bits
-from retrieval.index import CrossModalIndex, IndexCorrupt
+from retrieval.index import CrossModalIndex, IndexChanges, IndexCorrupt, write_index
 from retrieval.protocol import EvalConfig, ItemSet, Side, evaluate
 from retrieval.rerank import RerankStore, compress, cosines, unit_rows
 from retrieval.store import Item, item_id
+
+
+class SignModel:
+    """The writer's view of a model (``retrieval.index.CodeModel``): sign codes of its outputs."""
+
+    def fingerprint(self) -> str:
+        return "fp"
+
+    def quantize(self, relaxed, nbits):
+        return pack_bits(np.resize(relaxed, (len(relaxed), nbits)) > 0)
 
 
 def _items(n, prefix="t"):
@@ -73,7 +83,7 @@ def test_candidates_are_reranked_by_cosine_and_rerank_0_is_hamming_order(tmp_pat
     assert [h.key for h in hamming] == ["t0", "t1", "t2", "t3"]
     two = idx.search(QUERY_CODE, "text", k=4, query_floats=QUERY_FLOATS, rerank=2)[0]
     assert [h.key for h in two][2:] == ["t2", "t3"]  # only the 2 nearest codes are re-ranked
-    idx.save(tmp_path / "idx")
+    write_index(tmp_path / "idx", None, create=idx)
     loaded = CrossModalIndex.load(tmp_path / "idx")
     assert loaded.rerank_config == {"dtype": "int8", "candidates": 4} and loaded.rerank_candidates == 4
     assert [h.key for h in loaded.search(QUERY_CODE, "text", k=1, query_floats=QUERY_FLOATS)[0]] == ["t3"]
@@ -85,7 +95,7 @@ def test_an_index_without_outputs_keeps_hamming_order_and_a_damaged_store_is_cau
     plain = _index(keep=False)
     assert plain.rerank_candidates == 0 and not plain.rerank_stores
     assert [h.key for h in plain.search(QUERY_CODE, "text", k=4, query_floats=QUERY_FLOATS)[0]][0] == "t0"
-    _index().save(tmp_path / "idx")
+    write_index(tmp_path / "idx", None, create=_index())
     live = tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text().strip()
     data = bytearray((live / "rerank_text.vectors.npy").read_bytes())
     data[-1] ^= 0xFF
@@ -96,11 +106,10 @@ def test_an_index_without_outputs_keeps_hamming_order_and_a_damaged_store_is_cau
 
 def test_removed_items_leave_the_store_and_writes_keep_it_whole(tmp_path):
     idx = _index()
-    idx.save(tmp_path / "idx")
-    with CrossModalIndex.updating(tmp_path / "idx") as live:
-        live.remove_keys("text", ["t3"])
-        live.add("text", [Item(key="t9", source="new")], pack_bits(np.zeros((1, 8)) > 0),
-                 floats=np.array([[0, 0, 0.9, 0.1]], np.float32))
+    write_index(tmp_path / "idx", None, create=idx)
+    changes = (IndexChanges().remove_keys("text", ["t3"])
+               .add("text", [Item(key="t9", source="new")], np.array([[0, 0, 0.9, 0.1]], np.float32)))
+    write_index(tmp_path / "idx", SignModel(), changes)
     loaded = CrossModalIndex.load(tmp_path / "idx")
     assert len(loaded.rerank_stores["text"]) == 4
     hits = loaded.search(QUERY_CODE, "text", k=5, query_floats=QUERY_FLOATS)[0]
@@ -109,7 +118,7 @@ def test_removed_items_leave_the_store_and_writes_keep_it_whole(tmp_path):
 
 def test_an_earlier_releases_float_store_still_loads(tmp_path):
     idx = _index(keep=False)
-    idx.save(tmp_path / "idx")
+    write_index(tmp_path / "idx", None, create=idx)
     live = tmp_path / "idx" / (tmp_path / "idx" / "CURRENT").read_text().strip()
     ids = np.array([item_id("text", f"t{i}") for i in range(4)], np.int64)
     np.savez(live / "rerank_text.npz", ids=ids, floats=np.array(

@@ -107,8 +107,8 @@ def run_demo(args) -> dict:
     index_dir = out / "index"
     check_index_destination(index_dir)
     pending, _ = embed_prepared(model, data, ["test"], cache)
-    idx = build_index(model, model_dir, pending, index_dir, max(bits))
-    print(f"   {idx.count('image')} images, {idx.count('text')} captions ({time.time() - t:.0f}s)")
+    counts = build_index(model, model_dir, pending, index_dir, max(bits)).counts
+    print(f"   {counts.get('image', 0)} images, {counts.get('text', 0)} captions ({time.time() - t:.0f}s)")
     t = _step("4/5 evaluating both directions against the float ceiling, LSH, ITQ and CCA+ITQ")
     report_dir = out / "report"
     result = evaluate_prepared(model, data, "test", bits=bits, cache_dir=cache)

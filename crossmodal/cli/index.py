@@ -73,9 +73,10 @@ def run_build(args) -> dict:
         print(f"{args.out} already holds a build of these photos by this model: resuming (photos indexed before are "
               f"not read again)")
     else:
-        build_index(model, args.model, pending, args.out, args.bits, args.type, parse_params(args.param),
-                    args.backend, backend_options(args), None if args.rerank_store == "none" else args.rerank_store,
-                    inputs, args.rerank)
+        build_index(model, args.model, pending, args.out, args.bits, index_type=args.type,
+                    params=parse_params(args.param), backend=args.backend, backend_options=backend_options(args),
+                    rerank=None if args.rerank_store == "none" else args.rerank_store, build_inputs=inputs,
+                    rerank_candidates=args.rerank)
     if args.images:
         warn_if_synthetic(args.model)
         index_photos(args.out, model, photos, report, photo_options(args), update=True)
@@ -138,8 +139,8 @@ def backend_options(args) -> dict:
 
 def run_add(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import read_manifest
-    from retrieval.ingest import IngestReport, commit, embed_prepared, embed_texts
+    from retrieval.index import read_manifest, write_index
+    from retrieval.ingest import as_changes, embed_prepared, embed_texts
     from retrieval.photos import PhotoReport, index_photos, walk_photos
     from retrieval.search import check_model_fits, check_query_texts
 
@@ -149,7 +150,6 @@ def run_add(args) -> dict:
     model_dir = args.model or live.get("model_path")
     model = CrossModalHasher.from_pretrained(model_dir)
     check_model_fits(model, live["model_fingerprint"], live.get("model_path"), args.index)  # before any embedding
-    report = IngestReport()
     pending = []
     if args.data:
         embedded, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
@@ -157,24 +157,22 @@ def run_add(args) -> dict:
         pending += embedded
     if args.texts:
         pending.append(embed_texts(model, check_query_texts(args.texts)))
-    photos = PhotoReport()
+    riders = as_changes(pending, args.update)
+    report = PhotoReport()
     riders_in = False
     if args.images:
         warn_if_synthetic(model_dir)
-        found = walk_photos(args.images, photos)
+        found = walk_photos(args.images, report)
         if found:  # captions and dataset items ride in the photos' last commit: one write, not two
-            riders_in = index_photos(args.index, model, found, photos, photo_options(args), update=args.update,
-                                     riders=[p for p in pending if p.items], rider_report=report)
-    if any(p.items for p in pending) and not riders_in:
-        commit(args.index, model, pending, args.update, report)
-    report.added += photos.added + photos.updated
-    report.skipped += photos.unchanged + photos.restamped
-    report.failed += [path for path, _ in photos.failed]
-    if not (report.added or report.skipped):
+            riders_in = index_photos(args.index, model, found, report, photo_options(args), update=args.update,
+                                     riders=riders)
+    if riders and not riders_in:
+        report.written.merge(write_index(args.index, model, riders))
+    if not (report.written.added or report.present):
         raise NothingDone(f"nothing added to {args.index}: none of the {len(report.failed)} input(s) could be read; "
                           f"no new version was written")
     print(report.summary())
-    return {"added": report.added, "skipped": report.skipped, "failed": len(report.failed)}
+    return {"added": report.written.added, "skipped": report.present, "failed": len(report.failed)}
 
 
 def run_sync(args) -> dict:
@@ -186,7 +184,7 @@ def run_sync(args) -> dict:
     report = sync_photos(args.index, model, args.images, photo_options(args))
     print(report.sync_summary())
     return {"added": report.added, "updated": report.updated, "removed": report.removed,
-            "unchanged": report.unchanged + report.restamped, "failed": len(report.failed)}
+            "unchanged": report.present, "failed": len(report.failed)}
 
 
 def photo_options(args):
@@ -222,11 +220,10 @@ def resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]
 
 
 def run_remove(args) -> int:
-    from retrieval.index import CrossModalIndex
+    from retrieval.index import CrossModalIndex, IndexChanges, write_index
 
-    with CrossModalIndex.updating(args.index) as idx:
-        keys, missing = resolve_removal_keys(idx, args.modality, args.keys)
-        n = idx.remove_keys(args.modality, keys)
+    keys, missing = resolve_removal_keys(CrossModalIndex.load(args.index), args.modality, args.keys)
+    n = write_index(args.index, None, IndexChanges().remove_keys(args.modality, keys)).removed
     for key in missing:
         print(f"not in the index: {args.modality} {key!r}", file=sys.stderr)
     if not n:
