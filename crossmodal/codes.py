@@ -24,6 +24,15 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
     return np.packbits(bits, axis=1)
 
 
+def sign_codes(relaxed: np.ndarray, nbits: int) -> np.ndarray:
+    """Packed sign codes of the first ``nbits`` outputs: what validation scores (whatever
+    the model's quantiser, which may not be fitted yet) and what the ``sign`` quantiser gives."""
+    relaxed = np.asarray(relaxed)
+    if relaxed.shape[1] < nbits:
+        raise ValueError(f"{nbits}-bit codes need at least {nbits} outputs per row, got {relaxed.shape[1]}")
+    return pack_bits(binarize(relaxed[:, :nbits]))
+
+
 def unpack_bits(codes: np.ndarray, nbits: int | None = None) -> np.ndarray:
     codes = np.asarray(codes, dtype=np.uint8)
     bits = np.unpackbits(codes, axis=1).astype(bool)

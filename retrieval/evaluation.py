@@ -1,9 +1,9 @@
-"""Cross-modal evaluation on one split: both directions, pair- or label-based relevance.
+"""Cross-modal evaluation of a model on a prepared dataset, and validation during training.
 
-``crossmodal_scores`` is the workhorse; ``validation_scorer`` adapts it to the trainer's
-scorer signature (the CLI passes it in, so ``training`` never imports ``retrieval``).
-``evaluate_prepared`` is the whole evaluation of a model on a prepared dataset, used by
-``crossmodal eval`` and the demo.
+Both run the one evaluator, :func:`retrieval.protocol.evaluate`: ``evaluate_prepared``
+is ``crossmodal eval`` (and the demo); :class:`ValidationEvaluator` is the same evaluator
+configured for the trainer (one code length, sign codes, no baselines), so the score that
+picks the best epoch is the ``score`` a report on the dev split shows.
 """
 from __future__ import annotations
 
@@ -13,40 +13,33 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from crossmodal.codes import hamming_distances
+from crossmodal.codes import hamming_distances, sign_codes
 from crossmodal.data.splits import FlatSplit
 
-from .metrics import label_relevance, mean_average_precision, pair_relevance, rank_by_distance, recall_at_k
-from .protocol import selection_score
+from .protocol import EvalConfig, ItemSet, Side, evaluate
 
 
-def crossmodal_scores(image_codes: np.ndarray, text_codes: np.ndarray, split: FlatSplit,
-                      labels: np.ndarray | None = None, ks=(1, 5, 10)) -> dict[str, float]:
-    """image->text and text->image scores of packed codes.
+class ValidationEvaluator:
+    """The trainer's scorer (``training.trainer.Scorer``): the dev split's outputs, scored
+    by the protocol evaluator at the validation code length on sign codes. Returns each
+    direction's R@K (pairs) or mAP (labels) and ``score``, the number the best epoch is
+    picked by (``retrieval.protocol.selection_score``)."""
 
-    Without labels: Recall@K (a caption's own image is its only positive; any of an
-    image's captions is a hit). With a multi-hot ``labels`` [N, L]: mAP@all, relevance
-    = sharing a label. ``score`` is the mean over directions (and over K for recall).
-    """
-    d_i2t = hamming_distances(image_codes, text_codes)
-    items = np.arange(len(split.ids))
-    if labels is None:
-        rel_i2t = pair_relevance(items, split.caption_item)
-        i2t = recall_at_k(rank_by_distance(d_i2t), rel_i2t, ks)
-        t2i = recall_at_k(rank_by_distance(d_i2t.T), rel_i2t.T, ks)
-        out = {**{f"i2t_{k}": v for k, v in i2t.items()}, **{f"t2i_{k}": v for k, v in t2i.items()}}
-    else:
-        caption_labels = labels[split.caption_item]
-        rel_i2t = label_relevance(labels, caption_labels)
-        i2t = mean_average_precision(rank_by_distance(d_i2t), rel_i2t)
-        t2i = mean_average_precision(rank_by_distance(d_i2t.T), rel_i2t.T)
-        out = {**{f"i2t_{k}": v for k, v in i2t.items()}, **{f"t2i_{k}": v for k, v in t2i.items()}}
-    out["score"] = selection_score({"i2t": i2t, "t2i": t2i}, "pairs" if labels is None else "labels", ks)
-    return out
+    def __init__(self, config: EvalConfig | None = None):
+        self.config = config or EvalConfig(baselines=False, rerank=0)
 
-
-def validation_scorer(image_codes, text_codes, split: FlatSplit, labels) -> dict[str, float]:
-    return crossmodal_scores(image_codes, text_codes, split, labels)
+    def __call__(self, image_relaxed: np.ndarray, text_relaxed: np.ndarray, split: FlatSplit,
+                 labels: np.ndarray | None, nbits: int) -> dict[str, float]:
+        owners = [split.ids[i] for i in split.caption_item]
+        query = ItemSet(Side(image_relaxed, list(split.ids), labels),
+                        Side(text_relaxed, owners, None if labels is None else labels[split.caption_item]))
+        cfg = EvalConfig(**{**self.config.__dict__, "bits": (nbits,),
+                            "relevance": "pairs" if labels is None else "labels"})
+        report = evaluate(sign_codes, query, None, cfg)
+        keep = [f"R@{k}" for k in cfg.recall_ks] + ["mAP"] if labels is None else ["mAP", "mAP_tie_aware"]
+        out = {f"{d}_{k}": report["results"][d][str(nbits)][k] for d in ("i2t", "t2i") for k in keep}
+        out["score"] = report["score"][str(nbits)]
+        return out
 
 
 # ---- a model on a prepared dataset: the pipeline behind `crossmodal eval` ----------------
@@ -61,12 +54,10 @@ class DatasetEvaluation:
 
 
 def _side(relaxed, raw, item_ids, labels, texts=None):
-    from .protocol import Side
     return Side(relaxed, list(item_ids), labels, raw, texts=texts)
 
 
 def _concat_sides(sides):
-    from .protocol import Side
 
     cat = lambda xs: None if any(x is None for x in xs) else np.concatenate(xs)  # noqa: E731
     return Side(np.concatenate([s.relaxed for s in sides]), [i for s in sides for i in s.item_ids],
@@ -88,7 +79,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     from crossmodal.features import decode_image, relaxed_outputs
     from datasets import Image as HFImage
 
-    from .protocol import BaselineData, EvalConfig, ItemSet, evaluate
+    from .protocol import BaselineData
 
     bits = tuple(bits or tuple(b for b in model.config.bits if b <= 64) or model.config.bits)
     database = list(database)

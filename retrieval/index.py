@@ -411,12 +411,12 @@ class SignCodes:
         return self._fingerprint
 
     def quantize(self, relaxed: np.ndarray, nbits: int) -> np.ndarray:
-        from crossmodal.codes import pack_bits
+        from crossmodal.codes import sign_codes
 
-        relaxed = np.asarray(relaxed)
-        if relaxed.shape[1] < nbits:
-            raise InvalidInput(f"{nbits}-bit codes need vectors of at least {nbits} values, got {relaxed.shape[1]}")
-        return pack_bits(relaxed[:, :nbits] > 0)
+        try:
+            return sign_codes(relaxed, nbits)
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
 
 
 @dataclass

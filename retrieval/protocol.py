@@ -250,7 +250,7 @@ def served_metrics(hamming: np.ndarray, query_floats: np.ndarray, database_float
 
 
 def selection_score(by_direction: dict[str, dict], relevance: str, ks=(1, 5, 10)) -> float:
-    """The number training picks its best epoch by (``retrieval.evaluation.crossmodal_scores``),
+    """The number training picks its best epoch by (``retrieval.evaluation.ValidationEvaluator``),
     from a report's metrics: the mean over image→text and text→image of R@1/5/10 with
     pair relevance, of mAP with labels. A report carries it so the choice can be checked."""
     if relevance == "labels":

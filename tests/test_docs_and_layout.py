@@ -92,6 +92,43 @@ def test_only_the_entry_point_imports_the_application():
             assert not any(m == "crossmodal.cli" or m.startswith("crossmodal.cli.") for m in modules), path
 
 
+def _calls(names: set[str]) -> dict[str, set[str]]:
+    """``{called name: {'module:enclosing function', ...}}`` over the project's code."""
+    found: dict[str, set[str]] = {}
+    for package in ("crossmodal", "training", "retrieval", "benchmarks", "data_scripts", "scripts"):
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for fn in ast.walk(tree):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for n in ast.walk(fn):
+                    if isinstance(n, ast.Call):
+                        name = n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", None)
+                        if name in names:
+                            found.setdefault(name, set()).add(f"{path.relative_to(ROOT).with_suffix('')}:{fn.name}")
+    return found
+
+
+def test_every_index_write_goes_through_one_function():
+    """The writers of an index, listed from the code: a new version is written in one
+    place (``write_index``), every job that changes an index (datasets, photos, sync,
+    videos, texts, the service, remove) calls it, and only the index modules touch the
+    metadata store or the versioned folder."""
+    calls = _calls({"write_version", "write_index", "MetadataStore", "updating"})
+    assert calls["write_version"] == {"retrieval/index:write_index"}
+    writers = {c.split(":")[0] for c in calls["write_index"]}
+    assert {"retrieval/ingest", "retrieval/photos", "retrieval/video", "retrieval/service",
+            "crossmodal/cli/index"} <= writers
+    assert {c.split(":")[1] for c in calls["write_index"]} >= {"build_index", "index_photos", "sync_photos",
+                                                              "add_videos", "add_texts", "run_add", "run_remove"}
+    assert {c.split(":")[0] for c in calls["MetadataStore"]} <= {"retrieval/index"}
+    assert "updating" not in calls  # the old load-modify-save block is gone
+    for package in ("crossmodal", "training", "retrieval", "benchmarks", "scripts"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path.stem not in ("index", "index_folder"):
+                assert "index_folder" not in path.read_text(), f"{path} reaches into the versioned folder"
+
+
 def test_interfaces_are_declared_not_probed():
     """Encoders, backends and the rest declare what they are (base classes, protocols);
     nothing asks an object whether it happens to have an attribute."""

@@ -180,21 +180,25 @@ def test_summary_numbers_are_formatted_by_what_they_measure():
     assert _fmt(3.0, "median_rank") == "3.0" and _fmt(float("nan"), "mAP") == "–" and _fmt(None) == "–"
 
 
-def test_the_report_carries_the_score_that_picks_the_best_epoch(tiny_model, tiny_data, feature_cache_dir):
-    """`crossmodal eval`'s `score` on dev is the validation score training kept (same codes,
-    same formula): the number that chose the epoch is one a report shows."""
-    from crossmodal.data import load_prepared
-    from crossmodal.data.splits import flatten_split, label_vocab
-    from crossmodal.features import relaxed_outputs
-    from crossmodal.model import CrossModalHasher
-    from retrieval.evaluation import crossmodal_scores, evaluate_prepared
-
-    model = CrossModalHasher.from_pretrained(tiny_model)
-    report = evaluate_prepared(model, tiny_data, "dev", bits=(32,), baselines=False, cache_dir=feature_cache_dir,
-                               n_examples=0, rerank=0).report
-    ds = load_prepared(tiny_data)["dev"]
-    flat = flatten_split(ds)
-    out = relaxed_outputs(model, ds, flat.captions, feature_cache_dir)
-    labels = flat.label_matrix(label_vocab(flat)) if flat.has_labels else None
-    direct = crossmodal_scores(model.quantize(out.image_relaxed, 32), model.quantize(out.text_relaxed, 32), flat, labels)
-    assert report["score"]["32"] == pytest.approx(direct["score"])
+def test_eval_on_dev_reports_the_score_that_picked_the_best_epoch(tiny_model, tiny_data, feature_cache_dir,
+                                                                  tmp_path):
+    """Validation is the protocol evaluator, configured: `crossmodal eval --split dev` at
+    the model's validation length reports `validation_score`, the number training picked
+    its best epoch by, recomputed from the saved model."""
+    summary = json.loads((tiny_model / "train_summary.json").read_text())
+    bits = summary["train_config"]["val_bits"]
+    assert main(["eval", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "dev", "--bits", str(bits),
+                 "--no-baselines", "--rerank", "0", "--cache-dir", str(feature_cache_dir),
+                 "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    chosen = report["validation_score"]
+    assert chosen["bits"] == bits and chosen["trainer_best_score"] == summary["best_score"]
+    # the stored float16 heads score what the trainer measured on them, and within a hair of the
+    # float32 heads that picked the epoch
+    assert chosen["score"] == report["score"][str(bits)] == pytest.approx(summary["saved_score"], abs=1e-9)
+    assert chosen["score"] == pytest.approx(summary["best_score"], abs=0.01)
+    # on another split it is not the validation score, and the report does not say it is
+    assert main(["eval", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test", "--bits", str(bits),
+                 "--no-baselines", "--rerank", "0", "--cache-dir", str(feature_cache_dir),
+                 "--out", str(tmp_path / "t")]) == 0
+    assert "validation_score" not in json.loads((tmp_path / "t" / "report.json").read_text())

@@ -15,7 +15,7 @@ import torch
 from crossmodal.config import HeadConfig, ModelConfig
 from crossmodal.data import load_prepared
 from crossmodal.model import CrossModalHasher
-from retrieval.evaluation import validation_scorer
+from retrieval.evaluation import ValidationEvaluator
 from training import TrainConfig, Trainer
 from training.losses import LossConfig
 
@@ -29,7 +29,7 @@ def _train_on_cache(model, data, tmp_path, epochs: int = 2):
     """A short run of ``model`` on tiny data with its own feature cache: (trainer, cache folder)."""
     cache = tmp_path / "cache"
     trainer = Trainer(model, data, tmp_path / "m", TrainConfig(epochs=epochs, batch_size=16, cache_dir=str(cache)),
-                      scorer=validation_scorer)
+                      scorer=ValidationEvaluator())
     trainer.fit()
     return trainer, cache
 
@@ -44,10 +44,10 @@ def test_cached_training_learns_and_beats_untrained_model(tiny_data, tmp_path):
     cache = tmp_path / "cache"
     cfg = TrainConfig(epochs=25, batch_size=16, lr=2e-3, patience=25, cache_dir=str(cache),
                       supervision="pairs", val_bits=64)
-    untrained = Trainer(_frozen_model(), data, tmp_path / "u", cfg, scorer=validation_scorer)
+    untrained = Trainer(_frozen_model(), data, tmp_path / "u", cfg, scorer=ValidationEvaluator())
     untrained._prepare_data()
     base = untrained.validate()["score"]
-    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=validation_scorer)
+    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=ValidationEvaluator())
     summary = trainer.fit()
     assert summary["best_score"] > max(2 * base, 30.0), (base, summary)
     log = [json.loads(line) for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
@@ -62,14 +62,14 @@ def test_cached_training_learns_and_beats_untrained_model(tiny_data, tmp_path):
     assert [f.name[:4] for f in files].count("img-") == 2 and [f.name[:4] for f in files].count("txt-") == 2
     mtimes = [f.stat().st_mtime for f in files]
     Trainer(_frozen_model(), data, tmp_path / "again", TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache)),
-            scorer=validation_scorer).fit()
+            scorer=ValidationEvaluator()).fit()
     assert [f.stat().st_mtime for f in sorted(cache.glob("*.safetensors"))] == mtimes
 
 
 def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_dir, tmp_path):
     data = load_prepared(tiny_data)
     cfg = TrainConfig(epochs=2, batch_size=16, cache_dir=str(feature_cache_dir))
-    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=validation_scorer)
+    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=ValidationEvaluator())
     trainer.fit()
     assert trainer.vocab and trainer.train_labels is not None
     log = json.loads((tmp_path / "m" / "train_log.jsonl").read_text().splitlines()[0])
@@ -94,7 +94,7 @@ def test_itq_quantizer_is_fitted_after_training(tiny_data, feature_cache_dir, tm
     torch.manual_seed(0)
     model = CrossModalHasher(ModelConfig(head=HeadConfig(hidden_dim=64), bits=(16, 32), quantizer="itq"))
     Trainer(model, data, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, cache_dir=str(feature_cache_dir)),
-            scorer=validation_scorer).fit()
+            scorer=ValidationEvaluator()).fit()
     rot = CrossModalHasher.from_pretrained(tmp_path / "m").quantizer.rotation_32
     assert not torch.allclose(rot, torch.eye(32))
     assert torch.allclose(rot @ rot.T, torch.eye(32), atol=1e-4)
@@ -164,7 +164,7 @@ def test_several_captions_per_step_give_each_image_row_all_its_positives(tiny_da
     data = load_prepared(tiny_data)
     cfg = TrainConfig(epochs=1, batch_size=8, cache_dir=str(feature_cache_dir), captions_per_step=3,
                       supervision="pairs")
-    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=validation_scorer)
+    trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=ValidationEvaluator())
     trainer._prepare_data()
     idx = trainer._batches(0)[0]
     img, img2, txt, txt2, item_pos = trainer._batch_inputs(0, 0, idx)

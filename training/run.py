@@ -36,7 +36,7 @@ def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_confi
                 on_screened=None, card: dict | None = None) -> TrainingRun:
     """Train a new model (or resume ``out/checkpoint``) and write it to ``out``.
 
-    ``scorer`` scores validation codes each epoch (``retrieval.evaluation.validation_scorer``;
+    ``scorer`` scores validation codes each epoch (``retrieval.evaluation.ValidationEvaluator``;
     passed in so that ``training`` never imports ``retrieval``). ``on_screened`` gets the
     screening before the slow part starts, to report skipped rows early. ``card`` adds
     to the model card written beside the model (e.g. that the data is synthetic)."""

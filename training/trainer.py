@@ -41,7 +41,10 @@ from .distributed import barrier, pick_device, world
 from .config import TrainConfig, resolve_loss_config
 from .losses import HashingLoss, label_positives
 
-Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None"], dict]
+#: scores the validation split's outputs at a code length: (image outputs, caption outputs,
+#: the split, its label matrix or None, bits) -> metrics with ``score`` (higher is better);
+#: ``retrieval.evaluation.ValidationEvaluator`` is the one the CLI passes
+Scorer = Callable[[np.ndarray, np.ndarray, FlatSplit, "np.ndarray | None", int], dict]
 
 
 class _TrainModule(nn.Module):
@@ -225,19 +228,21 @@ class Trainer:
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
     # ---- validation -----------------------------------------------------------------
-    def relaxed_outputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Relaxed image and caption outputs of the ``train`` or ``val`` split (through
-        the feature cache where the encoders are frozen)."""
+    def split_outputs(self, split: str, model: CrossModalHasher | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Relaxed image and caption outputs of the ``train`` or ``val`` split by the model
+        being trained (or ``model``), through the feature cache where the encoders are frozen."""
         ds, flat = (self.train_ds, self.train) if split == "train" else (self.val_ds, self.val)
-        out = relaxed_outputs(self.model, ds, flat.captions, self.cache_dir)
+        out = relaxed_outputs(model or self.model, ds, flat.captions, self.cache_dir)
         return out.image_relaxed, out.text_relaxed
 
-    def validate(self) -> dict:
+    def validate(self, model: CrossModalHasher | None = None) -> dict:
         if self.val is None or self.scorer is None:
             return {}
-        img, txt = self.relaxed_outputs("val")
-        labels = self.val.label_matrix(self.vocab) if self.vocab else None
-        return self.scorer(m_bits(img, self.val_bits), m_bits(txt, self.val_bits), self.val, labels)
+        img, txt = self.split_outputs("val", model)
+        # relevance is the validation split's own labels, as `crossmodal eval` reads them (a label
+        # only dev has still makes two dev items relevant to each other)
+        labels = self.val.label_matrix(label_vocab(self.val)) if self.vocab else None
+        return self.scorer(img, txt, self.val, labels, self.val_bits)
 
     # ---- checkpoints (training/checkpoint.py) ---------------------------------------
     def _save_checkpoint(self, module, opt, sched, state: dict) -> None:
@@ -333,6 +338,10 @@ class Trainer:
         summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "steps": state["step"]}
         if self.rank == 0:
             self.model.save_pretrained(self.out, heads_dtype=self.cfg.heads_dtype)
+            if self.val is not None and self.scorer is not None:
+                # the heads as stored (float16 or int8 round them) score a little differently from
+                # the float32 ones that picked the epoch: what `crossmodal eval` on dev will show
+                summary["saved_score"] = self.validate(CrossModalHasher.from_pretrained(self.out))["score"]
             (self.out / "train_summary.json").write_text(json.dumps(
                 {**summary, "train_config": asdict(self.cfg), "loss_used": asdict(self.loss_config),
                  "label_vocab": self.vocab}, indent=2))
@@ -342,12 +351,7 @@ class Trainer:
         return summary
 
     def _fit_quantizer(self) -> None:
-        self.model.fit_quantizer(*self.relaxed_outputs("train"))
-
-
-def m_bits(relaxed: np.ndarray, nbits: int) -> np.ndarray:
-    """Validation uses sign codes of the first ``nbits`` outputs."""
-    return np.packbits(relaxed[:, :nbits] >= 0, axis=1)
+        self.model.fit_quantizer(*self.split_outputs("train"))
 
 
 def _frozen_to_eval(model: CrossModalHasher) -> None:

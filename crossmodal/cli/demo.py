@@ -64,7 +64,7 @@ def run_demo(args) -> dict:
     from crossmodal.data import build_dataset_dict, load_prepared, write_prepared
     from crossmodal.data.synthetic import synthetic_splits
     from crossmodal.model import CrossModalHasher
-    from retrieval.evaluation import evaluate_prepared, validation_scorer
+    from retrieval.evaluation import ValidationEvaluator, evaluate_prepared
     from retrieval.index import check_index_destination
     from retrieval.ingest import build_index, embed_prepared
     from retrieval.report import summary_table, write_report
@@ -95,7 +95,7 @@ def run_demo(args) -> dict:
                   f"features cached) with hash heads")
         train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, patience=8,
                                    cache_dir=str(cache))
-        run = train_model(data, model_dir, model_config, train_config, scorer=validation_scorer,
+        run = train_model(data, model_dir, model_config, train_config, scorer=ValidationEvaluator(),
                           on_screened=print_screening,
                           card={"dataset": "rendered scenes of coloured shapes (crossmodal demo)", "synthetic": True})
         print(f"   best epoch {run.summary['best_epoch']}, validation score {run.summary['best_score']:.3f} "

@@ -20,11 +20,34 @@ def run(args) -> dict:
                                rerank_dtype=args.rerank_dtype)
     print_screening(result.screening)
     result.report["model"]["path"] = str(args.model)
+    add_validation_score(result.report, args.model, args.split)
     write_report(result.report, args.out, result.examples, result.load_image,
                  title=f"crossmodal evaluation of {args.model}")
     print(summary_table(result.report))
     print(f"report written to {args.out} (report.json, summary.md, plots)")
     return result.report
+
+
+def add_validation_score(report: dict, model, split: str) -> None:
+    """When this evaluation is the model's own validation (its validation split, its
+    validation code length), ``validation_score`` is the score that picked its best epoch,
+    recomputed from the saved model; beside it, the trainer's ``best_score`` (float32 heads,
+    at the chosen epoch) and ``saved_score`` (the heads as stored: equal to this score)."""
+    import json
+
+    from crossmodal.pretrained import resolve_model_dir
+
+    summary_file = resolve_model_dir(model) / "train_summary.json"
+    if not summary_file.is_file():
+        return
+    summary = json.loads(summary_file.read_text())
+    train = summary.get("train_config", {})
+    bits = str(train.get("val_bits"))
+    if train.get("val_split") == split and bits in report.get("score", {}):
+        report["validation_score"] = {"bits": int(bits), "split": split, "score": report["score"][bits],
+                                      "trainer_best_score": summary.get("best_score"),
+                                      "trainer_saved_score": summary.get("saved_score"),
+                                      "best_epoch": summary.get("best_epoch")}
 
 
 def register(sub) -> None:

@@ -125,12 +125,12 @@ def train_config_from_args(args):
 
 
 def run(args) -> dict:
-    from retrieval.evaluation import validation_scorer
+    from retrieval.evaluation import ValidationEvaluator
     from training import init_distributed_from_env, train_model
 
     init_distributed_from_env()
     result = train_model(args.data, args.out, model_config_from_args(args), train_config_from_args(args),
-                         scorer=validation_scorer, resume=args.resume, on_screened=print_screening)
+                         scorer=ValidationEvaluator(), resume=args.resume, on_screened=print_screening)
     if result.is_main_process:
         s = result.summary
         print(f"model written to {args.out} (best epoch {s['best_epoch']}, validation score {s['best_score']:.3f})")
