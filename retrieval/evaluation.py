@@ -72,11 +72,10 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
                       rerank_dtype: str = "int8") -> DatasetEvaluation:
     """Evaluate ``model`` with ``split`` as queries against ``database`` splits (or the
     split's other modality): metrics at each code length beside the baselines."""
-    from crossmodal.data import load_prepared
-    from crossmodal.data.screen import screen_prepared
-    from crossmodal.data.splits import flatten_split, label_vocab
+    from crossmodal.data.prepared import PreparedSplits
+    from crossmodal.data.splits import label_vocab
     from crossmodal.errors import InvalidInput
-    from crossmodal.features import decode_image, relaxed_outputs
+    from crossmodal.features import decode_image
     from datasets import Image as HFImage
 
     from .protocol import BaselineData
@@ -85,15 +84,14 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     database = list(database)
     if split in database:
         raise InvalidInput(f"--database must not include the query split {split!r}")
-    ds = load_prepared(data_dir, splits=[split, *database])
-    screened = [split, *database] + ([s for s in ("train", "dev", "validation") if s in ds] if baselines else [])
-    screening = screen_prepared(ds, list(dict.fromkeys(screened)), cache_dir)
-    flats = {s: flatten_split(ds[s]) for s in [split, *database]}
+    ds = PreparedSplits.open(data_dir, [split, *database], cache_dir,
+                             also_screen=("train", "dev", "validation") if baselines else ())
+    flats = {s: ds.flat(s) for s in [split, *database]}
     use_labels = relevance == "labels" or (relevance == "auto" and flats[split].has_labels)
     vocab = label_vocab(*flats.values()) if use_labels else []
 
     def sides(s, flat, vocab, views=image_views):
-        out = relaxed_outputs(model, ds[s], flat.captions, cache_dir, views)
+        out = ds.outputs(model, s, views)
         labels = flat.label_matrix(vocab) if vocab else None
         return (_side(out.image_relaxed, out.image_features, flat.ids, labels),
                 _side(out.text_relaxed, out.text_features, [flat.ids[i] for i in flat.caption_item],
@@ -112,7 +110,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
         def fit_side(s):
             if s in outputs and s != split:
                 return ItemSet(*outputs[s], splits=[s])
-            return ItemSet(*sides(s, flats.get(s) or flatten_split(ds[s]), vocab if s != "train" else [], "plain"),
+            return ItemSet(*sides(s, ds.flat(s), vocab if s != "train" else [], "plain"),
                            splits=[s])
         dev = next((s for s in ("dev", "validation") if s in ds and s not in (split, *database)), None)
         fit = BaselineData(fit_side("train"), fit_side(dev) if dev else None)
@@ -131,7 +129,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
         s, i = where[item]
         return decode_image(raw_images[s][i]["image"])
 
-    return DatasetEvaluation(report, examples, load_image, screening)
+    return DatasetEvaluation(report, examples, load_image, ds.screening)
 
 
 def example_queries(model, query, db, nbits: int, use_labels: bool, n: int = 3, top: int = 5) -> list[dict]:

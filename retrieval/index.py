@@ -84,7 +84,7 @@ class CrossModalIndex:
         #: same build resumes, any other build into the folder is refused
         self.build_inputs: dict | None = None
         self.indexes: dict[str, object] = {}
-        self.store = MetadataStore()
+        self.metadata = MetadataStore()
         #: how the index re-ranks (``{"dtype": "int8", "candidates": N}``), None when it keeps
         #: no outputs: set when it is built, recorded in the manifest
         self.rerank_config: dict | None = None
@@ -137,7 +137,7 @@ class CrossModalIndex:
         _, first = np.unique(ids, return_index=True)  # duplicates inside one call: keep the first
         keep = np.zeros(len(ids), bool)
         keep[first] = True
-        present = self.store.existing(ids[keep].tolist())
+        present = self.metadata.existing(ids[keep].tolist())
         is_present = np.array([i in present for i in ids])
         replaced = int((keep & is_present).sum()) if update else 0
         if update and is_present.any():
@@ -146,7 +146,7 @@ class CrossModalIndex:
         new = keep & ~is_present
         if new.any():
             self._backend(modality).add(ids[new], codes[new])
-            self.store.upsert(modality, ids[new].tolist(), [it for it, n in zip(items, new) if n])
+            self.metadata.upsert(modality, ids[new].tolist(), [it for it, n in zip(items, new) if n])
             if floats is not None and self.rerank_config is not None:
                 store = self.rerank_stores.setdefault(modality, RerankStore(self.rerank_config["dtype"]))
                 store.add(ids[new], np.asarray(floats, dtype=np.float32)[new])
@@ -159,7 +159,7 @@ class CrossModalIndex:
         if modality not in self.indexes or not ids:
             return 0
         n = self._backend(modality).remove(np.asarray(ids, dtype=np.int64))
-        self.store.delete(ids)
+        self.metadata.delete(ids)
         self.changes += n
         if modality in self.rerank_stores:
             self.rerank_stores[modality].remove(ids)
@@ -169,34 +169,34 @@ class CrossModalIndex:
         """Replace the metadata of items already indexed, codes and outputs untouched (a
         photo whose file was touched but whose content, and so code, is the same)."""
         ids = [item_id(modality, it.key) for it in items]
-        known = self.store.existing(ids)
+        known = self.metadata.existing(ids)
         keep = [(i, it) for i, it in zip(ids, items) if i in known]
         if keep:
-            self.store.upsert(modality, [i for i, _ in keep], [it for _, it in keep])
+            self.metadata.upsert(modality, [i for i, _ in keep], [it for _, it in keep])
             self.changes += len(keep)
         return len(keep)
 
     def replace_frames(self, video: str, items: Sequence[Item], codes: np.ndarray, floats: np.ndarray) -> int:
         """A video's frames, replacing any it had (re-adding a video is an update)."""
-        old = [f["id"] for f in self.store.frames_of(video)]
+        old = [f["id"] for f in self.metadata.frames_of(video)]
         if old:
             self.remove("frame", old)
         return self.add("frame", items, codes, floats=floats)["added"] if len(items) else 0
 
     def item(self, item: int) -> dict | None:
         """One item's metadata by id, or None."""
-        return self.store.get([item]).get(item)
+        return self.metadata.get([item]).get(item)
 
     def items_of(self, modality: str):
         """Every item of a modality with its metadata (``key``, ``extra``, ...)."""
-        return self.store.items_of(modality)
+        return self.metadata.items_of(modality)
 
     def frames_of(self, video: str) -> list[dict]:
         """A video's frames, in time order."""
-        return self.store.frames_of(video)
+        return self.metadata.frames_of(video)
 
     def contains(self, modality: str, key: str) -> bool:
-        return bool(self.store.existing([item_id(modality, key)]))
+        return bool(self.metadata.existing([item_id(modality, key)]))
 
     def remove_keys(self, modality: str, keys: Sequence[str]) -> int:
         return self.remove(modality, [item_id(modality, k) for k in keys])
@@ -251,7 +251,7 @@ class CrossModalIndex:
         start = 0
         while start < len(ids) and (not k or len(hits) < k):
             stop = len(ids) if not k else min(len(ids), start + k - len(hits))
-            meta = self.store.get(ids[start:stop].tolist())
+            meta = self.metadata.get(ids[start:stop].tolist())
             hits += [Hit(int(i), int(dd), **{k_: v for k_, v in meta[int(i)].items() if k_ != "id"},
                          score=None if np.isnan(sc) else float(sc))
                      for dd, i, sc in zip(d[start:stop], ids[start:stop], scores[start:stop]) if int(i) in meta]
@@ -288,7 +288,7 @@ class CrossModalIndex:
         """Write this index's files into a new version folder; its manifest fields."""
         for m, be in self.indexes.items():
             be.write_into(vdir, m)
-        self.store.save(str(vdir / "metadata.sqlite"))
+        self.metadata.save(str(vdir / "metadata.sqlite"))
         for m, store in self.rerank_stores.items():
             if len(store):
                 store.write_into(vdir, m)
@@ -302,7 +302,7 @@ class CrossModalIndex:
         idx.model_path = manifest.get("model_path")
         idx.build_inputs = manifest.get("build_inputs")
         idx.version = name
-        idx.store = MetadataStore(str(vdir / "metadata.sqlite"))
+        idx.metadata = MetadataStore(str(vdir / "metadata.sqlite"))
         for m in manifest["counts"]:
             idx.indexes[m] = idx._open_backend(m, vdir)
         idx.rerank_config = manifest.get("rerank")

@@ -55,20 +55,15 @@ def embed_prepared(model, data_dir: str | os.PathLike, splits: Sequence[str], ca
                    ) -> tuple[list[Pending], dict]:
     """Pending image and caption items of prepared splits, screened (unusable rows are
     skipped); returns them with the per-split screening for the caller to report."""
-    from crossmodal.data import load_prepared
-    from crossmodal.data.screen import screen_prepared
-    from crossmodal.data.splits import flatten_split
-    from crossmodal.features import relaxed_outputs
+    from crossmodal.data.prepared import PreparedSplits
 
-    ds = load_prepared(data_dir, splits=splits)
-    screening = screen_prepared(ds, list(splits), cache_dir)
+    data = PreparedSplits.open(data_dir, splits, cache_dir)
     pending = []
     for split in splits:
-        flat = flatten_split(ds[split])
-        out = relaxed_outputs(model, ds[split], flat.captions, cache_dir)
-        img_items, txt_items = dataset_items(data_dir, split, flat, screening[split].rows)
+        out = data.outputs(model, split)
+        img_items, txt_items = dataset_items(data_dir, split, data.flat(split), data.rows(split))
         pending += [Pending("image", img_items, out.image_relaxed), Pending("text", txt_items, out.text_relaxed)]
-    return pending, screening
+    return pending, data.screening
 
 
 def new_index(model, model_dir: str | os.PathLike, nbits: int, index_type: str = "flat",

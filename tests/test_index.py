@@ -166,7 +166,7 @@ def test_killed_save_leaves_previous_index_intact(tmp_path):
         n = loaded.count("image")
         # the last reported save is live, or the one after it if it finished before the kill landed
         assert n % 200000 == 0 and committed <= n <= committed + 200000, (committed, n)
-        assert loaded.store.count("image") == n
+        assert loaded.metadata.count("image") == n
 
 
 def test_milvus_lite_equals_faiss_flat(tmp_path):

@@ -31,7 +31,7 @@ def photos_in(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 
 def image_keys(index_dir) -> set[str]:
-    return {row["key"] for row in CrossModalIndex.load(index_dir).store.items_of("image")}
+    return {row["key"] for row in CrossModalIndex.load(index_dir).items_of("image")}
 
 
 def build(model, *roots, out) -> subprocess.CompletedProcess:
@@ -176,7 +176,7 @@ def test_index_types_that_cannot_remove_say_so_in_one_line(tiny_model, tiny_data
     idx = tmp_path / "hnsw"
     assert cli("index", "build", "--model", tiny_model, "--data", tiny_data, "--type", "hnsw", "--bits", "32",
                "--cache-dir", feature_cache_dir, "--out", idx).returncode == 0
-    key = next(CrossModalIndex.load(idx).store.items_of("image"))["key"]
+    key = next(CrossModalIndex.load(idx).items_of("image"))["key"]
     res = cli("index", "remove", "--index", idx, "--modality", "image", key)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "cannot remove" in res.stderr
 

@@ -87,7 +87,7 @@ def test_cli_life_cycle_on_the_server_matches_faiss(milvus_server, tiny_model, t
     assert main(["index", "add", "--index", str(on_server), "--texts", "a yellow star", "--update"]) == 0
     assert main(["index", "remove", "--index", str(on_server), "--modality", "text", "a purple hexagon"]) == 0
     reopened = CrossModalIndex.load(on_server)
-    assert reopened.count("text") == 81 and reopened.store.count("text") == 81
+    assert reopened.count("text") == 81 and reopened.metadata.count("text") == 81
     hits = Searcher.open(on_server).search_texts(["a yellow star"], "text", k=1)[0]
     assert hits[0].key == "a yellow star" and hits[0].distance == 0
     # a second index on the same server has collections of its own

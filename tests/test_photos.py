@@ -56,7 +56,7 @@ def library(tmp_path) -> Path:
 
 def keys_in(index_dir) -> set[str]:
     idx = CrossModalIndex.load(index_dir)
-    return {r[0] for r in idx.store.db.execute("SELECT key FROM items WHERE modality = 'image'")}
+    return {r[0] for r in idx.metadata.db.execute("SELECT key FROM items WHERE modality = 'image'")}
 
 
 def test_walk_is_recursive_skips_hidden_non_images_and_symlink_loops(library):
@@ -80,7 +80,7 @@ def test_build_from_folders_counts_bad_files_and_searches(tiny_model, library, t
     assert "the image file is truncated" in broken and "BytesIO" not in broken  # the file named, in words
     assert "photos: 8/8 photo (" in text.err and "photo/s" in text.err  # progress counts photos, with a rate
     assert {Path(k).name for k in keys_in(out)} == {"a.jpg", "b.jpg", "c.JPG", "d.jpeg", "e.jpg", "f.jpg", "g.png"}
-    meta = next(m for m in CrossModalIndex.load(out).store.items_of("image") if m["key"].endswith("f.jpg"))
+    meta = next(m for m in CrossModalIndex.load(out).items_of("image") if m["key"].endswith("f.jpg"))
     st = os.stat(meta["key"])
     assert meta["extra"]["size"] == st.st_size and meta["extra"]["mtime_ns"] == st.st_mtime_ns
     assert len(meta["extra"]["hash"]) == 32
@@ -185,7 +185,7 @@ def test_sync_adds_updates_removes_and_is_idempotent(tiny_model, library, tmp_pa
     names = {Path(k).name for k in keys_in(out)}
     assert "new.jpg" in names and "b.jpg" not in names and "keep.jpg" in names  # outside the synced folder: kept
     assert _distance_to(out, library / "2024" / "a.jpg") == 0  # re-encoded
-    f_meta = next(m for m in CrossModalIndex.load(out).store.items_of("image") if m["key"].endswith("f.jpg"))
+    f_meta = next(m for m in CrossModalIndex.load(out).items_of("image") if m["key"].endswith("f.jpg"))
     assert f_meta["extra"]["mtime_ns"] == os.stat(library / "f.jpg").st_mtime_ns  # re-stamped
     version = read_current_version(out)
     assert main(["index", "sync", "--index", str(out), "--images", str(library), "--workers", "0"]) == 0
@@ -222,7 +222,7 @@ def test_thumbnails_come_from_the_original_photo(tiny_model, tmp_path):
                  "--out", str(out), "--workers", "0"]) == 0
     searcher = Searcher.open(out)
     client = TestClient(create_app({32: searcher}))
-    item = next(searcher.index.store.items_of("image"))
+    item = next(searcher.index.items_of("image"))
     res = client.get(f"/api/thumbnails/{item['id']}", params={"size": 128})
     assert res.status_code == 200
     thumb = Image.open(io.BytesIO(res.content))

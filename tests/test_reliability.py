@@ -33,7 +33,7 @@ def run_cli(*args, env=None, **kw) -> subprocess.CompletedProcess:
 
 def texts_in(index_dir) -> set[str]:
     idx = CrossModalIndex.load(index_dir)
-    rows = idx.store.db.execute("SELECT key FROM items WHERE modality = 'text'").fetchall()
+    rows = idx.metadata.db.execute("SELECT key FROM items WHERE modality = 'text'").fetchall()
     return {r[0] for r in rows}
 
 
@@ -116,7 +116,7 @@ def test_server_writes_and_cli_adds_do_not_overwrite_each_other(index_dir, tmp_p
         assert res.returncode == 0, res.stderr
         idx = CrossModalIndex.load(index_dir)
         assert idx.count("image") == 17 and str(photo.resolve()) in {
-            r[0] for r in idx.store.db.execute("SELECT key FROM items WHERE modality='image'")}
+            r[0] for r in idx.metadata.db.execute("SELECT key FROM items WHERE modality='image'")}
         assert {"a caption from the web page", "a caption from the command line"} <= texts_in(index_dir)
         hits = httpx.get(f"{base}/api/search/text", params={"q": "x", "target": "text", "k": 200}).json()["results"]
         assert "a caption from the command line" in {h["source"] for h in hits}
@@ -190,7 +190,7 @@ def test_remove_takes_relative_paths_and_refuses_unknown_keys(index_dir, tmp_pat
     assert read_current_version(index_dir) == live
     assert main(["index", "remove", "--index", str(index_dir), "--modality", "image", "pics/p.png"]) == 0
     assert "removed 1" in capsys.readouterr().out
-    assert not CrossModalIndex.load(index_dir).store.existing([item_id("image", str(photo.resolve()))])
+    assert not CrossModalIndex.load(index_dir).metadata.existing([item_id("image", str(photo.resolve()))])
 
 
 def test_index_build_refuses_a_foreign_out_before_any_work(tiny_model, tiny_data, tmp_path, capsys):
@@ -318,7 +318,7 @@ def test_training_and_indexing_skip_a_corrupt_image_and_blank_captions(tmp_path)
     idx = CrossModalIndex.load(tmp_path / "idx")
     assert idx.count("image") == 22
     # item metadata points at the item's own row of the dataset as stored
-    meta = idx.store.get([item_id("image", train_ids[7])])[item_id("image", train_ids[7])]
+    meta = idx.metadata.get([item_id("image", train_ids[7])])[item_id("image", train_ids[7])]
     assert meta["extra"]["row"] == 7
     res = run_cli("encode", "--model", tmp_path / "m", "--data", data, "--split", "train", "--out", tmp_path / "c.npz")
     assert res.returncode == 0, res.stderr[-2000:]

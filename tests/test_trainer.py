@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from crossmodal.config import HeadConfig, ModelConfig
-from crossmodal.data import load_prepared
+from crossmodal.data.prepared import PreparedSplits
 from crossmodal.model import CrossModalHasher
 from retrieval.evaluation import ValidationEvaluator
 from training import TrainConfig, Trainer
@@ -40,7 +40,7 @@ def _frozen_model(bits=(16, 32, 64)):
 
 
 def test_cached_training_learns_and_beats_untrained_model(tiny_data, tmp_path):
-    data = load_prepared(tiny_data)
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     cache = tmp_path / "cache"
     cfg = TrainConfig(epochs=25, batch_size=16, lr=2e-3, patience=25, cache_dir=str(cache),
                       supervision="pairs", val_bits=64)
@@ -67,7 +67,7 @@ def test_cached_training_learns_and_beats_untrained_model(tiny_data, tmp_path):
 
 
 def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_dir, tmp_path):
-    data = load_prepared(tiny_data)
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     cfg = TrainConfig(epochs=2, batch_size=16, cache_dir=str(feature_cache_dir))
     trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=ValidationEvaluator())
     trainer.fit()
@@ -90,7 +90,7 @@ def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_di
 
 
 def test_itq_quantizer_is_fitted_after_training(tiny_data, feature_cache_dir, tmp_path):
-    data = load_prepared(tiny_data)
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     torch.manual_seed(0)
     model = CrossModalHasher(ModelConfig(head=HeadConfig(hidden_dim=64), bits=(16, 32), quantizer="itq"))
     Trainer(model, data, tmp_path / "m", TrainConfig(epochs=2, batch_size=16, cache_dir=str(feature_cache_dir)),
@@ -161,7 +161,7 @@ def test_two_process_ddp_training(tiny_data, tmp_path):
 
 
 def test_several_captions_per_step_give_each_image_row_all_its_positives(tiny_data, feature_cache_dir, tmp_path):
-    data = load_prepared(tiny_data)
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     cfg = TrainConfig(epochs=1, batch_size=8, cache_dir=str(feature_cache_dir), captions_per_step=3,
                       supervision="pairs")
     trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=ValidationEvaluator())
@@ -186,7 +186,7 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
     head conv and the hash heads change, and the saved model's full forward agrees."""
     from crossmodal.config import ImageEncoderConfig
 
-    data = load_prepared(tiny_data)
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     torch.manual_seed(0)
     lite0 = ImageEncoderConfig(name="efficientnet-lite0", trainable="last:1", image_size=64)
     model = CrossModalHasher(ModelConfig(image_encoder=lite0, head=HeadConfig(hidden_dim=64), bits=(16, 32)))
@@ -225,7 +225,7 @@ def test_attention_pooling_trains_over_a_frozen_backbone_from_cached_activations
     from crossmodal.data.splits import flatten_split
     from crossmodal.features import decode_image, relaxed_outputs
 
-    data = load_prepared(tiny_data)
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     torch.manual_seed(0)
     model = CrossModalHasher(ModelConfig(image_encoder=ImageEncoderConfig(name="efficientnet-lite0", pooling="attention", image_size=64),
                                          head=HeadConfig(hidden_dim=64), bits=(16, 32)))
@@ -278,7 +278,7 @@ def test_text_last_layer_finetuning_trains_on_cached_token_states(tiny_data, tmp
     from crossmodal.data.splits import flatten_split
     from crossmodal.features import relaxed_outputs
 
-    data = load_prepared(tiny_data)
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     torch.manual_seed(0)
     model = CrossModalHasher(ModelConfig(text_encoder=TextEncoderConfig(trainable="last:1"),
                                          head=HeadConfig(hidden_dim=64), bits=(16, 32)))

@@ -15,8 +15,8 @@ import torch
 from crossmodal.atomic import atomic_write_text
 from crossmodal.cache import default_cache_dir
 from crossmodal.config import ModelConfig
-from crossmodal.data import load_prepared
-from crossmodal.data.screen import Screening, screen_prepared
+from crossmodal.data.prepared import PreparedSplits
+from crossmodal.data.screen import Screening
 from crossmodal.model import CrossModalHasher
 from crossmodal.pretrained import write_card
 
@@ -40,9 +40,11 @@ def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_confi
     passed in so that ``training`` never imports ``retrieval``). ``on_screened`` gets the
     screening before the slow part starts, to report skipped rows early. ``card`` adds
     to the model card written beside the model (e.g. that the data is synthetic)."""
-    data = load_prepared(data_dir, splits=[config.train_split])
-    splits = [s for s in (config.train_split, config.val_split) if s and s in data]
-    screening = screen_prepared(data, splits, Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+    data = PreparedSplits.open(data_dir, [config.train_split],
+                               Path(config.cache_dir) if config.cache_dir else default_cache_dir(),
+                               also_screen=[config.val_split] if config.val_split else [])
+    screening = data.screening
+    splits = list(screening)
     if on_screened:
         on_screened(screening)
     torch.manual_seed(config.seed)

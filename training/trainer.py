@@ -31,7 +31,8 @@ from torch import nn
 
 from crossmodal import features as feature_cache
 from crossmodal.cache import default_cache_dir
-from crossmodal.data.splits import FlatSplit, flatten_split, label_vocab
+from crossmodal.data.prepared import PreparedSplits
+from crossmodal.data.splits import FlatSplit, label_vocab
 from crossmodal.features import relaxed_outputs
 from crossmodal.model import CrossModalHasher
 from crossmodal.progress import progress
@@ -70,15 +71,16 @@ class _TrainModule(nn.Module):
 
 
 class Trainer:
-    def __init__(self, model: CrossModalHasher, dataset, out_dir: str | Path, config: TrainConfig | None = None,
-                 scorer: Scorer | None = None):
+    def __init__(self, model: CrossModalHasher, data: PreparedSplits, out_dir: str | Path,
+                 config: TrainConfig | None = None, scorer: Scorer | None = None):
         self.model = model
         self.cfg = config or TrainConfig()
         self.out = Path(out_dir)
         self.scorer = scorer
         self.rank, self.world = world()
-        self.train_ds = dataset[self.cfg.train_split]
-        self.val_ds = dataset[self.cfg.val_split] if self.cfg.val_split and self.cfg.val_split in dataset else None
+        self.data = data
+        self.train_ds = data[self.cfg.train_split]
+        self.val_ds = data[self.cfg.val_split] if self.cfg.val_split and self.cfg.val_split in data else None
         #: validation scores codes of this length (the configured one if the model serves it)
         self.val_bits = self.cfg.val_bits if self.cfg.val_bits in model.config.bits else model.config.bits[-1]
         if self.cfg.num_threads:
@@ -88,8 +90,8 @@ class Trainer:
     # ---- data ----------------------------------------------------------------------
     def _prepare_data(self) -> None:
         cfg, m = self.cfg, self.model
-        self.train = flatten_split(self.train_ds)
-        self.val = flatten_split(self.val_ds) if self.val_ds is not None else None
+        self.train = self.data.flat(self.cfg.train_split)
+        self.val = self.data.flat(self.cfg.val_split) if self.val_ds is not None else None
         if m.text_encoder.needs_vocab and not m.text_encoder.has_vocab():
             m.text_encoder.build_vocab(self.train.captions)
         use_labels = cfg.supervision == "labels" or (cfg.supervision == "auto" and self.train.has_labels)
@@ -231,8 +233,8 @@ class Trainer:
     def split_outputs(self, split: str, model: CrossModalHasher | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Relaxed image and caption outputs of the ``train`` or ``val`` split by the model
         being trained (or ``model``), through the feature cache where the encoders are frozen."""
-        ds, flat = (self.train_ds, self.train) if split == "train" else (self.val_ds, self.val)
-        out = relaxed_outputs(model or self.model, ds, flat.captions, self.cache_dir)
+        name = self.cfg.train_split if split == "train" else self.cfg.val_split
+        out = relaxed_outputs(model or self.model, self.data[name], self.data.flat(name).captions, self.cache_dir)
         return out.image_relaxed, out.text_relaxed
 
     def validate(self, model: CrossModalHasher | None = None) -> dict:

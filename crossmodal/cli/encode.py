@@ -23,19 +23,15 @@ def run(args) -> Path:
     import numpy as np
 
     from crossmodal.atomic import atomic_write_bytes
-    from crossmodal.data import load_prepared
-    from crossmodal.data.screen import screen_prepared
-    from crossmodal.data.splits import flatten_split
-    from crossmodal.features import relaxed_outputs
+    from crossmodal.data.prepared import PreparedSplits
     from crossmodal.model import CrossModalHasher
 
     model = CrossModalHasher.from_pretrained(args.model)
     bits = args.bits or model.config.bits
-    dd = load_prepared(args.data, splits=[args.split])
-    cache = cache_dir(args)
-    print_screening(screen_prepared(dd, [args.split], cache))
-    flat = flatten_split(dd[args.split])
-    out = relaxed_outputs(model, dd[args.split], flat.captions, cache)
+    data = PreparedSplits.open(args.data, [args.split], cache_dir(args))
+    print_screening(data.screening)
+    flat = data.flat(args.split)
+    out = data.outputs(model, args.split)
     arrays = {"bits": np.array(bits), "image_ids": np.array(flat.ids), "text_ids": np.array(flat.caption_ids()),
               "text_item_ids": np.array([flat.ids[i] for i in flat.caption_item]),
               "texts": np.array(flat.captions), "model_fingerprint": np.array(model.fingerprint())}

@@ -6,12 +6,18 @@ points; new encoders register a factory with ``@register_image_encoder("name")``
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..config import ImageEncoderConfig, TextEncoderConfig, parse_trainable
 from .registry import (check_image_encoder_name, describe_encoders, image_factory, list_image_encoders,
                        list_text_encoders, register_image_encoder, register_text_encoder, text_factory)
 
+if TYPE_CHECKING:  # the encoder modules import torch; the registry must not
+    from .base import Encoder, TextEncoder
+    from .image import ImageEncoder
 
-def create_image_encoder(cfg: ImageEncoderConfig) -> "ImageEncoder":
+
+def create_image_encoder(cfg: ImageEncoderConfig) -> ImageEncoder:
     check_image_encoder_name(cfg.name)
     if "+" in cfg.name:
         from .image import create_concat_encoder
@@ -30,7 +36,7 @@ def create_text_encoder(cfg: TextEncoderConfig) -> TextEncoder:
     return enc
 
 
-def apply_trainable(encoder: "Encoder", spec: str) -> None:
+def apply_trainable(encoder: Encoder, spec: str) -> None:
     """Freeze an encoder, or unfreeze all of it or its last N blocks.
 
     Every encoder exposes ``blocks()``: its layers from input to output, so "last N"
