@@ -220,3 +220,44 @@ def test_a_file_dropped_from_the_manifest_is_still_checked(tmp_path):
     (live / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexCorrupt, match=f"{name} in .* not listed in its manifest"):
         CrossModalIndex.load(tmp_path / "idx")
+
+
+def test_the_writer_creates_applies_in_one_commit_and_writes_nothing_for_no_change(tmp_path):
+    """write_index, the one writer, on vectors made elsewhere (SignCodes): creates the index
+    where there is none, applies every step of one IndexChanges as one new version, writes
+    no version when nothing changed, replaces on a rebuild, and refuses a missing index
+    without a description of one to create."""
+    from crossmodal.errors import InvalidInput
+    from retrieval.index import IndexChanges, NewIndex, SignCodes, read_current_version
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(6, 32))
+    items = [Item(key=f"k{i}", source=f"text {i}") for i in range(6)]
+    own = SignCodes("mine")
+    with pytest.raises(NotAnIndex):
+        write_index(tmp_path / "none", own, IndexChanges().add("text", items, vecs))
+    first = write_index(tmp_path / "idx", own, IndexChanges().add("text", items[:4], vecs[:4]),
+                        create=NewIndex(32, rerank_dtype="float16"))
+    assert first.added == 4 and first.version == read_current_version(tmp_path / "idx")
+    # one commit: adds (one already there), re-stamps, removes by key and by rule
+    changes = (IndexChanges().add("text", items[3:], vecs[3:])
+               .restamp("text", [Item(key="k0", source="text 0, re-stamped")])
+               .remove_keys("text", ["k1"])
+               .remove_where("text", lambda meta: meta["source"] == "text 2"))
+    report = write_index(tmp_path / "idx", own, changes, create=NewIndex(32))  # create is ignored: it exists
+    assert (report.added, report.skipped, report.restamped, report.removed) == (2, 1, 1, 2)
+    assert report.version == "v-000002" and report.counts == {"text": 4}
+    idx = CrossModalIndex.load(tmp_path / "idx", model_fingerprint="mine", nbits=32)
+    assert sorted(m["key"] for m in idx.items_of("text")) == ["k0", "k3", "k4", "k5"]
+    assert next(m for m in idx.items_of("text") if m["key"] == "k0")["source"] == "text 0, re-stamped"
+    hits = idx.search(own.quantize(vecs[4:5], 32), "text", k=1, query_floats=vecs[4:5].astype(np.float32))
+    assert hits[0][0].key == "k4" and hits[0][0].score == pytest.approx(1.0, abs=1e-3)
+    # nothing changed: no new version
+    assert write_index(tmp_path / "idx", own, IndexChanges().remove_keys("text", ["absent"])).version is None
+    assert read_current_version(tmp_path / "idx") == "v-000002"
+    # a rebuild replaces; another model's writer is refused; too-short vectors are one clear line
+    assert write_index(tmp_path / "idx", own, create=NewIndex(32), replace=True).counts == {}
+    with pytest.raises(IndexMismatch):
+        write_index(tmp_path / "idx", SignCodes("other"), IndexChanges().add("text", items[:1], vecs[:1]))
+    with pytest.raises(InvalidInput, match="at least 32 outputs per row, got 16"):
+        write_index(tmp_path / "idx", own, IndexChanges().add("text", items[:1], vecs[:1, :16]))
