@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -81,15 +81,56 @@ class OnnxSession:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-class OnnxImageRuntime(OnnxSession):
+class OnnxImageRuntime:
+    """The model's pixels -> outputs path, exported once and run by ONNX Runtime."""
     name = "onnx"
 
-    def __init__(self, model, cache_dir: Path, threads: int | None = None):
-        size = model.image_encoder.image_size
-        super().__init__(_ImagePath(model), Path(cache_dir) / f"image-{model.fingerprint()}-{size}.onnx", size, threads)
+    def __init__(self, session: OnnxSession):
+        self.session = session
 
     def relaxed(self, pixels: torch.Tensor) -> np.ndarray:
-        return self.run(pixels)
+        return self.session.run(pixels)
+
+
+def checked_onnx(module: torch.nn.Module, path: Path, size: int, agree: Callable[[np.ndarray, np.ndarray], bool],
+                 what: str, required: bool = False, threads: int | None = None) -> OnnxSession | None:
+    """The one export -> probe -> fall back flow: ``module`` (pixels -> tensor, on the CPU)
+    exported to ``path`` once and run by ONNX Runtime, used only if ``agree(onnx, torch)``
+    on a fixed random probe batch. Otherwise None with a note, so PyTorch does the job; or,
+    when ONNX Runtime was asked for by name (``required``), one line saying why not."""
+    try:
+        session = OnnxSession(module, path, size, threads)
+    except Unavailable:
+        if required:
+            raise
+        return None
+    except Exception as e:  # a module the exporter cannot handle
+        if required:
+            raise Unavailable(f"{what} could not be exported to ONNX ({type(e).__name__}: {e}); use --runtime torch") \
+                from None
+        print(f"note: ONNX export of {what} failed ({type(e).__name__}); running it with PyTorch", file=sys.stderr)
+        return None
+    probe = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (PROBE_BATCH, 3, size, size)).astype(np.float32))
+    with torch.inference_mode():
+        reference = module.eval()(probe).float().numpy()
+    if not agree(session.run(probe), reference):
+        if required:
+            raise Unavailable(f"ONNX Runtime's outputs differ from PyTorch's for {what}, so --runtime onnx cannot be "
+                              f"used; use --runtime auto or torch")
+        print(f"note: ONNX Runtime's outputs differ from PyTorch's for {what}; running it with PyTorch",
+              file=sys.stderr)
+        return None
+    return session
+
+
+def same_codes(nbits: int) -> Callable[[np.ndarray, np.ndarray], bool]:
+    """Model outputs agree: the same signs in the first ``nbits`` (the codes) and values within 1e-3."""
+    return lambda a, b: bool(np.array_equal(a[:, :nbits] >= 0, b[:, :nbits] >= 0) and np.allclose(a, b, atol=1e-3))
+
+
+def close_features(a: np.ndarray, b: np.ndarray) -> bool:
+    """Encoder features agree: within 1e-3 relative, and 1e-3 of the largest value."""
+    return bool(np.allclose(a, b, rtol=1e-3, atol=1e-3 * float(np.abs(b).max())))
 
 
 def _export(module: torch.nn.Module, size: int, path: Path) -> None:
@@ -135,26 +176,9 @@ def feature_extractor(encoder, key: str, trunk_of: int = 0, name: str = "auto"):
     from .cache import cache_root
 
     size = encoder.image_size
-    try:
-        onnx = OnnxSession(module, cache_root() / "onnx" / f"features-{key}-{trunk_of}-{size}.onnx", size)
-    except Exception as e:  # an encoder the exporter cannot handle: PyTorch does the job
-        print(f"note: ONNX export of the image encoder failed ({type(e).__name__}); extracting features with "
-              f"PyTorch", file=sys.stderr)
-        return torch_run
-    probe = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (2, 3, size, size)).astype(np.float32))
-    reference = torch_run(probe).numpy()
-    if not np.allclose(onnx.run(probe), reference, rtol=1e-3, atol=1e-3 * float(np.abs(reference).max())):
-        print("note: ONNX Runtime's features differ from PyTorch's for this encoder; extracting with PyTorch",
-              file=sys.stderr)
-        return torch_run
-    return lambda pixels: torch.from_numpy(onnx.run(pixels))
-
-
-def agrees(runtime: ImageRuntime, reference: ImageRuntime, size: int, nbits: int) -> bool:
-    """Same signs (the codes) and outputs within 1e-3 on a fixed random probe batch."""
-    probe = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (PROBE_BATCH, 3, size, size)).astype(np.float32))
-    a, b = runtime.relaxed(probe), reference.relaxed(probe)
-    return bool(np.array_equal(a[:, :nbits] >= 0, b[:, :nbits] >= 0) and np.allclose(a, b, atol=1e-3))
+    onnx = checked_onnx(module, cache_root() / "onnx" / f"features-{key}-{trunk_of}-{size}.onnx", size, close_features,
+                        "the image encoder")
+    return torch_run if onnx is None else (lambda pixels: torch.from_numpy(onnx.run(pixels)))
 
 
 def image_runtime(model, name: str = "auto", cache_dir: Path | None = None, threads: int | None = None) -> ImageRuntime:
@@ -167,26 +191,11 @@ def image_runtime(model, name: str = "auto", cache_dir: Path | None = None, thre
         return torch_runtime
     from .cache import cache_root
 
-    try:
-        onnx = OnnxImageRuntime(model, Path(cache_dir) if cache_dir else cache_root() / "onnx", threads)
-    except Unavailable:
-        if name == "onnx":
-            raise
-        return torch_runtime
-    except Exception as e:  # an encoder the exporter cannot handle: PyTorch does the job
-        if name == "onnx":
-            raise Unavailable(f"this model could not be exported to ONNX ({type(e).__name__}: {e}); "
-                              f"use --runtime torch") from None
-        print(f"note: ONNX export failed ({type(e).__name__}); encoding with PyTorch", file=sys.stderr)
-        return torch_runtime
-    if not agrees(onnx, torch_runtime, model.image_encoder.image_size, model.config.output_width):
-        if name == "onnx":
-            raise Unavailable("ONNX Runtime's outputs differ from PyTorch's for this model, so --runtime onnx cannot "
-                              "be used; use --runtime auto or torch")
-        print("note: ONNX Runtime's outputs differ from PyTorch's for this model; encoding with PyTorch",
-              file=sys.stderr)
-        return torch_runtime
-    return onnx
+    size = model.image_encoder.image_size
+    path = (Path(cache_dir) if cache_dir else cache_root() / "onnx") / f"image-{model.fingerprint()}-{size}.onnx"
+    session = checked_onnx(_ImagePath(model), path, size, same_codes(model.config.output_width), "this model",
+                           required=name == "onnx", threads=threads)
+    return torch_runtime if session is None else OnnxImageRuntime(session)
 
 
 def onnxruntime_enabled() -> bool:

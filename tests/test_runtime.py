@@ -7,7 +7,7 @@ import torch
 
 from crossmodal.errors import Unavailable
 from crossmodal.model import CrossModalHasher
-from crossmodal.runtime import OnnxImageRuntime, TorchImageRuntime, agrees, image_runtime
+from crossmodal.runtime import OnnxImageRuntime, TorchImageRuntime, image_runtime
 
 
 def test_onnx_runtime_gives_the_codes_pytorch_gives(tiny_model, tmp_path):
@@ -36,14 +36,15 @@ def test_auto_picks_onnx_and_torch_is_honoured(tiny_model, tmp_path, monkeypatch
 
 
 def test_a_runtime_that_disagrees_is_not_used(tiny_model, tmp_path, monkeypatch, capsys):
+    """An ONNX graph whose outputs differ from PyTorch's on the probe (here: every sign
+    flipped) is not used: auto falls back to PyTorch with a note, --runtime onnx says why."""
+    from crossmodal.runtime import OnnxSession, same_codes
+
     model = CrossModalHasher.from_pretrained(tiny_model)
-
-    class Wrong(TorchImageRuntime):
-        def relaxed(self, pixels):
-            return -super().relaxed(pixels)
-
-    assert not agrees(Wrong(model), TorchImageRuntime(model), model.image_encoder.image_size, 64)
-    monkeypatch.setattr("crossmodal.runtime.OnnxImageRuntime", lambda m, c, t: Wrong(m))
+    probe = np.random.default_rng(0).normal(size=(4, model.config.output_width))
+    assert same_codes(64)(probe, probe + 1e-4) and not same_codes(64)(-probe, probe)
+    real_run = OnnxSession.run
+    monkeypatch.setattr(OnnxSession, "run", lambda self, pixels: -real_run(self, pixels))
     assert type(image_runtime(model, "auto", cache_dir=tmp_path)) is TorchImageRuntime
     assert "differ" in capsys.readouterr().err
     with pytest.raises(Unavailable, match="--runtime auto or torch"):  # asked for by name: never a silent fallback
