@@ -102,7 +102,7 @@ def main():
     ridge = report["protocol"].get("cca_itq_ridge")
     body += ["", f"Baselines fitted on {fitted}; CCA+ITQ's ridge {ridge['chosen']:g} chosen on {ridge['on']}." if ridge
              else f"Baselines fitted on {fitted}.", "", summary_table(report)]
-    metrics = {k: report[k] for k in ("results", "baselines", "protocol") if k in report}
+    metrics = {k: report[k] for k in ("results", "served", "baselines", "protocol", "score") if k in report}
     for direction in metrics["results"].values():  # the radius curves are in the report, not the result
         for by_bits in direction.values():
             by_bits.pop("radius_curve", None)
