@@ -182,3 +182,10 @@ def test_the_readme_quotes_the_served_numbers_and_the_defaults_chosen_on_dev():
     ceiling = test["metrics"]["float_ceiling"]
     for numbers in (served, hamming, ceiling):
         assert f"{numbers['i2t']['R@10']:.1f} / {numbers['t2i']['R@10']:.1f}" in README
+    fashion = json.loads(sorted((ROOT / "benchmarks" / "results").glob("quality-fashion-default-*.json"))[-1]
+                         .read_text())["metrics"]
+    assert fashion["served"]["i2t"]["64"]["rerank"] == DEFAULT_CANDIDATES[64]
+    for by_bits in (fashion["served"], fashion["results"]):
+        assert f"{by_bits['i2t']['64']['mAP']:.3f} / {by_bits['t2i']['64']['mAP']:.3f}" in README
+    floats = fashion["baselines"]["float"]
+    assert f"{floats['i2t']['mAP']:.3f} / {floats['t2i']['mAP']:.3f}" in README
