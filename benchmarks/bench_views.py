@@ -67,7 +67,8 @@ def main():
     from crossmodal.cache import default_cache_dir
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
-    from crossmodal.features import _digest, decode_image, encoder_key, relaxed_outputs
+    from crossmodal.data.images import open_cell
+    from crossmodal.features import _digest, encoder_key, relaxed_outputs
     from crossmodal.model import CrossModalHasher
     from crossmodal.runtime import feature_extractor
     from datasets import Image as HFImage
@@ -87,7 +88,7 @@ def main():
     t_cnn = 0.0
     batch = 32
     for s in range(0, len(cells), batch):
-        views = [view_tensors(enc, decode_image(v)) for v in cells[s:s + batch]]
+        views = [view_tensors(enc, open_cell(v)) for v in cells[s:s + batch]]
         for name in views[0]:
             x = torch.stack([v[name] for v in views])
             t = time.perf_counter()
@@ -100,7 +101,7 @@ def main():
     ms_per_pass = 1000 * t_cnn / (len(cells) * len(relaxed))
     drift = float(np.abs(relaxed["center"] - shipped.image_relaxed).max())
     full_vs_center = float(np.abs(relaxed["center"] - relaxed["full"]).mean() / np.abs(relaxed["center"]).mean())
-    square = sum(decode_image(v).size[0] == decode_image(v).size[1] for v in cells[:50])
+    square = sum(open_cell(v).size[0] == open_cell(v).size[1] for v in cells[:50])
 
     bits = tuple(int(b) for b in args.bits.split(","))
     texts = Side(shipped.text_relaxed, [flat.ids[i] for i in flat.caption_item])

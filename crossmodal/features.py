@@ -17,8 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 import torch
-from PIL import Image
-from .data.images import open_image
+from .data.images import open_cell
 from .progress import progress
 from .views import make_views, view_count
 
@@ -90,13 +89,6 @@ class TokenStates(NamedTuple):
         return out, mask.long()
 
 
-def decode_image(value) -> Image.Image:
-    """A ``datasets.Image`` cell (decoded PIL, or {'bytes', 'path'}) -> RGB PIL image."""
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    return open_image(value.get("bytes") or value["path"])
-
-
 @torch.inference_mode()
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
                    desc: str = "image features", trunk_of: int = 0, views: str | None = None) -> torch.Tensor:
@@ -120,7 +112,7 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
         out = []
         for s in progress(range(0, len(plain), batch_size), desc=desc, unit="batch"):
             rows = plain[s:s + batch_size]["image"]
-            x = make_views(torch.stack([tf(decode_image(v)) for v in rows]), views)
+            x = make_views(torch.stack([tf(open_cell(v)) for v in rows]), views)
             f = extract(x)
             f = f.half() if trunk_of else f.float()
             out.append(torch.stack(f.chunk(view_count(views)), dim=1))

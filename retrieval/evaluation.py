@@ -75,7 +75,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     from crossmodal.data.prepared import PreparedSplits
     from crossmodal.data.splits import label_vocab
     from crossmodal.errors import InvalidInput
-    from crossmodal.features import decode_image
+    from crossmodal.data.images import open_cell
     from datasets import Image as HFImage
 
     from .protocol import BaselineData
@@ -127,7 +127,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
 
     def load_image(item: str):
         s, i = where[item]
-        return decode_image(raw_images[s][i]["image"])
+        return open_cell(raw_images[s][i]["image"])
 
     return DatasetEvaluation(report, examples, load_image, ds.screening)
 

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crossmodal.data.images import ImageTooLarge, max_pixels_default, open_image
+from crossmodal.data.images import ImageTooLarge, max_pixels_default, open_cell, open_image
 from crossmodal.errors import InvalidInput
 
 from .batching import EmbedBatcher
@@ -52,7 +52,7 @@ def _thumbnail_source(meta: dict, size: int, max_pixels: int) -> Image.Image:
 
         ds = load_from_disk(str(Path(extra["dataset"]) / extra["split"])).cast_column("image", HFImage(decode=False))
         cell = ds[int(extra["row"])]["image"]
-        return open_image(cell.get("bytes") or cell["path"], min_side=size, max_pixels=max_pixels)
+        return open_cell(cell, min_side=size, max_pixels=max_pixels)
     if meta["modality"] == "image":
         return open_image(meta["source"], min_side=size, max_pixels=max_pixels)
     if meta["modality"] == "frame":

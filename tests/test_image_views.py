@@ -102,7 +102,8 @@ def test_a_flip_model_encodes_the_mean_of_both_views(tiny_model, flip_model, tmp
 def test_cached_dataset_path_uncached_path_and_queries_agree(views, tiny_model, tiny_data, feature_cache_dir, tmp_path):
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
-    from crossmodal.features import decode_image, relaxed_outputs
+    from crossmodal.data.images import open_cell
+    from crossmodal.features import relaxed_outputs
 
     plain = CrossModalHasher.from_pretrained(tiny_model)
     flip = CrossModalHasher.from_pretrained(with_views(tiny_model, tmp_path, views))
@@ -110,7 +111,7 @@ def test_cached_dataset_path_uncached_path_and_queries_agree(views, tiny_model, 
     captions = flatten_split(ds).captions
     cached = relaxed_outputs(flip, ds, captions, feature_cache_dir)
     uncached = relaxed_outputs(flip, ds, captions, None)  # computes the mirrored view itself
-    queried = flip.embed_images([decode_image(v) for v in ds["image"]])
+    queried = flip.embed_images([open_cell(v) for v in ds["image"]])
     assert np.allclose(cached.image_relaxed, uncached.image_relaxed, atol=1e-3)
     assert np.allclose(cached.image_relaxed, queried, atol=1e-3)
     assert not np.allclose(cached.image_relaxed, relaxed_outputs(plain, ds, captions, feature_cache_dir).image_relaxed,

@@ -200,8 +200,8 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
     assert changed and all(k.startswith(("net._conv_head", "net._bn1")) for k in changed), sorted(changed)[:5]
     loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
     ds = data["dev"]
-    from crossmodal.features import decode_image
-    images = [decode_image(v) for v in ds.cast_column("image", __import__("datasets").Image(decode=False))["image"][:4]]
+    from crossmodal.data.images import open_cell
+    images = [open_cell(v) for v in ds.cast_column("image", __import__("datasets").Image(decode=False))["image"][:4]]
     full = loaded.embed_images(images)
     with torch.inference_mode():
         x = torch.stack([loaded.image_transform(False)(im) for im in images])
@@ -223,7 +223,8 @@ def test_attention_pooling_trains_over_a_frozen_backbone_from_cached_activations
 
     from crossmodal.config import ImageEncoderConfig
     from crossmodal.data.splits import flatten_split
-    from crossmodal.features import decode_image, relaxed_outputs
+    from crossmodal.data.images import open_cell
+    from crossmodal.features import relaxed_outputs
 
     data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     torch.manual_seed(0)
@@ -240,7 +241,7 @@ def test_attention_pooling_trains_over_a_frozen_backbone_from_cached_activations
     loaded = CrossModalHasher.from_pretrained(tmp_path / "m")
     assert loaded.config.image_encoder.pooling == "attention"
     ds = data["dev"]
-    images = [decode_image(v) for v in ds.cast_column("image", HFImage(decode=False))["image"][:4]]
+    images = [open_cell(v) for v in ds.cast_column("image", HFImage(decode=False))["image"][:4]]
     full = loaded.embed_images(images)
     outputs = relaxed_outputs(loaded, ds, flatten_split(ds).captions, cache)
     assert np.allclose(outputs.image_relaxed[:4], full, atol=1e-2)

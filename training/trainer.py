@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from crossmodal import features as feature_cache
+from crossmodal.data.images import open_cell
 from crossmodal.cache import default_cache_dir
 from crossmodal.data.prepared import PreparedSplits
 from crossmodal.data.splits import FlatSplit, label_vocab
@@ -145,7 +146,7 @@ class Trainer:
             return x
         tf = self.model.image_transform(train=train)
         rows = self.train_ds.select(idx.tolist())["image"]
-        return torch.stack([tf(feature_cache.decode_image(v)) for v in rows])
+        return torch.stack([tf(open_cell(v)) for v in rows])
 
     def _text_inputs(self, cap_idx: np.ndarray, train: bool):
         if self.text_mode == "trunk":

@@ -28,6 +28,14 @@ def max_pixels_default() -> int:
     return env_number("CROSSMODAL_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
 
+def open_cell(cell, min_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
+    """A prepared dataset's image cell (a decoded PIL image, or ``datasets``' undecoded
+    ``{'bytes', 'path'}``) -> upright RGB image, through :func:`open_image`."""
+    if isinstance(cell, Image.Image):
+        return cell.convert("RGB")
+    return open_image(cell.get("bytes") or cell["path"], min_side=min_side, max_pixels=max_pixels)
+
+
 class ImageTooLarge(InvalidInput):
     """The header announces more pixels than the limit allows."""
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import InvalidInput
-from .images import open_image
+from .images import open_cell
 
 MAX_NAMED = 5
 
@@ -69,7 +69,7 @@ def unreadable_rows(ds, cache_dir: Path | None) -> dict[int, str]:
     for start in range(0, len(cells), 512):
         for n, cell in enumerate(cells[start:start + 512]["image"]):
             try:
-                open_image(cell.get("bytes") or cell["path"], min_side=8)
+                open_cell(cell, min_side=8)
             except Exception as e:  # Pillow raises many types for bad files
                 bad[start + n] = f"{type(e).__name__}: {e}"
     if path is not None:  # a cache: atomic, but no need to survive a power cut
