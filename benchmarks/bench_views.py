@@ -101,10 +101,10 @@ def main():
     ms_per_pass = 1000 * t_cnn / (len(cells) * len(relaxed))
     drift = float(np.abs(relaxed["center"] - shipped.image_relaxed).max())
     full_vs_center = float(np.abs(relaxed["center"] - relaxed["full"]).mean() / np.abs(relaxed["center"]).mean())
-    square = sum(open_cell(v).size[0] == open_cell(v).size[1] for v in cells[:50])
+    square = sum(w == h for w, h in (open_cell(v).size for v in cells[:50]))
 
     bits = tuple(int(b) for b in args.bits.split(","))
-    texts = Side(shipped.text_relaxed, [flat.ids[i] for i in flat.caption_item])
+    texts = Side(shipped.text_relaxed, flat.caption_owners())
     rows, measured = [], {}
     for label, names in COMBOS.items():
         images = Side(np.mean([relaxed[n] for n in names], axis=0), list(flat.ids))

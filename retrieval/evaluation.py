@@ -30,9 +30,7 @@ class ValidationEvaluator:
 
     def __call__(self, image_relaxed: np.ndarray, text_relaxed: np.ndarray, split: FlatSplit,
                  labels: np.ndarray | None, nbits: int) -> dict[str, float]:
-        owners = [split.ids[i] for i in split.caption_item]
-        query = ItemSet(Side(image_relaxed, list(split.ids), labels),
-                        Side(text_relaxed, owners, None if labels is None else labels[split.caption_item]))
+        query = ItemSet(*split_sides(split, image_relaxed, text_relaxed, labels))
         cfg = EvalConfig(**{**self.config.__dict__, "bits": (nbits,),
                             "relevance": "pairs" if labels is None else "labels"})
         report = evaluate(sign_codes, query, None, cfg)
@@ -53,12 +51,16 @@ class DatasetEvaluation:
     screening: dict
 
 
-def _side(relaxed, raw, item_ids, labels, texts=None):
-    return Side(relaxed, list(item_ids), labels, raw, texts=texts)
+def split_sides(flat: FlatSplit, image_relaxed: np.ndarray, text_relaxed: np.ndarray, labels: np.ndarray | None,
+                image_raw: np.ndarray | None = None, text_raw: np.ndarray | None = None) -> tuple[Side, Side]:
+    """A split's image and caption sides: a caption belongs to its image's item and has
+    its labels."""
+    return (Side(image_relaxed, list(flat.ids), labels, image_raw),
+            Side(text_relaxed, flat.caption_owners(), None if labels is None else labels[flat.caption_item], text_raw,
+                 texts=list(flat.captions)))
 
 
 def _concat_sides(sides):
-
     cat = lambda xs: None if any(x is None for x in xs) else np.concatenate(xs)  # noqa: E731
     return Side(np.concatenate([s.relaxed for s in sides]), [i for s in sides for i in s.item_ids],
                 cat([s.labels for s in sides]), cat([s.raw for s in sides]),
@@ -93,9 +95,7 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
     def sides(s, flat, vocab, views=image_views):
         out = ds.outputs(model, s, views)
         labels = flat.label_matrix(vocab) if vocab else None
-        return (_side(out.image_relaxed, out.image_features, flat.ids, labels),
-                _side(out.text_relaxed, out.text_features, [flat.ids[i] for i in flat.caption_item],
-                      labels[flat.caption_item] if labels is not None else None, texts=list(flat.captions)))
+        return split_sides(flat, out.image_relaxed, out.text_relaxed, labels, out.image_features, out.text_features)
 
     outputs = {s: sides(s, flats[s], vocab) for s in flats}
     query = ItemSet(*outputs[split], splits=[split])

@@ -213,7 +213,7 @@ def refuse_foreign(folder: str | os.PathLike) -> None:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UnsafeOutput(f"{folder} is a file, not an index folder; choose another --out")
-    if folder.is_dir() and not (folder / "CURRENT").is_file():
+    if folder.is_dir() and not has_index(folder):
         foreign = [p.name for p in folder.iterdir() if not _is_index_debris(p.name)]
         if foreign:
             raise NotAnIndex(f"{folder} exists and is not a crossmodal index (it holds {', '.join(sorted(foreign)[:3])}"

@@ -33,7 +33,7 @@ def run(args) -> Path:
     flat = data.flat(args.split)
     out = data.outputs(model, args.split)
     arrays = {"bits": np.array(bits), "image_ids": np.array(flat.ids), "text_ids": np.array(flat.caption_ids()),
-              "text_item_ids": np.array([flat.ids[i] for i in flat.caption_item]),
+              "text_item_ids": np.array(flat.caption_owners()),
               "texts": np.array(flat.captions), "model_fingerprint": np.array(model.fingerprint())}
     for k in bits:
         arrays[f"image_codes_{k}"] = model.quantize(out.image_relaxed, k)

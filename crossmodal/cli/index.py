@@ -103,9 +103,9 @@ def _existing_build(args, model, inputs: dict) -> bool:
     """Whether ``--out`` holds an interrupted photo build of the same inputs by the same
     model (resume it: True). Any other index there is refused unless ``--overwrite``."""
     from crossmodal.errors import UnsafeOutput
-    from retrieval.index import read_manifest
+    from retrieval.index import has_index, read_manifest
 
-    if not (Path(args.out) / "CURRENT").is_file():
+    if not has_index(args.out):
         return False
     manifest = read_manifest(args.out)
     if (args.images and not args.data and manifest.get("build_inputs") == inputs

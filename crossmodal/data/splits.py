@@ -40,6 +40,10 @@ class FlatSplit:
             out.append(f"{self.ids[owner]}#{n}")
         return out
 
+    def caption_owners(self) -> list[str]:
+        """Each caption's item id (the item it describes)."""
+        return [self.ids[i] for i in self.caption_item.tolist()]
+
     def captions_of(self) -> list[np.ndarray]:
         """For each item, the indices of its captions."""
         order = np.argsort(self.caption_item, kind="stable")
