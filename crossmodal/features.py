@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 import torch
-from .data.images import open_cell
+from .errors import InvalidInput
 from .progress import progress
 from .views import make_views, view_count
 
@@ -91,30 +91,36 @@ class TokenStates(NamedTuple):
 
 @torch.inference_mode()
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
-                   desc: str = "image features", trunk_of: int = 0, views: str | None = None) -> torch.Tensor:
+                   desc: str = "image features", trunk_of: int = 0, views: str | None = None,
+                   workers: int | None = None) -> torch.Tensor:
     """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped); without a
     cache only the plain view is computed, [N, 1, D] (nothing would reuse the flipped
     one), unless ``views="flip"`` asks for both. ``views="crops"``: the five crops of
     :func:`~crossmodal.views.make_views`, [N, 5, D], cached apart.
 
     With ``trunk_of=N``: the activations before the encoder's last N stages instead,
-    [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune)."""
-    from datasets import Image as HFImage
+    [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune).
 
+    Images are decoded by the one batch encoder (:mod:`crossmodal.image_batches`), in
+    ``workers`` processes (default: :func:`~crossmodal.image_batches.dataset_workers`);
+    the batches, and so the features, are the same whatever the count."""
     def compute() -> torch.Tensor:
+        from .image_batches import DatasetCells, dataset_workers, encode_batches
         from .runtime import feature_extractor
 
         encoder.eval()
         # the exported graph is keyed by config: only for cached (frozen) weights
         extract = feature_extractor(encoder, graph_key, trunk_of, "auto" if cache_dir is not None else "torch")
-        tf = encoder.transform(train=False)
-        plain = ds.cast_column("image", HFImage(decode=False))
         out = []
-        for s in progress(range(0, len(plain), batch_size), desc=desc, unit="batch"):
-            rows = plain[s:s + batch_size]["image"]
-            x = make_views(torch.stack([tf(open_cell(v)) for v in rows]), views)
-            f = extract(x)
-            f = f.half() if trunk_of else f.float()
+        batches = encode_batches(DatasetCells(ds), encoder.transform(train=False),
+                                 lambda x: extract(make_views(x, views)), batch_size,
+                                 dataset_workers() if workers is None else workers, desc=desc, unit="image")
+        for batch in batches:
+            if batch.failed:  # screening keeps undecodable rows out of a prepared split
+                row, why = batch.failed[0]
+                raise InvalidInput(f"image row {row} of the split cannot be decoded ({why}); prepare the dataset "
+                                   f"again, or screen it")
+            f = batch.outputs.half() if trunk_of else batch.outputs.float()
             out.append(torch.stack(f.chunk(view_count(views)), dim=1))
         return torch.cat(out) if out else torch.zeros(0, view_count(views), encoder.output_dim)
 
@@ -221,24 +227,24 @@ def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, view
     views = views or model.config.image_views
     check_views_fit(views, model.config.image_encoder)
     picked = range(view_count(views))
-    if n_tail:
+    if model.image_input == "trunk":
         acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail, views=views)
         img_views = [torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK, v].to(dev).float(), n_tail).cpu()
                                 for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else
                      torch.zeros(0, model.image_encoder.output_dim) for v in picked]
         img_raw = img_views[0]
     else:
-        img_cache = cache_dir if model.image_encoder.is_frozen else None
+        img_cache = cache_dir if model.image_input == "features" else None  # trained weights: not cached
         feats = image_features(model.image_encoder, img_cfg, ds, img_cache, views=views)
         img_views = [feats[:, v] for v in picked]
         if views == "crops":  # the baselines take the plain view's features
             feats = image_features(model.image_encoder, img_cfg, ds, img_cache)
         img_raw = feats[:, 0]
-    if model.text_tail_layers:
+    if model.text_input == "trunk":
         txt_raw = text_tail_features(model, text_trunk_states(model.text_encoder, txt_cfg, ds, captions, cache_dir,
                                                               trunk_of=model.text_tail_layers))
     else:
-        txt_cache = cache_dir if model.text_encoder.is_frozen else None
+        txt_cache = cache_dir if model.text_input == "features" else None
         txt_raw = text_features(model.text_encoder, txt_cfg, ds, captions, txt_cache)
 
     def heads(fn, x: torch.Tensor, chunk: int) -> np.ndarray:

@@ -96,6 +96,24 @@ class CrossModalHasher(nn.Module):
         """How many final text-encoder layers train on cached token states of the frozen ones."""
         return _text_tail_layers(self.config.text_encoder.trainable, self.text_encoder)
 
+    @property
+    def image_input(self) -> str:
+        """What the image side trains and encodes from, decided here once for the trainer
+        and :func:`~crossmodal.features.relaxed_outputs`: ``"features"`` (a frozen encoder:
+        cached pooled features), ``"trunk"`` (cached activations under a trained tail,
+        ``image_tail_stages``), or ``"pixels"`` (a trained encoder runs on every pass)."""
+        if self.image_tail_stages:
+            return "trunk"
+        return "features" if self.image_encoder.is_frozen else "pixels"
+
+    @property
+    def text_input(self) -> str:
+        """The text side's: ``"features"`` (frozen), ``"trunk"`` (cached token states under
+        trained last layers, ``text_tail_layers``), or ``"tokens"``."""
+        if self.text_tail_layers:
+            return "trunk"
+        return "features" if self.text_encoder.is_frozen else "tokens"
+
     # ---- relaxed outputs -------------------------------------------------------------
     def image_relaxed_from_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.image_head(features)
@@ -133,18 +151,19 @@ class CrossModalHasher(nn.Module):
 
     @torch.inference_mode()
     def embed_images(self, images: Iterable[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """Relaxed (pre-sign) outputs for PIL images: float32 [N, output_width]."""
+        """Relaxed (pre-sign) outputs for PIL images: float32 [N, output_width], through the
+        one batch encoder (:mod:`crossmodal.image_batches`) in this process."""
+        from .image_batches import InMemoryImages, encode_batches
+
         self.eval()
-        tf = self.image_transform(False)
-        out, batch = [], []
-        for img in images:
-            batch.append(tf(img))
-            if len(batch) == batch_size:
-                out.append(self.image_relaxed(torch.stack(batch)))
-                batch = []
-        if batch:
-            out.append(self.image_relaxed(torch.stack(batch)))
-        return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.output_width), np.float32)
+        images, out = list(images), []
+        for batch in encode_batches(InMemoryImages(images), self.image_transform(False),
+                                    lambda pixels: self.image_relaxed(pixels).float().cpu(), batch_size):
+            if batch.failed:
+                position, why = batch.failed[0]
+                raise InvalidInput(f"image {position} of {len(images)} cannot be encoded: {why}")
+            out.append(batch.outputs)
+        return torch.cat(out).numpy() if out else np.zeros((0, self.config.output_width), np.float32)
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -110,3 +110,25 @@ def sample_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | N
         raise VideoError(f"{path}: the video stream holds no frames (zero-length video)")
     if not (max_frames and n_out >= max_frames) and duration and t + 3 * frame_step < duration:
         raise VideoError(f"{path}: decoding stopped at {t:.1f}s of {duration:.1f}s; the file is truncated or corrupt")
+
+
+def frame_at(path: str | os.PathLike, timestamp: float) -> Image.Image:
+    """The first frame at or after ``timestamp`` seconds (what :func:`sample_frames` gave
+    for that time), found by seeking to the key frame before it: a thumbnail of an indexed
+    moment without decoding the video from its start."""
+    import av
+
+    container, stream = _open(path)
+    try:
+        container.seek(int(timestamp / stream.time_base), stream=stream, backward=True)
+        last = None
+        for last in container.decode(stream):
+            if last.time is None or last.time >= timestamp - 1e-3:
+                return last.to_image()
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: decoding failed near {timestamp:.1f}s ({e.__class__.__name__}: {e})") from None
+    finally:
+        container.close()
+    if last is None:
+        raise VideoError(f"{path}: no frame at {timestamp:.1f}s (the video is shorter than when it was indexed?)")
+    return last.to_image()

@@ -3,11 +3,11 @@ batches, commit in chunks, and keep the index in sync with the folder.
 
 * **Walk**: folders recursively (symlinked folders followed once: a link loop is seen
   and skipped), files by image extension, unreadable folders reported, never fatal.
-* **Stream**: a ``torch`` DataLoader decodes in worker processes while the main process
-  runs the CNN (through ONNX Runtime when installed: :mod:`crossmodal.runtime`); at
-  most ``batch_size * (workers * prefetch + 1)`` decoded photos exist at any time,
-  whatever the number of photos. A JPEG is decoded reduced to the encoder's
-  size (never below it) and EXIF orientation is applied (:func:`crossmodal.data.open_image`).
+* **Stream**: the one batch encoder (:mod:`crossmodal.image_batches`) decodes in worker
+  processes while the main process runs the CNN (through ONNX Runtime when installed:
+  :mod:`crossmodal.runtime`), with a bounded number of decoded photos in memory. A JPEG
+  is decoded reduced to the encoder's size (never below it) and EXIF orientation is
+  applied (:func:`crossmodal.data.images.open_image`).
 * **Chunks**: every ``chunk_size`` photos the codes go in as one serialised commit, so
   a killed run loses at most one chunk; the next run skips every photo already indexed
   with the same size and modification time, and never adds one twice (items are keyed
@@ -19,7 +19,6 @@ batches, commit in chunks, and keep the index in sync with the folder.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -27,11 +26,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
-from crossmodal.data.images import open_image
+from crossmodal.image_batches import PhotoFiles, encode_batches
 from crossmodal.errors import InvalidInput, MissingInput
-from crossmodal.progress import progress
 from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
 
 from .index import CrossModalIndex, IndexChanges, NewIndex, WriteReport, has_index, write_index
@@ -157,45 +154,6 @@ def walk_photos(roots: Sequence[str | os.PathLike], report: PhotoReport | None =
     return [found[k] for k in sorted(found)]
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """Photos -> (position, pixels or None, content hash, error): run in DataLoader workers."""
-
-    def __init__(self, photos: Sequence[PhotoFile], transform, min_side: int):
-        self.photos, self.transform, self.min_side = photos, transform, min_side
-
-    def __len__(self) -> int:
-        return len(self.photos)
-
-    def __getitem__(self, i: int):
-        path = self.photos[i].path
-        try:
-            data = Path(path).read_bytes()
-            img = open_image(data, min_side=self.min_side)
-            return i, self.transform(img), content_hash(data), None
-        except Exception as e:  # Pillow raises many types for bad files; the run goes on
-            return i, None, None, decode_failure(e)
-
-
-def decode_failure(e: Exception) -> str:
-    """Why a file could not be decoded, in words (the caller names the file: Pillow's own
-    message names an in-memory buffer, ``<_io.BytesIO object at 0x...>``)."""
-    from PIL import UnidentifiedImageError
-
-    if isinstance(e, UnidentifiedImageError):
-        return "not an image file Pillow can read (damaged, or another kind of file with an image's name)"
-    if isinstance(e, OSError) and "truncated" in str(e).lower():
-        return "the image file is truncated (an interrupted copy?)"
-    return f"{type(e).__name__}: {e}"
-
-
-def _collate(batch):
-    return batch  # variable: some entries failed
-
-
 def runtime_threads(workers: int) -> int:
     """Threads for the CNN runtime: the cores the decoders leave, at least one."""
     return max(1, (os.cpu_count() or 2) - workers)
@@ -208,23 +166,18 @@ def _photo_item(p: PhotoFile, digest: str) -> Item:
 def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_BATCH,
                   workers: int | None = None, runtime: ImageRuntime | None = None,
                   desc: str = "photos") -> Iterator[tuple[list[Item], np.ndarray, list]]:
-    """Stream ``photos`` through the image encoder (``runtime``: PyTorch unless given):
-    yields, per batch, the items that decoded, their relaxed outputs and the (path, why)
-    of those that did not."""
+    """Stream ``photos`` through the image encoder (``runtime``: PyTorch unless given),
+    through the one batch encoder (:mod:`crossmodal.image_batches`): yields, per batch,
+    the items that decoded, their relaxed outputs and the (path, why) of those that did not."""
     workers = default_workers() if workers is None else workers
     runtime = runtime or TorchImageRuntime(model)
     enc = model.image_encoder
-    dataset = _Decoded(photos, enc.transform(train=False), enc.image_size)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                                         prefetch_factor=2 if workers else None, persistent_workers=False)
-    for batch in progress(loader, desc=desc, unit="photo", total=len(photos), size=len):
-        good = [(i, x, h) for i, x, h, err in batch if err is None]
-        failed = [(photos[i].path, err) for i, _, _, err in batch if err is not None]
-        if good:
-            relaxed = runtime.relaxed(torch.stack([x for _, x, _ in good]))
-        else:
-            relaxed = np.zeros((0, model.config.output_width), np.float32)
-        yield [_photo_item(photos[i], h) for i, _, h in good], relaxed, failed
+    sources = PhotoFiles([p.path for p in photos], min_side=enc.image_size)
+    for batch in encode_batches(sources, enc.transform(train=False), runtime.relaxed, batch_size, workers,
+                                desc=desc, unit="photo"):
+        relaxed = batch.outputs if batch.positions else np.zeros((0, model.config.output_width), np.float32)
+        yield ([_photo_item(photos[i], digest) for i, digest in zip(batch.positions, batch.digests)], relaxed,
+               [(photos[i].path, why) for i, why in batch.failed])
 
 
 def indexed_photos(index: CrossModalIndex) -> dict[str, dict]:

@@ -56,14 +56,9 @@ def _thumbnail_source(meta: dict, size: int, max_pixels: int) -> Image.Image:
     if meta["modality"] == "image":
         return open_image(meta["source"], min_side=size, max_pixels=max_pixels)
     if meta["modality"] == "frame":
-        import av
+        from crossmodal.video import frame_at
 
-        with av.open(meta["video"]) as c:
-            stream = c.streams.video[0]
-            c.seek(int(meta["timestamp"] / stream.time_base), stream=stream, backward=True)
-            for frame in c.decode(stream):
-                if frame.time is None or frame.time >= meta["timestamp"] - 1e-3:
-                    return frame.to_image()
+        return frame_at(meta["video"], meta["timestamp"])
     raise LookupError("this item has no image")
 
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from crossmodal.cli import main
-from retrieval import photos as photos_module
+from crossmodal import image_batches
 from retrieval.index import CrossModalIndex, read_current_version
 from retrieval.photos import PhotoReport, encode_photos, walk_photos
 
@@ -96,7 +96,7 @@ def test_memory_is_bounded_by_the_batch_not_the_library(tiny_model, tmp_path, mo
 
     files = [photo(tmp_path / "lib" / f"{i // 10}" / f"p{i}.jpg", i) for i in range(40)]
     alive, peak = set(), [0]
-    real_open = photos_module.open_image
+    real_open = image_batches.open_image
 
     def counting_open(*a, **kw):
         img = real_open(*a, **kw)
@@ -106,7 +106,7 @@ def test_memory_is_bounded_by_the_batch_not_the_library(tiny_model, tmp_path, mo
         peak[0] = max(peak[0], len(alive))
         return img
 
-    monkeypatch.setattr(photos_module, "open_image", counting_open)
+    monkeypatch.setattr(image_batches, "open_image", counting_open)
     model = CrossModalHasher.from_pretrained(tiny_model)
     seen = 0
     for items, relaxed, failed in encode_photos(model, walk_photos([tmp_path / "lib"]), batch_size=4, workers=0):
@@ -129,8 +129,9 @@ def test_exif_orientation_is_applied(tiny_model, tmp_path):
     model = CrossModalHasher.from_pretrained(tiny_model)
     files = walk_photos([tmp_path / "upright.jpg", tmp_path / "sideways_exif.jpg", tmp_path / "sideways_plain.jpg"])
     enc = model.image_encoder
-    decoded = photos_module._Decoded(files, enc.transform(train=False), enc.image_size)  # what the CNN is fed
-    pixels = {Path(f.path).name: decoded[i][1] for i, f in enumerate(files)}
+    sources = image_batches.PhotoFiles([f.path for f in files], enc.image_size)
+    decoded = image_batches.decoded_pixels(sources, enc.transform(train=False), range(len(files)))  # what the CNN is fed
+    pixels = {Path(f.path).name: x for f, x in zip(files, decoded)}
     same = (pixels["sideways_exif.jpg"] - pixels["upright.jpg"]).abs().mean()
     different = (pixels["sideways_plain.jpg"] - pixels["upright.jpg"]).abs().mean()
     assert same < 0.1 * different, (same, different)

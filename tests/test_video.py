@@ -154,3 +154,16 @@ def test_batch_with_bad_videos_adds_the_good_ones_and_counts_failures(scene, tmp
     assert main(["video", "captions", "--index", str(idx), str(scene["video"]), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["segments"] and res["summary"]
+
+
+def test_a_thumbnail_frame_is_the_frame_that_was_sampled(scene):
+    """``frame_at`` seeks to the indexed moment and returns the very frame sampling gave
+    for that time (what the service shows as a video moment's thumbnail)."""
+    from crossmodal.video import frame_at
+
+    for f in sample_frames(scene["video"], fps=1.0):
+        got = np.asarray(frame_at(scene["video"], f.timestamp), dtype=np.int16)
+        assert got.shape == (96, 96, 3)
+        assert np.abs(got - np.asarray(f.image, dtype=np.int16)).max() == 0, f.timestamp
+    with pytest.raises(VideoError, match="no such file"):
+        frame_at(scene["root"] / "gone.mp4", 1.0)

@@ -102,12 +102,7 @@ class Trainer:
         self.captions_of = self.train.captions_of()
         # never more caption rounds than the most captions any image has (one-caption data: 1)
         self.captions_per_step = max(1, min(cfg.captions_per_step, max((len(c) for c in self.captions_of), default=1)))
-        # frozen: cached pooled features; last:N on a splittable CNN: cached trunk activations
-        self.image_mode = ("features" if m.image_encoder.is_frozen
-                           else "trunk" if m.image_tail_stages else "pixels")
-        # frozen: cached pooled features; last:N on a BERT-like encoder: cached token states
-        self.text_mode = ("features" if m.text_encoder.is_frozen
-                          else "trunk" if m.text_tail_layers else "tokens")
+        self.image_mode, self.text_mode = m.image_input, m.text_input  # what each side trains from
         self.cache_dir = cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         img_cfg = feature_cache.encoder_key(m.config.image_encoder)
         txt_cfg = feature_cache.encoder_key(m.config.text_encoder)
