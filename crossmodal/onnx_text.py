@@ -16,16 +16,14 @@ within that distance of zero.
 """
 from __future__ import annotations
 
-import io
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes
 from .config import TextEncoderConfig
+from .onnx_graphs import OnnxGraph, checked_graph, within
 
 #: captions the export is checked on: padded batches, accents, another script, a long one
 PROBE_CAPTIONS = ["a dog", "Two dogs play in the snow near a red barn .", "Ein Hund läuft über die Straße",
@@ -52,30 +50,33 @@ def tokenizer_file(cfg: TextEncoderConfig) -> Path | None:
     return folder / "tokenizer.json" if (folder / "tokenizer.json").is_file() else None
 
 
-class OnnxTextFeatures:
-    """Captions -> pooled features [B, H] (float32 torch tensor), as the PyTorch encoder gives."""
+class _Tokenize:
+    """Captions -> padded ``input_ids`` and ``attention_mask`` by ``tokenizers`` alone, as
+    the transformers tokenizer pads and truncates them."""
 
-    def __init__(self, graph: Path, tokenizer: Path, max_length: int, threads: int | None = None):
-        import onnxruntime as ort
+    def __init__(self, tokenizer: Path, max_length: int):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer))
         self.tokenizer.enable_truncation(max_length)
         pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.log_severity_level = 3
-        options.enable_cpu_mem_arena = False  # keeps the largest batch's peak for the session's life otherwise
-        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
-    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         encoded = self.tokenizer.encode_batch(list(texts))
         return {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
                 "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
 
+
+class OnnxTextFeatures:
+    """Captions -> pooled features [B, H] (float32 torch tensor), as the PyTorch encoder gives."""
+
+    def __init__(self, graph: Path, tokenizer: Path, max_length: int, threads: int | None = None):
+        self.tokenize = _Tokenize(tokenizer, max_length)
+        self.graph = OnnxGraph(graph, threads)
+
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, self.tokenize(texts))[0])
+        return torch.from_numpy(self.graph.run(self.tokenize(texts)))
 
 
 def load_cached(cache_dir: Path, sha256: str, cfg: TextEncoderConfig) -> OnnxTextFeatures | None:
@@ -103,41 +104,21 @@ class _Pooled(torch.nn.Module):
 
 def export(encoder, cfg: TextEncoderConfig, cache_dir: Path, sha256: str) -> bool:
     """Export ``encoder`` (a frozen transformers encoder whose weights have ``sha256``),
-    check ONNX Runtime's features against PyTorch's on :data:`PROBE_CAPTIONS`, and cache
-    the graph only if they agree. True when the cache now holds it."""
+    check it against PyTorch on :data:`PROBE_CAPTIONS` (the same token ids from
+    ``tokenizers`` as from transformers, and features within :data:`TOLERANCE`), and cache
+    the graph only if both agree (:func:`~crossmodal.onnx_graphs.checked_graph`). True
+    when the cache now holds it."""
     tokenizer = tokenizer_file(cfg)
     if tokenizer is None:
         return False
-    path = export_path(cache_dir, sha256)
-    module = _Pooled(encoder).eval()  # eval on the wrapper too: a training-mode export keeps dropout
-    sample = encoder.tokenize(PROBE_CAPTIONS[:2])
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (sample["input_ids"], sample["attention_mask"]), buf,
-                              input_names=["input_ids", "attention_mask"], output_names=["features"],
-                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                            "attention_mask": {0: "batch", 1: "tokens"}, "features": {0: "batch"}},
-                              opset_version=17, dynamo=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(path.name + ".checking")
-        atomic_write_bytes(staged, buf.getvalue())
-        engine = OnnxTextFeatures(staged, tokenizer, cfg.max_length)
-        tokens, ours = encoder.tokenize(PROBE_CAPTIONS), engine.tokenize(PROBE_CAPTIONS)
-        with torch.inference_mode():
-            reference = module(**tokens).float().numpy()
-        same_tokens = all(np.array_equal(ours[k], tokens[k].numpy()) for k in ("input_ids", "attention_mask"))
-        if not same_tokens or np.abs(engine(PROBE_CAPTIONS).numpy() - reference).max() > TOLERANCE:
-            staged.unlink(missing_ok=True)
-            print("note: ONNX Runtime's text features differ from PyTorch's; text queries keep using PyTorch",
-                  file=sys.stderr)
-            return False
-        staged.replace(path)
-        return True
-    except OSError:
-        return False  # a read-only or full cache: the next process tries again
-    except Exception as e:  # an encoder the exporter cannot handle
-        print(f"note: ONNX export of the text encoder failed ({type(e).__name__}); text queries use PyTorch",
-              file=sys.stderr)
+    tokens, ours = encoder.tokenize(PROBE_CAPTIONS), _Tokenize(tokenizer, cfg.max_length)(PROBE_CAPTIONS)
+    if not all(np.array_equal(ours[k], tokens[k].numpy()) for k in ("input_ids", "attention_mask")):
+        print("note: the tokenizer file splits captions differently from the text encoder's own tokenizer; "
+              "text queries keep using PyTorch", file=sys.stderr)
         return False
+    probe = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    dynamic = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+    # eval on the wrapper too: a training-mode export keeps dropout
+    graph = checked_graph(_Pooled(encoder).eval(), export_path(cache_dir, sha256), probe, within(TOLERANCE), dynamic,
+                          "the text encoder", fallback="text queries keep using PyTorch")
+    return graph is not None

@@ -38,15 +38,16 @@ def test_auto_picks_onnx_and_torch_is_honoured(tiny_model, tmp_path, monkeypatch
 def test_a_runtime_that_disagrees_is_not_used(tiny_model, tmp_path, monkeypatch, capsys):
     """An ONNX graph whose outputs differ from PyTorch's on the probe (here: every sign
     flipped) is not used: auto falls back to PyTorch with a note, --runtime onnx says why."""
-    from crossmodal.runtime import OnnxSession, same_codes
+    from crossmodal.onnx_graphs import OnnxGraph, same_codes
 
     model = CrossModalHasher.from_pretrained(tiny_model)
     probe = np.random.default_rng(0).normal(size=(4, model.config.output_width))
     assert same_codes(64)(probe, probe + 1e-4) and not same_codes(64)(-probe, probe)
-    real_run = OnnxSession.run
-    monkeypatch.setattr(OnnxSession, "run", lambda self, pixels: -real_run(self, pixels))
+    real_run = OnnxGraph.run
+    monkeypatch.setattr(OnnxGraph, "run", lambda self, inputs: -real_run(self, inputs))
     assert type(image_runtime(model, "auto", cache_dir=tmp_path)) is TorchImageRuntime
     assert "differ" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # a graph that failed its check is not cached
     with pytest.raises(Unavailable, match="--runtime auto or torch"):  # asked for by name: never a silent fallback
         image_runtime(model, "onnx", cache_dir=tmp_path)
 
@@ -59,11 +60,12 @@ def test_feature_cache_is_filled_through_onnx_with_pytorchs_values(tiny_data, tm
     from crossmodal.encoders import create_image_encoder
     from crossmodal.features import encoder_key, image_features
 
-    from crossmodal.runtime import OnnxSession
+    from crossmodal.onnx_graphs import OnnxGraph
 
     onnx_rows = []
-    real_run = OnnxSession.run
-    monkeypatch.setattr(OnnxSession, "run", lambda self, pixels: onnx_rows.append(len(pixels)) or real_run(self, pixels))
+    real_run = OnnxGraph.run
+    monkeypatch.setattr(OnnxGraph, "run",
+                        lambda self, inputs: onnx_rows.append(len(inputs["pixels"])) or real_run(self, inputs))
     monkeypatch.setenv("CROSSMODAL_CACHE", str(tmp_path / "root"))
     cfg = ImageEncoderConfig(name="efficientnet-lite0", image_size=64)
     enc = create_image_encoder(cfg)
@@ -80,3 +82,13 @@ def test_feature_cache_is_filled_through_onnx_with_pytorchs_values(tiny_data, tm
         assert torch.allclose(onnx.float(), reference.float(), atol=1e-3 * scale, rtol=1e-3)
     graphs = sorted(p.name for p in (tmp_path / "root" / "onnx").glob("features-*.onnx"))
     assert len(graphs) == 2 and {g.rsplit("-", 2)[1] for g in graphs} == {"0", "1"}  # pooled, and trunk
+
+
+def test_a_damaged_cached_graph_is_dropped_and_exported_again(tiny_model, tmp_path, capsys):
+    model = CrossModalHasher.from_pretrained(tiny_model)
+    assert image_runtime(model, "auto", cache_dir=tmp_path).name == "onnx"
+    (graph,) = tmp_path.glob("*.onnx")
+    graph.write_bytes(b"half a graph")  # a disk error, or an edit
+    assert type(image_runtime(model, "auto", cache_dir=tmp_path)) is TorchImageRuntime
+    assert "ONNX export of this model failed" in capsys.readouterr().err and not graph.exists()
+    assert image_runtime(model, "auto", cache_dir=tmp_path).name == "onnx" and graph.stat().st_size > 1000
