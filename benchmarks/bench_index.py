@@ -42,7 +42,7 @@ def trained_like_codes(model_dir: str, data_dir: str, n: int, seed: int = 0):
 
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
-    from crossmodal.features import relaxed_outputs
+    from crossmodal.split_outputs import relaxed_outputs
     from crossmodal.model import CrossModalHasher
     from crossmodal.cache import default_cache_dir
 

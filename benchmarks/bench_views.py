@@ -68,7 +68,8 @@ def main():
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
     from crossmodal.data.images import open_cell
-    from crossmodal.features import _digest, encoder_key, relaxed_outputs
+    from crossmodal.features import _digest, encoder_key
+    from crossmodal.split_outputs import relaxed_outputs
     from crossmodal.model import CrossModalHasher
     from crossmodal.runtime import feature_extractor
     from datasets import Image as HFImage

@@ -99,7 +99,7 @@ class CrossModalHasher(nn.Module):
     @property
     def image_input(self) -> str:
         """What the image side trains and encodes from, decided here once for the trainer
-        and :func:`~crossmodal.features.relaxed_outputs`: ``"features"`` (a frozen encoder:
+        and :func:`~crossmodal.split_outputs.relaxed_outputs`: ``"features"`` (a frozen encoder:
         cached pooled features), ``"trunk"`` (cached activations under a trained tail,
         ``image_tail_stages``), or ``"pixels"`` (a trained encoder runs on every pass)."""
         if self.image_tail_stages:
@@ -136,7 +136,7 @@ class CrossModalHasher(nn.Module):
     def image_relaxed(self, pixels: torch.Tensor, views: str | None = None) -> torch.Tensor:
         """Relaxed outputs of normalised pixels: the mean over ``views`` (default: the
         config's ``image_views``; :mod:`crossmodal.views`). Every encoding path comes
-        through here or through :func:`~crossmodal.features.relaxed_outputs`, so indexed
+        through here or through :func:`~crossmodal.split_outputs.relaxed_outputs`, so indexed
         and queried images agree; training passes "plain" (its augmentations already
         mirror and crop at random)."""
         views = views or self.config.image_views

@@ -91,7 +91,8 @@ def test_flip_tta_is_the_mean_of_both_cached_views(tiny_model, tiny_data, featur
 
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
-    from crossmodal.features import image_features, relaxed_outputs
+    from crossmodal.features import image_features
+    from crossmodal.split_outputs import relaxed_outputs
     from crossmodal.model import CrossModalHasher
 
     model = CrossModalHasher.from_pretrained(tiny_model)

@@ -103,7 +103,7 @@ def test_cached_dataset_path_uncached_path_and_queries_agree(views, tiny_model, 
     from crossmodal.data import load_prepared
     from crossmodal.data.splits import flatten_split
     from crossmodal.data.images import open_cell
-    from crossmodal.features import relaxed_outputs
+    from crossmodal.split_outputs import relaxed_outputs
 
     plain = CrossModalHasher.from_pretrained(tiny_model)
     flip = CrossModalHasher.from_pretrained(with_views(tiny_model, tmp_path, views))

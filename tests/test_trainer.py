@@ -209,7 +209,7 @@ def test_last_stage_finetuning_trains_on_cached_trunk_activations(tiny_data, fea
     assert np.allclose(full, split, atol=1e-4)
     # evaluation reads the same trunk cache and gets what the full forward gives
     from crossmodal.data.splits import flatten_split
-    from crossmodal.features import relaxed_outputs
+    from crossmodal.split_outputs import relaxed_outputs
     outputs = relaxed_outputs(loaded, ds, flatten_split(ds).captions, cache)
     assert np.allclose(outputs.image_relaxed[:4], full, atol=1e-2)
     assert len(list(cache.glob("img-*.safetensors"))) == 2  # train and dev trunks, nothing recomputed for dev
@@ -224,7 +224,7 @@ def test_attention_pooling_trains_over_a_frozen_backbone_from_cached_activations
     from crossmodal.config import ImageEncoderConfig
     from crossmodal.data.splits import flatten_split
     from crossmodal.data.images import open_cell
-    from crossmodal.features import relaxed_outputs
+    from crossmodal.split_outputs import relaxed_outputs
 
     data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     torch.manual_seed(0)
@@ -277,7 +277,7 @@ def test_text_last_layer_finetuning_trains_on_cached_token_states(tiny_data, tmp
     model's plain forward gives what the cached path gives."""
     from crossmodal.config import TextEncoderConfig
     from crossmodal.data.splits import flatten_split
-    from crossmodal.features import relaxed_outputs
+    from crossmodal.split_outputs import relaxed_outputs
 
     data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
     torch.manual_seed(0)

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from crossmodal import features as feature_cache
 from crossmodal.data.images import open_cell
 from crossmodal.cache import default_cache_dir
 from crossmodal.data.prepared import PreparedSplits
 from crossmodal.data.splits import FlatSplit, label_vocab
-from crossmodal.features import relaxed_outputs
+from crossmodal.split_outputs import relaxed_outputs, training_inputs
 from crossmodal.model import CrossModalHasher
 from crossmodal.progress import progress
 
@@ -104,25 +103,13 @@ class Trainer:
         self.captions_per_step = max(1, min(cfg.captions_per_step, max((len(c) for c in self.captions_of), default=1)))
         self.image_mode, self.text_mode = m.image_input, m.text_input  # what each side trains from
         self.cache_dir = cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-        img_cfg = feature_cache.encoder_key(m.config.image_encoder)
-        txt_cfg = feature_cache.encoder_key(m.config.text_encoder)
 
         def compute_all():
             out = {}
             for name, ds, flat in (("train", self.train_ds, self.train), ("val", self.val_ds, self.val)):
-                if ds is None:
-                    continue
-                if self.image_mode != "pixels":
-                    out[f"{name}_img"] = feature_cache.image_features(
-                        m.image_encoder, img_cfg, ds, cache, desc=f"{name} image features",
-                        trunk_of=m.image_tail_stages if self.image_mode == "trunk" else 0)
-                if self.text_mode == "features":
-                    out[f"{name}_txt"] = feature_cache.text_features(m.text_encoder, txt_cfg, ds, flat.captions,
-                                                                     cache, desc=f"{name} text features")
-                elif self.text_mode == "trunk":
-                    out[f"{name}_txt"] = feature_cache.text_trunk_states(
-                        m.text_encoder, txt_cfg, ds, flat.captions, cache, trunk_of=m.text_tail_layers,
-                        desc=f"{name} text token states")
+                if ds is not None:
+                    inputs = training_inputs(m, ds, flat.captions, cache, name)
+                    out.update({f"{name}_img": inputs.image, f"{name}_txt": inputs.text})
             return out
 
         # Rank 0 fills the cache first; the others then read it.

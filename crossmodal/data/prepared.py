@@ -53,7 +53,7 @@ class PreparedSplits:
         return screened.rows if screened is not None else range(len(self.datasets[split]))
 
     def outputs(self, model, split: str, views: str | None = None):
-        """``crossmodal.features.SplitOutputs`` of ``model`` over ``split``."""
-        from crossmodal.features import relaxed_outputs
+        """``crossmodal.split_outputs.SplitOutputs`` of ``model`` over ``split``."""
+        from crossmodal.split_outputs import relaxed_outputs
 
         return relaxed_outputs(model, self.datasets[split], self.flat(split).captions, self.cache_dir, views)
