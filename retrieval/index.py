@@ -522,6 +522,11 @@ class IndexChanges:
         self.steps.append(_Removal(modality, rule=rule))
         return self
 
+    def extend(self, other: "IndexChanges") -> "IndexChanges":
+        """Append another's steps: several sources in one commit (captions riding with photos)."""
+        self.steps += other.steps
+        return self
+
     def __bool__(self) -> bool:
         return bool(self.steps)
 

@@ -10,30 +10,11 @@ each sees the other's items as "already present" rather than overwriting them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from .index import IndexChanges, NewIndex, WriteReport, write_index
 from .store import Item
-
-
-@dataclass
-class Pending:
-    """Items of one modality with their continuous outputs, ready to be added."""
-    modality: str
-    items: list[Item]
-    relaxed: np.ndarray
-
-
-def as_changes(pending: Sequence[Pending], update: bool = False) -> IndexChanges:
-    """Pending items as one commit's additions (replacing items already there with ``update``)."""
-    changes = IndexChanges()
-    for p in pending:
-        changes.add(p.modality, p.items, p.relaxed, update)
-    return changes
 
 
 def dataset_items(data_dir: str | os.PathLike, split: str, flat, rows=None) -> tuple[list[Item], list[Item]]:
@@ -51,19 +32,20 @@ def dataset_items(data_dir: str | os.PathLike, split: str, flat, rows=None) -> t
     return images, texts
 
 
-def embed_prepared(model, data_dir: str | os.PathLike, splits: Sequence[str], cache_dir: Path | None
-                   ) -> tuple[list[Pending], dict]:
-    """Pending image and caption items of prepared splits, screened (unusable rows are
-    skipped); returns them with the per-split screening for the caller to report."""
+def embed_prepared(model, data_dir: str | os.PathLike, splits: Sequence[str], cache_dir: Path | None,
+                   update: bool = False) -> tuple[IndexChanges, dict]:
+    """The image and caption items of prepared splits with their outputs, as additions
+    (replacing items already there with ``update``), screened (unusable rows are skipped);
+    returned with the per-split screening for the caller to report."""
     from crossmodal.data.prepared import PreparedSplits
 
     data = PreparedSplits.open(data_dir, splits, cache_dir)
-    pending = []
+    changes = IndexChanges()
     for split in splits:
         out = data.outputs(model, split)
         img_items, txt_items = dataset_items(data_dir, split, data.flat(split), data.rows(split))
-        pending += [Pending("image", img_items, out.image_relaxed), Pending("text", txt_items, out.text_relaxed)]
-    return pending, data.screening
+        changes.add("image", img_items, out.image_relaxed, update).add("text", txt_items, out.text_relaxed, update)
+    return changes, data.screening
 
 
 def new_index(model, model_dir: str | os.PathLike, nbits: int, index_type: str = "flat",
@@ -82,13 +64,13 @@ def new_index(model, model_dir: str | os.PathLike, nbits: int, index_type: str =
                     rerank_candidates, model_reference(model_dir), build_inputs)
 
 
-def build_index(model, model_dir: str | os.PathLike, pending: Sequence[Pending], out: str | os.PathLike,
+def build_index(model, model_dir: str | os.PathLike, changes: IndexChanges, out: str | os.PathLike,
                 nbits: int, **spec) -> WriteReport:
-    """A new index of ``pending`` items written to ``out`` as its next version (replacing
+    """A new index of ``changes`` (additions) written to ``out`` as its next version (replacing
     any index there: the caller refused ``out`` if it should not be replaced, with
     :func:`~retrieval.index.check_index_destination`, before embedding). ``spec``: the
     rest of :func:`new_index`."""
-    return write_index(out, model, as_changes(pending), create=new_index(model, model_dir, nbits, **spec),
+    return write_index(out, model, changes, create=new_index(model, model_dir, nbits, **spec),
                        replace=True)
 
 
@@ -105,5 +87,6 @@ def text_items(texts: Sequence[str]) -> list[Item]:
     return [Item(key=t, source=t) for t in texts]
 
 
-def embed_texts(model, texts: Sequence[str]) -> Pending:
-    return Pending("text", text_items(texts), model.embed_texts(list(texts)))
+def embed_texts(model, texts: Sequence[str], update: bool = False) -> IndexChanges:
+    """Free captions with their outputs, as additions."""
+    return IndexChanges().add("text", text_items(texts), model.embed_texts(list(texts)), update)

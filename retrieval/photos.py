@@ -222,7 +222,7 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
             return False
         changes = _photo_changes(pending_items, np.concatenate(pending_relaxed), known, update)
         if last and riders:
-            changes.steps += riders.steps
+            changes.extend(riders)
         report.written.merge(write_index(index_dir, model, changes, create))
         for it in pending_items:
             known[it.key] = it.extra

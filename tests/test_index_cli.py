@@ -55,8 +55,8 @@ def test_search_matches_brute_force_hamming_ranking(built_index, tiny_data, feat
     hits = searcher.search_texts(q, "image", k=16, rerank=0)
     relaxed_q = searcher.model.embed_texts(q)
     assert all(len(h) == 16 for h in hits)
-    images = next(p for p in embed_prepared(searcher.model, tiny_data, ["test"], feature_cache_dir)[0]
-                  if p.modality == "image")
+    images = next(step for step in embed_prepared(searcher.model, tiny_data, ["test"], feature_cache_dir)[0].steps
+                  if step.modality == "image")
     codes = dict(zip((it.key for it in images.items), searcher.model.quantize(images.relaxed, 64)))
     # every image distance equals the Hamming distance between the codes, nearest first
     for qi, hs in enumerate(hits):

@@ -106,8 +106,8 @@ def run_demo(args) -> dict:
     t = _step(f"3/5 indexing the test split: image and text indexes, {max(bits)}-bit flat")
     index_dir = out / "index"
     check_index_destination(index_dir)
-    pending, _ = embed_prepared(model, data, ["test"], cache)
-    counts = build_index(model, model_dir, pending, index_dir, max(bits)).counts
+    test_items, _ = embed_prepared(model, data, ["test"], cache)
+    counts = build_index(model, model_dir, test_items, index_dir, max(bits)).counts
     print(f"   {counts.get('image', 0)} images, {counts.get('text', 0)} captions ({time.time() - t:.0f}s)")
     t = _step("4/5 evaluating both directions against the float ceiling, LSH, ITQ and CCA+ITQ")
     report_dir = out / "report"

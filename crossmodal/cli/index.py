@@ -44,7 +44,7 @@ def parse_params(pairs) -> dict:
 
 def run_build(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import check_index_destination, read_manifest
+    from retrieval.index import IndexChanges, check_index_destination, read_manifest
     from retrieval.ingest import build_index, embed_prepared
     from retrieval.photos import PhotoReport, index_photos, walk_photos
 
@@ -65,15 +65,15 @@ def run_build(args) -> dict:
     if args.images and not args.data and not photos:
         raise NothingDone(f"index build: no photos found under {', '.join(map(str, args.images))}; no index was "
                           f"written")
-    pending = []
+    dataset_items = IndexChanges()
     if args.data:
-        pending, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
+        dataset_items, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
         print_screening(screening)
     if resumed:
         print(f"{args.out} already holds a build of these photos by this model: resuming (photos indexed before are "
               f"not read again)")
     else:
-        build_index(model, args.model, pending, args.out, args.bits, index_type=args.type,
+        build_index(model, args.model, dataset_items, args.out, args.bits, index_type=args.type,
                     params=parse_params(args.param), backend=args.backend, backend_options=backend_options(args),
                     rerank=None if args.rerank_store == "none" else args.rerank_store, build_inputs=inputs,
                     rerank_candidates=args.rerank)
@@ -139,8 +139,8 @@ def backend_options(args) -> dict:
 
 def run_add(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import read_manifest, write_index
-    from retrieval.ingest import as_changes, embed_prepared, embed_texts
+    from retrieval.index import IndexChanges, read_manifest, write_index
+    from retrieval.ingest import embed_prepared, embed_texts
     from retrieval.photos import PhotoReport, index_photos, walk_photos
     from retrieval.search import check_model_fits, check_query_texts
 
@@ -150,14 +150,13 @@ def run_add(args) -> dict:
     model_dir = args.model or live.get("model_path")
     model = CrossModalHasher.from_pretrained(model_dir)
     check_model_fits(model, live["model_fingerprint"], live.get("model_path"), args.index)  # before any embedding
-    pending = []
+    riders = IndexChanges()  # captions and dataset items: one commit with the photos' last chunk
     if args.data:
-        embedded, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
+        embedded, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args), args.update)
         print_screening(screening)
-        pending += embedded
+        riders.extend(embedded)
     if args.texts:
-        pending.append(embed_texts(model, check_query_texts(args.texts)))
-    riders = as_changes(pending, args.update)
+        riders.extend(embed_texts(model, check_query_texts(args.texts), args.update))
     report = PhotoReport()
     riders_in = False
     if args.images:
