@@ -30,7 +30,7 @@ from crossmodal.errors import CrossmodalError, InvalidInput
 from .backends import BACKENDS, Backend, BinaryIndex
 from .index_folder import (IndexCorrupt, NotAnIndex, fault_point, has_index, read_current_version, read_live,
                            read_manifest_of, refuse_foreign, write_version, writer_lock)
-from .rerank import RerankStore, cosines, default_candidates, unit_rows
+from .rerank import RerankStore, by_cosine, default_candidates, unit_rows
 from .store import Item, MetadataStore, item_id
 
 __all__ = ["CrossModalIndex", "Hit", "IndexChanges", "IndexCorrupt", "IndexMismatch", "NewIndex", "NotAnIndex",
@@ -269,8 +269,10 @@ class CrossModalIndex:
         if vectors.shape[1] != query.shape[-1]:
             raise IndexMismatch(f"the index keeps {vectors.shape[1]} outputs per item for re-ranking, the query has "
                                 f"{query.shape[-1]}: rebuild the index with this model")
-        head = np.where(found, cosines(unit_rows(query[None, :]), vectors, scales)[0], np.nan)
-        ranked = np.flatnonzero(found)[np.argsort(-head[found], kind="stable")]
+        by_score, cos = by_cosine(unit_rows(query[None, :])[0], vectors[found], scales[found])
+        head = np.full(len(found), np.nan)
+        head[found] = cos
+        ranked = np.flatnonzero(found)[by_score]
         order = np.concatenate([ranked, np.flatnonzero(~found), np.arange(len(head), len(ids))])
         scores = np.concatenate([head, scores[len(head):]])
         return d[order], ids[order], scores[order]

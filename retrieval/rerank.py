@@ -65,6 +65,14 @@ def cosines(query_unit: np.ndarray, vectors: np.ndarray, scales: np.ndarray) -> 
     return (query_unit @ vectors.astype(np.float32).T) * scales[None, :]
 
 
+def by_cosine(query_unit: np.ndarray, vectors: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The second stage, for one query: candidate positions ordered by cosine with the unit
+    query row [d], highest first, ties kept in the order given (Hamming order), and the
+    cosines. The index's search and the evaluation of served ranking both order by this."""
+    scores = cosines(query_unit[None, :], vectors, scales)[0]
+    return np.argsort(-scores, kind="stable"), scores
+
+
 def served_ranking(hamming: np.ndarray, query_floats: np.ndarray, vectors: np.ndarray, scales: np.ndarray,
                    candidates: int) -> np.ndarray:
     """What a two-stage search returns, as a full ranking per query [q, n]: the
@@ -75,8 +83,7 @@ def served_ranking(hamming: np.ndarray, query_floats: np.ndarray, vectors: np.nd
         return order
     top = order[:, :candidates]
     q = unit_rows(query_floats)
-    scores = np.stack([cosines(q[i:i + 1], vectors[top[i]], scales[top[i]])[0] for i in range(len(top))])
-    reordered = np.take_along_axis(top, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    reordered = np.stack([top[i][by_cosine(q[i], vectors[top[i]], scales[top[i]])[0]] for i in range(len(top))])
     return np.concatenate([reordered, order[:, candidates:]], axis=1)
 
 
