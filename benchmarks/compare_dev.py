@@ -25,6 +25,7 @@ def dev_row(folder: Path) -> dict:
     best = next(e for e in epochs if e["epoch"] == summary["best_epoch"])
     config = json.loads((folder / "config.json").read_text())
     return {"best_epoch": summary["best_epoch"], "epochs_run": len(epochs), "head": config["head"],
+            "epochs_planned": summary["train_config"]["epochs"],
             "image_encoder": config["image_encoder"]["name"], "text_encoder": config["text_encoder"]["name"],
             **{k: round(best[f"val_{k}"], 3) for k in KEYS}}
 

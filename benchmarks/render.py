@@ -55,11 +55,13 @@ def render_default_model(r: dict) -> str:
 
 def render_ablation(r: dict) -> str:
     """Runs side by side on dev: the trainer's validation at the epoch each run kept."""
-    rows = ["| run | head (depth x hidden) | best epoch | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | score |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | image CNNs | head (depth x hidden) | epochs run | best epoch | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | "
+            "R@10 | score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, m in r["metrics"].items():
         head = f"{m['head']['depth']} x {m['head']['hidden_dim']}"
-        rows.append(f"| {run} | {head} | {m['best_epoch']} | {m['i2t_R@1']:.1f} | {m['i2t_R@5']:.1f} | "
+        cnns = m["image_encoder"].replace("efficientnet-", "").replace("+", " + ")
+        rows.append(f"| {run} | {cnns} | {head} | {m['epochs_run']} | {m['best_epoch']} | "
+                    f"{m['i2t_R@1']:.1f} | {m['i2t_R@5']:.1f} | "
                     f"{m['i2t_R@10']:.1f} | {m['t2i_R@1']:.1f} | {m['t2i_R@5']:.1f} | {m['t2i_R@10']:.1f} | "
                     f"{m['score']:.2f} |")
     best = max(r["metrics"], key=lambda run: r["metrics"][run]["score"])
@@ -108,6 +110,7 @@ RENDERERS = {"default-model": render_default_model}
 MEMORY_NAMES = ("memory-and-start", "start-time")
 TITLES = {"default-model": "The bundled default model on Flickr8k test",
           "ablation-head-width": "Choosing the hash heads' hidden width (Flickr8k dev)",
+          "ablation-image-cnns": "Choosing the image CNNs and epochs (Flickr8k dev)",
           "memory": "Start-up time and peak memory",
           "memory-and-start": "Start-up time and peak memory",
           "start-time": "Start-up time on a quiet machine (no demo, no training)"}

@@ -102,10 +102,10 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
     [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune).
 
     Images are decoded by the one batch encoder (:mod:`crossmodal.image_batches`), in
-    ``workers`` processes (default: :func:`~crossmodal.image_batches.dataset_workers`);
+    ``workers`` processes (default: :data:`~crossmodal.image_batches.DATASET_WORKERS`);
     the batches, and so the features, are the same whatever the count."""
     def compute() -> torch.Tensor:
-        from .image_batches import DatasetCells, dataset_workers, encode_batches
+        from .image_batches import DATASET_WORKERS, DatasetCells, encode_batches
         from .runtime import feature_extractor
 
         encoder.eval()
@@ -114,7 +114,7 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
         out = []
         batches = encode_batches(DatasetCells(ds), encoder.transform(train=False),
                                  lambda x: extract(make_views(x, views)), batch_size,
-                                 dataset_workers() if workers is None else workers, desc=desc, unit="image")
+                                 DATASET_WORKERS if workers is None else workers, desc=desc, unit="image")
         for batch in batches:
             if batch.failed:  # screening keeps undecodable rows out of a prepared split
                 row, why = batch.failed[0]

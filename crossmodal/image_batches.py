@@ -34,15 +34,13 @@ from .progress import progress
 PREFETCH = 2
 
 
-def dataset_workers() -> int:
-    """Decoding processes for a prepared split's images: one, decoding the next batches
-    while the CNNs run (none on a single core). A dataset image (Flickr8k: 500x375 JPEG)
-    decodes in milliseconds, a small share of what the CNNs take, so more processes would
-    only take cores from the runtime (unlike 12-MP camera photos, which get most cores:
-    ``retrieval.photo_options.default_workers``)."""
-    import os
-
-    return 1 if (os.cpu_count() or 1) > 1 else 0
+#: decoding processes for a prepared split's images (the feature cache). Zero: a dataset
+#: image (Flickr8k: a 500x375 JPEG) decodes in milliseconds, a small share of what the CNNs
+#: take, and on two cores a decoding process took more from the CNNs' runtime than it saved
+#: (``benchmarks/bench_features.py``, BENCHMARKS.md "Feature extraction: decoding
+#: workers"). Camera photos are the other way round and get most cores
+#: (``retrieval.photo_options.default_workers``).
+DATASET_WORKERS = 0
 
 
 class ImageSources(Protocol):
