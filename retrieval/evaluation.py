@@ -112,7 +112,9 @@ def evaluate_prepared(model, data_dir, split: str = "test", database: Sequence[s
                 return ItemSet(*outputs[s], splits=[s])
             return ItemSet(*sides(s, ds.flat(s), vocab if s != "train" else [], "plain"),
                            splits=[s])
-        dev = next((s for s in ("dev", "validation") if s in ds and s not in (split, *database)), None)
+        # dev items may also sit in the database (fashion: test vs train+dev): the ridge is
+        # chosen by dev queries against dev items, so no test query takes part in the choice
+        dev = next((s for s in ("dev", "validation") if s in ds and s != split), None)
         fit = BaselineData(fit_side("train"), fit_side(dev) if dev else None)
     cfg = EvalConfig(bits=bits, relevance="labels" if use_labels else "pairs", within=within, baselines=baselines,
                      rerank=rerank, rerank_dtype=rerank_dtype)

@@ -46,6 +46,9 @@ def test_eval_label_protocol_against_other_splits(tiny_model, tiny_data, feature
     # ways. At 16 bits this briefly trained model's image side does not (0.21 vs 0.24 mAP): the demo
     # test makes the 16-bit comparison on a model trained to convergence.
     assert rep["protocol"]["baselines_fitted_on"] == ["train"]
+    # dev is in the database here, yet CCA's ridge is still chosen on it (dev against dev: no
+    # test query takes part), not set to the grid's smallest for want of a split
+    assert rep["protocol"]["cca_itq_ridge"]["on"].startswith("['dev']")
     for direction in ("i2t", "t2i"):
         trained, lsh = rep["results"][direction]["32"]["mAP"], rep["baselines"]["lsh"][direction]["32"]["mAP"]
         assert trained > lsh, (direction, trained, lsh)
