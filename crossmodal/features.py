@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-
 import torch
+
 from .errors import InvalidInput
 from .progress import progress
 from .views import make_views, view_count
