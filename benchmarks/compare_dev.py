@@ -22,6 +22,8 @@ KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "sco
 def dev_row(folder: Path) -> dict:
     summary = json.loads((folder / "train_summary.json").read_text())
     epochs = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    # a log written before the trainer started a fresh log per run may hold an earlier run: keep the last one
+    epochs = epochs[max(i for i, e in enumerate(epochs) if e["epoch"] == 1 or i == 0):]
     best = next(e for e in epochs if e["epoch"] == summary["best_epoch"])
     config = json.loads((folder / "config.json").read_text())
     return {"best_epoch": summary["best_epoch"], "epochs_run": len(epochs), "head": config["head"],

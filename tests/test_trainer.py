@@ -74,6 +74,10 @@ def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_di
     assert trainer.vocab and trainer.train_labels is not None
     log = json.loads((tmp_path / "m" / "train_log.jsonl").read_text().splitlines()[0])
     assert "val_i2t_mAP" in log  # label-based validation
+    # a fresh run into the same folder starts its own log (it used to append to the last run's)
+    Trainer(_frozen_model(), data, tmp_path / "m", TrainConfig(epochs=1, batch_size=16, cache_dir=str(feature_cache_dir)),
+            scorer=ValidationEvaluator()).fit()
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()] == [1]
     # intra-modal terms switch on with labels (label positives) and off with pairs only
     assert trainer.loss_config.intra_image == trainer.loss_config.intra_text == 0.2
     pairs = Trainer(_frozen_model(), data, tmp_path / "p", TrainConfig(epochs=1, batch_size=16, supervision="pairs",

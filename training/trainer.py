@@ -259,6 +259,8 @@ class Trainer:
                 if self.rank == 0:
                     print(f"resumed from {self.out / 'checkpoint'}: epoch {state['epoch']}, batch {state['batch']}")
         log_path = self.out / "train_log.jsonl"
+        if self.rank == 0 and state["epoch"] == 0 and state["batch"] == 0:
+            log_path.unlink(missing_ok=True)  # a fresh run: a log an earlier run left in this folder is not its own
         best_dir = self.out / ".best"
         start = time.time()
         for epoch in range(state["epoch"], cfg.epochs):
