@@ -72,16 +72,14 @@ class PhotoFiles:
         return open_image(data, min_side=self.min_side), content_hash(data)
 
 
-@dataclass(frozen=True)
 class DatasetCells:
     """A prepared split's image column, decoded at full size (the feature cache's pixels:
     decoding reduced would change cached features, and so published numbers)."""
-    split: object  #: a ``datasets.Dataset`` with an ``image`` column
 
-    def __post_init__(self):
+    def __init__(self, split):
         from datasets import Image as HFImage
 
-        object.__setattr__(self, "split", self.split.cast_column("image", HFImage(decode=False)))
+        self.split = split.cast_column("image", HFImage(decode=False))  #: cells as {'bytes', 'path'}
 
     def __len__(self) -> int:
         return len(self.split)
@@ -147,7 +145,7 @@ class EncodedBatch:
 
 def decoded_pixels(sources: ImageSources, transform, positions: Sequence[int]) -> list[torch.Tensor | None]:
     """The pixels the runtime would be fed for ``positions`` (None where decoding fails),
-    decoded here: what a test or a thumbnail compares against."""
+    decoded in this process (what a test compares against)."""
     decoding = _Decoding(sources, transform)
     return [decoding[i][1] for i in positions]
 

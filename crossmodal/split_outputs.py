@@ -81,11 +81,11 @@ def relaxed_outputs(model, ds, captions: list[str], cache_dir: Path | None, view
     model.eval()
     dev = model.device
     img_cfg, txt_cfg = encoder_key(model.config.image_encoder), encoder_key(model.config.text_encoder)
-    n_tail = model.image_tail_stages
     views = views or model.config.image_views
     check_views_fit(views, model.config.image_encoder)
     picked = range(view_count(views))
     if model.image_input == "trunk":
+        n_tail = model.image_tail_stages
         acts = image_features(model.image_encoder, img_cfg, ds, cache_dir, trunk_of=n_tail, views=views)
         img_views = [torch.cat([model.image_encoder.tail(acts[s:s + TAIL_CHUNK, v].to(dev).float(), n_tail).cpu()
                                 for s in range(0, len(acts), TAIL_CHUNK)]) if len(acts) else
