@@ -143,37 +143,77 @@ class FaissBinaryIndex:
         return faiss.vector_to_array(self.index.id_map)
 
     # ---- search ------------------------------------------------------------------
-    def search(self, codes, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k: (distances int32 [Q, k], ids int64 [Q, k]); missing slots have id -1."""
+    def search(self, codes, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k: (distances int32 [Q, k], ids int64 [Q, k]); missing slots have id -1.
+        ``allowed`` (sorted ids): only those items; a flat index skips the others inside
+        its scan (an ``IDSelector``), the approximate types widen their candidate list."""
         codes = self._check_codes(codes)
         k = int(k)
         if k <= 0:
             raise ValueError("k must be positive")
-        if self.ntotal == 0:
+        if self.ntotal == 0 or (allowed is not None and not len(allowed)):
             return np.full((len(codes), k), -1, np.int32), np.full((len(codes), k), -1, np.int64)
-        D, I = self.index.search(codes, k)
+        if allowed is not None and self.kind != "flat":
+            return widened_search(lambda c, kk: self.search(c, kk), codes, k, allowed, self.ntotal)
+        D, I = self.index.search(codes, k, params=self._selecting(allowed))
         D = D.astype(np.int32)
         if self.kind != "flat":
             D, I = _sort_rows(D, I)
         D[I < 0] = -1
         return D, I
 
-    def range_search(self, codes, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def range_search(self, codes, radius: int, allowed: np.ndarray | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """All items within Hamming distance ``radius`` (inclusive), per query, sorted by
-        (distance, index order)."""
+        (distance, index order); ``allowed`` (sorted ids): only those."""
         codes = self._check_codes(codes)
-        if self.ntotal == 0:
+        if self.ntotal == 0 or (allowed is not None and not len(allowed)):
             return [(np.zeros(0, np.int32), np.zeros(0, np.int64)) for _ in range(len(codes))]
         if self.kind == "hnsw":
             raise UnsupportedOperation("hnsw has no radius search in faiss; use flat, ivf or multihash")
         # faiss' binary range search keeps d < radius: ask for radius + 1 (distances are integers)
-        lims, D, I = self.index.range_search(codes, int(radius) + 1)
+        lims, D, I = self.index.range_search(codes, int(radius) + 1,
+                                             params=self._selecting(allowed) if self.kind == "flat" else None)
         out = []
         for q in range(len(codes)):
             d, i = D[lims[q]:lims[q + 1]].astype(np.int32), I[lims[q]:lims[q + 1]]
+            if allowed is not None and self.kind != "flat":
+                keep = is_allowed(i, allowed)
+                d, i = d[keep], i[keep]
             pos = np.argsort(d, kind="stable")
             out.append((d[pos], i[pos]))
         return out
+
+    @staticmethod
+    def _selecting(allowed: np.ndarray | None):
+        """faiss search parameters that keep only ``allowed`` ids (a flat index), or None."""
+        if allowed is None:
+            return None
+        import faiss
+
+        params = faiss.SearchParameters()
+        params.sel = faiss.IDSelectorBatch(_ids(allowed))
+        return params
+
+    def codes_of_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, packed code), in index order: for comparisons of all items with all
+        (near-duplicates)."""
+        import faiss
+
+        if self.kind == "ivf":
+            invlists = self.index.invlists
+            ids, codes = [], []
+            for lst in range(invlists.nlist):
+                n = invlists.list_size(lst)
+                if n:
+                    ids.append(faiss.rev_swig_ptr(invlists.get_ids(lst), n).copy())
+                    codes.append(faiss.rev_swig_ptr(invlists.get_codes(lst), n * self.nbits // 8).copy()
+                                 .reshape(n, self.nbits // 8))
+            if not ids:
+                return np.zeros(0, np.int64), np.zeros((0, self.nbits // 8), np.uint8)
+            return np.concatenate(ids), np.concatenate(codes)
+        ids = self.stored_ids()
+        return ids, self.index.index.reconstruct_n(0, len(ids)).reshape(len(ids), self.nbits // 8)
 
     # ---- persistence ----------------------------------------------------------------
     def write_into(self, folder: Path, modality: str) -> None:
@@ -202,7 +242,11 @@ class FaissBinaryIndex:
 
         index = faiss.read_index_binary(str(path))
         if index.d != nbits:
-            raise ValueError(f"{path} holds {index.d}-bit codes, the manifest says {nbits}")
+            from .index_folder import IndexCorrupt
+
+            raise IndexCorrupt(f"{Path(path).parent / 'manifest.json'} says 'nbits' {nbits}, but {Path(path).name} "
+                               f"holds {index.d}-bit codes: the manifest was edited; set its nbits back to {index.d} "
+                               f"or rebuild the index")
         return cls(nbits, kind, params, index=index)
 
     def memory_bytes(self) -> int:
@@ -211,6 +255,34 @@ class FaissBinaryIndex:
         if self.kind == "flat":
             return int(self._inner().xb.size() + 8 * self.index.id_map.size())
         return self.ntotal * (self.nbits // 8 + 8)
+
+
+def is_allowed(ids: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Which of ``ids`` are in the sorted array ``allowed``."""
+    pos = np.searchsorted(allowed, ids)
+    return (pos < len(allowed)) & (allowed[np.minimum(pos, len(allowed) - 1)] == ids)
+
+
+def widened_search(search: Callable, codes: np.ndarray, k: int, allowed: np.ndarray, ntotal: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """A filtered top-k for a backend that cannot filter inside its scan: ask for as many
+    candidates as the filter's share of the index says should hold ``k`` allowed ones
+    (with a margin), keep the allowed, and double until each query has ``k`` (or the
+    whole index was asked). Same order as the unfiltered search, minus what is not allowed."""
+    want = min(k, len(allowed))
+    asked = min(ntotal, max(k, int(1.5 * k * ntotal / len(allowed)) + 1))
+    while True:
+        D, I = search(codes, asked)
+        keep = is_allowed(I, allowed) & (I >= 0)
+        if asked >= ntotal or (keep.sum(axis=1) >= want).all():
+            break
+        asked = min(ntotal, asked * 2)
+    outD = np.full((len(codes), k), -1, np.int32)
+    outI = np.full((len(codes), k), -1, np.int64)
+    for q in range(len(codes)):
+        d, i = D[q][keep[q]][:k], I[q][keep[q]][:k]
+        outD[q, :len(d)], outI[q, :len(i)] = d, i
+    return outD, outI
 
 
 def _sort_rows(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,8 +303,13 @@ class BinaryIndex(Protocol):
     def ntotal(self) -> int: ...
     def add(self, ids, codes) -> None: ...
     def remove(self, ids) -> int: ...
-    def search(self, codes, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-    def range_search(self, codes, radius: int) -> list[tuple[np.ndarray, np.ndarray]]: ...
+    def search(self, codes, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k per query; ``allowed`` (sorted ids): only those items."""
+    def range_search(self, codes, radius: int, allowed: np.ndarray | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every item within ``radius`` per query; ``allowed`` (sorted ids): only those."""
+    def codes_of_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, packed code) the index holds."""
     def memory_bytes(self) -> int: ...
     def location(self) -> str:
         """Where the codes live, for ``crossmodal info`` (a file name, a server collection)."""

@@ -28,8 +28,10 @@ import numpy as np
 from crossmodal.errors import CrossmodalError, InvalidInput
 
 from .backends import BACKENDS, Backend, BinaryIndex
-from .index_folder import (IndexCorrupt, NotAnIndex, fault_point, has_index, read_current_version, read_live,
-                           read_manifest_of, refuse_foreign, write_version, writer_lock)
+from .index_folder import (IndexCorrupt, NotAnIndex, discard_folder, fault_point, has_index, read_current_version,
+                           read_live, read_manifest_of, refuse_foreign, remove_empty_folder, write_version,
+                           writer_lock)
+from .filters import FilterColumns, ItemFilter
 from .rerank import RerankStore, by_cosine, default_candidates, unit_rows
 from .store import Item, MetadataStore, item_id
 
@@ -93,6 +95,8 @@ class CrossModalIndex:
         self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.version: str | None = None  # the version folder it was loaded from
         self.changes = 0  # items added, removed or re-stamped since load: a commit with none writes nothing
+        self._generation = 0  # bumped by every change: the filter columns are rebuilt after one
+        self._filter_columns: dict[str, tuple[int, FilterColumns]] = {}
 
     # ---- building ----------------------------------------------------------------------
     def _backend(self, modality: str) -> BinaryIndex:
@@ -151,6 +155,7 @@ class CrossModalIndex:
                 store = self.rerank_stores.setdefault(modality, RerankStore(self.rerank_config["dtype"]))
                 store.add(ids[new], np.asarray(floats, dtype=np.float32)[new])
         self.changes += int(new.sum())
+        self._generation += 1
         return {"added": int(new.sum()), "replaced": replaced,
                 "skipped": int((keep & is_present).sum() + (~keep).sum())}
 
@@ -161,6 +166,7 @@ class CrossModalIndex:
         n = self._backend(modality).remove(np.asarray(ids, dtype=np.int64))
         self.metadata.delete(ids)
         self.changes += n
+        self._generation += 1
         if modality in self.rerank_stores:
             self.rerank_stores[modality].remove(ids)
         return n
@@ -174,6 +180,7 @@ class CrossModalIndex:
         if keep:
             self.metadata.upsert(modality, [i for i, _ in keep], [it for _, it in keep])
             self.changes += len(keep)
+            self._generation += 1
         return len(keep)
 
     def replace_frames(self, video: str, items: Sequence[Item], codes: np.ndarray, floats: np.ndarray) -> int:
@@ -204,14 +211,27 @@ class CrossModalIndex:
     def count(self, modality: str) -> int:
         return self.indexes[modality].ntotal if modality in self.indexes else 0
 
+    def allowed_ids(self, modality: str, where: ItemFilter) -> np.ndarray:
+        """Sorted ids of the ``modality`` items that pass ``where`` (``retrieval.filters``)."""
+        if where.under and modality == "text":
+            raise InvalidInput("a folder filter (--under) selects photos and video frames, not captions: search "
+                               "--target image or frame with it")
+        cached = self._filter_columns.get(modality)
+        if cached is None or cached[0] != self._generation:
+            cached = (self._generation, FilterColumns(self.metadata.filter_rows(modality)))
+            self._filter_columns[modality] = cached
+        return cached[1].allowed(where)
+
     # ---- search ------------------------------------------------------------------------
     def search(self, codes: np.ndarray, modality: str, k: int = 10, radius: int | None = None,
-               query_floats: np.ndarray | None = None, rerank: int | None = None) -> list[list[Hit]]:
+               query_floats: np.ndarray | None = None, rerank: int | None = None,
+               where: ItemFilter | None = None) -> list[list[Hit]]:
         """Search ``modality`` with packed query codes. ``radius`` switches to radius
         search (all items within the Hamming radius, nearest first, at most ``k`` when
         k > 0). With ``query_floats``, the ``rerank`` nearest codes (default: the index's
         :attr:`rerank_candidates`; 0: none) are re-ranked by cosine of the query's outputs
-        and the stored ones: the two-stage search every new index serves."""
+        and the stored ones: the two-stage search every new index serves. ``where``: only
+        items that pass the filter, as if the others were not in the index."""
         if modality not in MODALITIES:
             raise InvalidInput(f"unknown target {modality!r}; one of {', '.join(MODALITIES)}")
         if k < 0 or (k == 0 and radius is None):
@@ -224,17 +244,20 @@ class CrossModalIndex:
         codes = np.atleast_2d(np.ascontiguousarray(codes, dtype=np.uint8))
         if codes.shape[1] * 8 != self.nbits:
             raise IndexMismatch(f"query codes have {codes.shape[1] * 8} bits; this index holds {self.nbits}-bit codes")
+        allowed = self.allowed_ids(modality, where) if where else None
         if modality not in self.indexes or self.indexes[modality].ntotal == 0:
             return [[] for _ in range(len(codes))]
         be = self.indexes[modality]
+        if allowed is not None and not len(allowed):
+            return [[] for _ in range(len(codes))]
         # never ask for more than the index holds: k is a user's number, memory is not
         k, rerank = min(k, be.ntotal), min(rerank, be.ntotal)
         if radius is not None:
-            found = be.range_search(codes, radius)
+            found = be.range_search(codes, radius, allowed)
             if k:
                 found = [(d[:max(k, rerank)], i[:max(k, rerank)]) for d, i in found]
         else:
-            D, I = be.search(codes, max(k, rerank))
+            D, I = be.search(codes, max(k, rerank), allowed)
             found = [(d[i >= 0], i[i >= 0]) for d, i in zip(D, I)]
         out = []
         for q, (d, ids) in enumerate(found):
@@ -387,6 +410,25 @@ def _backend_options(manifest: dict) -> dict:
     return {"uri": manifest["milvus_uri"]} if manifest.get("milvus_uri") else {}
 
 
+def discard_empty_index(folder: str | os.PathLike) -> bool:
+    """Remove the index in ``folder`` if it holds no item (what a failed or fruitless
+    first build leaves), so it never blocks the next build; True if it was removed. An
+    index with items is never touched."""
+    folder = Path(folder)
+    if not has_index(folder):
+        return False
+    with writer_lock(folder):
+        try:
+            empty = not any(read_manifest(folder).get("counts", {}).values())
+        except CrossmodalError:
+            return False
+        if empty:
+            discard_folder(folder)
+    if empty:
+        remove_empty_folder(folder)
+    return empty
+
+
 def check_index_destination(folder: str | os.PathLike) -> None:
     """Refuse an output folder before any work is done: only an index folder, an empty
     one, or an index's leftovers is written into."""
@@ -453,9 +495,8 @@ class _Addition:
     def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
         res = idx.add(self.modality, self.items, model.quantize(self.relaxed, idx.nbits), floats=self.relaxed,
                       update=self.update)
-        report.added += res["added"]
-        report.replaced += res["replaced"]
-        report.skipped += res["skipped"]
+        for what in ("added", "replaced", "skipped"):
+            report.count(self.modality, what, res[what])
 
 
 @dataclass
@@ -464,7 +505,7 @@ class _Restamp:
     items: list[Item]
 
     def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
-        report.restamped += idx.restamp(self.modality, self.items)
+        report.count(self.modality, "restamped", idx.restamp(self.modality, self.items))
 
 
 @dataclass
@@ -475,7 +516,7 @@ class _Frames:
 
     def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
         codes = model.quantize(self.relaxed, idx.nbits) if self.items else np.zeros((0, idx.nbits // 8), np.uint8)
-        report.added += idx.replace_frames(self.video, self.items, codes, self.relaxed)
+        report.count("frame", "added", idx.replace_frames(self.video, self.items, codes, self.relaxed))
 
 
 @dataclass
@@ -486,7 +527,7 @@ class _Removal:
 
     def apply(self, idx: CrossModalIndex, model: CodeModel, report: "WriteReport") -> None:
         keys = self.keys if self.rule is None else [m["key"] for m in idx.items_of(self.modality) if self.rule(m)]
-        report.removed += idx.remove_keys(self.modality, keys)
+        report.count(self.modality, "removed", idx.remove_keys(self.modality, keys))
 
 
 @dataclass
@@ -524,6 +565,14 @@ class IndexChanges:
         self.steps.append(_Removal(modality, rule=rule))
         return self
 
+    def added_counts(self) -> dict[str, int]:
+        """Items each modality gains (at most: some may be present already)."""
+        out: dict[str, int] = {}
+        for step in self.steps:
+            if isinstance(step, _Addition):
+                out[step.modality] = out.get(step.modality, 0) + len(step.items)
+        return out
+
     def extend(self, other: "IndexChanges") -> "IndexChanges":
         """Append another's steps: several sources in one commit (captions riding with photos)."""
         self.steps += other.steps
@@ -551,10 +600,21 @@ class WriteReport:
     removed: int = 0
     version: str | None = None
     counts: dict = field(default_factory=dict)  #: items per modality after the commit
+    by_modality: dict = field(default_factory=dict)  #: modality -> {added, replaced, ...}: the same counts, split
+
+    def count(self, modality: str, what: str, n: int) -> None:
+        setattr(self, what, getattr(self, what) + n)
+        per = self.by_modality.setdefault(modality, {})
+        per[what] = per.get(what, 0) + n
+
+    def of(self, modality: str, what: str) -> int:
+        """One count of one modality's items (photos apart from the captions of the same commit)."""
+        return self.by_modality.get(modality, {}).get(what, 0)
 
     def merge(self, other: "WriteReport") -> "WriteReport":
-        for name in ("added", "replaced", "skipped", "restamped", "removed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for modality, per in other.by_modality.items():
+            for what, n in per.items():
+                self.count(modality, what, n)
         self.version, self.counts = other.version or self.version, other.counts or self.counts
         return self
 

@@ -230,6 +230,24 @@ def remove_debris(folder: Path, keep: set[str]) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def discard_folder(folder: Path) -> None:
+    """Remove an index's versions, ``CURRENT`` and leftovers (the caller holds the writer
+    lock and knows the index holds nothing), then the lock files and the folder itself
+    when nothing else is left in it: a build that made an empty index leaves no trace."""
+    (folder / "CURRENT").unlink(missing_ok=True)
+    remove_debris(folder, keep=set())
+
+
+def remove_empty_folder(folder: Path) -> None:
+    """After :func:`discard_folder` and the lock's release: the lock files, and the folder if empty."""
+    for name in (LOCK_NAME, LOCK_OWNER_NAME):
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else lives there: leave it
+
+
 # ---- the writer lock -------------------------------------------------------------------
 _LOCKS: dict[str, FileLock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -250,6 +268,10 @@ def writer_lock(folder: str | os.PathLike, timeout: float | None = None) -> "Wri
         raise storage_error(folder, e) from None
     if os.environ.get("CROSSMODAL_TEST_NO_LOCK") == "1":  # test-only: shows the concurrency test can fail
         return contextlib.nullcontext()
+    if (folder / LOCK_NAME).is_dir():
+        raise UnsafeOutput(f"{folder / LOCK_NAME} is a folder, but that name is where the index keeps its writer lock "
+                           f"file: move or rename it (it is not part of the index) and run this again; nothing was "
+                           f"written")
     key = str(folder.resolve())
     with _LOCKS_GUARD:
         if key not in _LOCKS:

@@ -33,6 +33,7 @@ import numpy as np
 from crossmodal.errors import InvalidInput, Unavailable
 
 from .index_types import index_params
+from .backends import is_allowed, widened_search
 
 MILVUS_INDEX_TYPES = {"flat": "BIN_FLAT", "ivf": "BIN_IVF_FLAT"}
 CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
@@ -160,16 +161,35 @@ class MilvusBinaryIndex:
             out.append((np.array([r[0] for r in rows], np.int32), np.array([r[2] for r in rows], np.int64)))
         return out
 
-    def search(self, codes, k: int):
+    def search(self, codes, k: int, allowed: np.ndarray | None = None):
         codes = np.atleast_2d(np.ascontiguousarray(codes, dtype=np.uint8))
+        if allowed is not None:  # a filter the server cannot take as an expression at any size: widen
+            if not len(allowed):
+                return np.full((len(codes), k), -1, np.int32), np.full((len(codes), k), -1, np.int64)
+            return widened_search(lambda c, kk: self.search(c, kk), codes, k, allowed, max(1, self.ntotal))
         D = np.full((len(codes), k), -1, np.int32)
         I = np.full((len(codes), k), -1, np.int64)
         for q, (d, i) in enumerate(self._search(codes, min(k, 16384), None)):
             D[q, :len(d)], I[q, :len(i)] = d, i
         return D, I
 
-    def range_search(self, codes, radius: int, limit: int = 16384):
-        return self._search(np.atleast_2d(np.ascontiguousarray(codes, dtype=np.uint8)), limit, radius)
+    def range_search(self, codes, radius: int, allowed: np.ndarray | None = None, limit: int = 16384):
+        found = self._search(np.atleast_2d(np.ascontiguousarray(codes, dtype=np.uint8)), limit, radius)
+        if allowed is None:
+            return found
+        return [(d[keep], i[keep]) for d, i in found for keep in [is_allowed(i, allowed)]]
+
+    def codes_of_all(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = []
+        it = self.client.query_iterator(self.collection, batch_size=4096, filter="", output_fields=["id", "seq", "code"])
+        while batch := it.next():
+            rows += [(int(r["seq"]), int(r["id"]), bytes(r["code"][0] if isinstance(r["code"], list) else r["code"]))
+                     for r in batch]
+        it.close()
+        rows.sort()
+        ids = np.array([r[1] for r in rows], np.int64)
+        codes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), self.nbits // 8)
+        return ids, codes
 
     def memory_bytes(self) -> int:
         return self.ntotal * (self.nbits // 8 + 16)

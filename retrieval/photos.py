@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from crossmodal.data.images import photo_date
 from crossmodal.image_batches import PhotoFiles, encode_batches
 from crossmodal.errors import InvalidInput, MissingInput
 from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
@@ -48,49 +49,56 @@ class PhotoFile:
 class PhotoReport:
     """What a photo run did; ``summary()`` is the line a command prints at the end. The
     index's side (added, updated, re-stamped, removed) is the writer's own report."""
-    found: int = 0
+    found: int = 0  #: image files listed under the roots
     unchanged: int = 0  #: already indexed with the same size and mtime (not read)
+    walk_failures: int = 0  #: paths named or listed that could not be read at all (also in ``failed``)
+    dated: int = 0  #: of those, indexed before dates were kept: given their date (header read only)
     failed: list[tuple[str, str]] = field(default_factory=list)  #: (path, why)
     unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
     written: WriteReport = field(default_factory=WriteReport)  #: every commit's, merged
 
     @property
     def added(self) -> int:
-        return self.written.added - self.written.replaced
+        """Photos new to the index (captions or dataset items riding in the same commit not counted)."""
+        return self.written.of("image", "added") - self.written.of("image", "replaced")
 
     @property
     def updated(self) -> int:
         """Re-encoded because the file changed."""
-        return self.written.replaced
+        return self.written.of("image", "replaced")
 
     @property
     def restamped(self) -> int:
         """mtime changed, content did not: metadata only."""
-        return self.written.restamped
+        return self.written.of("image", "restamped")
 
     @property
     def removed(self) -> int:
-        return self.written.removed
+        return self.written.of("image", "removed")
 
     @property
     def present(self) -> int:
         """Already indexed and left as they were (not read, re-stamped, or already there)."""
-        return self.unchanged + self.written.restamped + self.written.skipped
+        return self.unchanged + self.restamped + self.written.of("image", "skipped")
+
+    @property
+    def seen(self) -> int:
+        """Every photo the run looked at: the files listed, and the paths named that could not be."""
+        return self.found + self.walk_failures
 
     def summary(self) -> str:
-        """``added A, already present P, unreadable U`` (+ updated/removed when any)."""
-        parts = [f"added {self.added}", f"already present {self.present}",
+        """``S photo(s) seen: added A, updated U, already present P, unreadable N``; the
+        four add up to S (+ unreadable folders when any)."""
+        parts = [f"added {self.added}", f"updated {self.updated}", f"already present {self.present}",
                  f"unreadable {len(self.failed)}"]
-        if self.updated:
-            parts.append(f"updated {self.updated}")
         if self.removed:
             parts.append(f"removed {self.removed}")
         if self.unreadable_folders:
             parts.append(f"unreadable folders {len(self.unreadable_folders)}")
-        return ", ".join(parts)
+        return f"{self.seen} photo(s) seen: " + ", ".join(parts)
 
     def sync_summary(self) -> str:
-        return (f"sync of {self.found} photo(s): added {self.added}, updated {self.updated}, removed {self.removed}, "
+        return (f"sync of {self.seen} photo(s): added {self.added}, updated {self.updated}, removed {self.removed}, "
                 f"unchanged {self.present}, unreadable {len(self.failed)}")
 
 
@@ -112,6 +120,7 @@ def walk_photos(roots: Sequence[str | os.PathLike], report: PhotoReport | None =
 
     def fail(path, why: str) -> None:
         report.failed.append((str(path), why))
+        report.walk_failures += 1
         print(f"skipped {path}: {why}", file=sys.stderr)
 
     def add_file(path: Path) -> None:
@@ -160,7 +169,9 @@ def runtime_threads(workers: int) -> int:
 
 
 def _photo_item(p: PhotoFile, digest: str) -> Item:
-    return Item(key=p.path, source=p.path, extra={"size": p.size, "mtime_ns": p.mtime_ns, "hash": digest})
+    date, origin = photo_date(p.path, p.mtime_ns)
+    return Item(key=p.path, source=p.path, extra={"size": p.size, "mtime_ns": p.mtime_ns, "hash": digest,
+                                                  "date": date, "date_from": origin})
 
 
 def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_BATCH,
@@ -214,6 +225,8 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
         has_index(index_dir) else {}
     todo = [p for p in photos if (_changed(p, known.get(p.path)) if update else p.path not in known)]
     report.unchanged += len(photos) - len(todo)
+    report.dated += _date_older_photos(index_dir, model, [p for p in photos if p.path in known and p not in todo],
+                                       known)
     pending_items: list[Item] = []
     pending_relaxed: list[np.ndarray] = []
 
@@ -243,6 +256,22 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
         if len(pending_items) >= options.chunk_size:
             flush()
     return flush(last=True)
+
+
+def _date_older_photos(index_dir, model, photos: Sequence[PhotoFile], known: dict) -> int:
+    """Photos indexed by a release that kept no date get one (read from the file's header,
+    no decoding), so date filters and sorting see them after one sync. Returns how many."""
+    undated = [p for p in photos if "date" not in known[p.path]]
+    if not undated:
+        return 0
+    items = []
+    for p in undated:
+        date, origin = photo_date(p.path, p.mtime_ns)
+        items.append(Item(key=p.path, source=p.path, extra={**known[p.path], "date": date, "date_from": origin}))
+    write_index(index_dir, model, IndexChanges().restamp("image", items))
+    for it in items:
+        known[it.key] = it.extra
+    return len(items)
 
 
 def _photo_changes(items: list[Item], relaxed: np.ndarray, known: dict, update: bool) -> IndexChanges:
@@ -275,6 +304,50 @@ def sync_photos(index_dir: str | os.PathLike, model, roots: Sequence[str | os.Pa
 
     report.written.merge(write_index(index_dir, model, IndexChanges().remove_where("image", gone)))
     return report
+
+
+def _is_photo(meta: dict) -> bool:
+    return "mtime_ns" in meta["extra"]
+
+
+def missing_photos(index: CrossModalIndex) -> list[str]:
+    """Paths of indexed photo files that are no longer there (moved, renamed, deleted, or
+    on a drive that is not plugged in: the caller shows them before removing)."""
+    return sorted(m["key"] for m in index.items_of("image") if _is_photo(m) and not os.path.exists(m["key"]))
+
+
+def prune_missing(index_dir: str | os.PathLike, model, dry_run: bool = False) -> list[str]:
+    """Remove every photo whose file is gone, decided under the writer lock on the newest
+    version (``dry_run``: only say which). Returns the paths removed (or that would be)."""
+    if dry_run:
+        return missing_photos(CrossModalIndex.load(index_dir))
+    gone: list[str] = []
+
+    def is_gone(meta: dict) -> bool:
+        if _is_photo(meta) and not os.path.exists(meta["key"]):
+            gone.append(meta["key"])
+            return True
+        return False
+
+    write_index(index_dir, model, IndexChanges().remove_where("image", is_gone))
+    return sorted(gone)
+
+
+def remove_under(index_dir: str | os.PathLike, folders: Sequence[str | os.PathLike], dry_run: bool = False
+                 ) -> dict[str, int]:
+    """Remove every photo and video frame whose file lies inside ``folders`` (whether the
+    files still exist or not): a folder dropped from a library in one command. Returns
+    the count per modality (``dry_run``: what would go)."""
+    prefixes = tuple(photo_key(f) for f in folders)
+
+    def inside(meta: dict) -> bool:
+        return meta["source"] is not None and _under(meta["source"], prefixes)
+
+    if dry_run:
+        idx = CrossModalIndex.load(index_dir)
+        return {m: sum(1 for meta in idx.items_of(m) if inside(meta)) for m in ("image", "frame")}
+    report = write_index(index_dir, None, IndexChanges().remove_where("image", inside).remove_where("frame", inside))
+    return {m: report.of(m, "removed") for m in ("image", "frame")}
 
 
 def check_sync_roots(roots: Sequence[str | os.PathLike]) -> None:

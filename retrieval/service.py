@@ -15,7 +15,7 @@ from urllib.parse import unquote
 import numpy as np
 from PIL import Image
 
-from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -27,7 +27,10 @@ from crossmodal.errors import InvalidInput
 from .batching import EmbedBatcher
 from .index import MODALITIES, IndexChanges, write_index
 from .ingest import text_items
-from .search import MAX_QUERY_CHARS, Searcher, check_query_texts, image_query_target
+from .duplicates import DEFAULT_MIN_COSINE, default_radius, find_duplicates
+from .filters import SORTS, ItemFilter
+from .search import (DEFAULT_EXCLUDE_WEIGHT, DEFAULT_MIX, MAX_QUERY_CHARS, ResultForm, Searcher, check_query_texts,
+                     compose_query, image_query_target)
 from .store import display_text
 
 WEB_DIR = Path(__file__).with_name("web")
@@ -41,6 +44,26 @@ class NewTexts(BaseModel):
 
 #: the service's ``rerank`` parameter, as its OpenAPI schema shows it
 RERANK_HELP = "Hamming candidates re-ranked by the stored outputs (default: the index's own; 0: Hamming order)"
+SORT_PATTERN = "^(" + "|".join(SORTS) + ")$"
+
+
+class QueryForm:
+    """The query forms every search endpoint takes (FastAPI reads them from the URL)."""
+
+    def __init__(self, exclude: list[str] = Query([], alias="not", max_length=8,
+                                                  description="push results away from these concepts"),
+                 not_weight: float = Query(DEFAULT_EXCLUDE_WEIGHT, ge=0, le=4),
+                 under: list[str] = Query([], max_length=16, description="only items inside these folders"),
+                 after: str | None = Query(None, max_length=40, description="taken on or after (YYYY-MM-DD)"),
+                 before: str | None = Query(None, max_length=40, description="taken before (YYYY-MM-DD)"),
+                 sort: str = Query("relevance", pattern=SORT_PATTERN),
+                 min_score: float | None = Query(None, ge=-1, le=1, description="cut-off on the re-ranked score")):
+        self.exclude, self.not_weight = exclude, not_weight
+        try:
+            check_query_texts(exclude)
+            self.form = ResultForm(ItemFilter.parse(under, after, before), sort, min_score)
+        except InvalidInput as e:
+            raise HTTPException(422, f"invalid request: {e}") from None
 
 
 def _thumbnail_source(meta: dict, size: int, max_pixels: int) -> Image.Image:
@@ -110,11 +133,20 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         searcher.refresh()  # serve what another writer (a command line) saved since the last request
         return searcher
 
-    def run(searcher: Searcher, relaxed: np.ndarray, target: str, k: int, radius: int | None, rerank: int | None):
+    def run(searcher: Searcher, relaxed: np.ndarray, target: str, k: int, radius: int | None, rerank: int | None,
+            query: QueryForm | None = None):
+        if query is not None and query.exclude:
+            batcher = batchers[fingerprints[searcher.index.nbits]]
+            away = np.stack([batcher.embed_text(t) for t in query.exclude])
+            relaxed = compose_query(relaxed, exclude=away, exclude_weight=query.not_weight)
         if target == "moments":
             from .video import moments_for_relaxed
             return [m.to_dict() for m in moments_for_relaxed(searcher, relaxed, top=k, radius=radius)]
-        hits = searcher.search_relaxed(relaxed[None], target, k=k, radius=radius, rerank=rerank)[0]
+        try:
+            hits = searcher.search_relaxed(relaxed[None], target, k=k, radius=radius, rerank=rerank,
+                                           form=query.form if query is not None else None)[0]
+        except InvalidInput as e:
+            raise HTTPException(422, f"invalid request: {e}") from None
         return [{**h.to_dict(), "id": str(h.id), "key": display_text(h.key), "source": display_text(h.source),
                  "video": display_text(h.video)} for h in hits]
 
@@ -139,15 +171,15 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
                     target: str = Query("image", pattern=TARGET_PATTERN),
                     k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                     rerank: int | None = Query(None, ge=0, le=10000, description=RERANK_HELP),
-                    bits: int | None = None):
+                    bits: int | None = None, query: QueryForm = Depends()):
         try:
             check_query_texts([q])
         except InvalidInput as e:
             raise HTTPException(422, f"invalid request: q: {e}") from None
         s = pick(bits)
         relaxed = batchers[fingerprints[s.index.nbits]].embed_text(q)
-        return {"query": q, "target": target, "bits": s.index.nbits,
-                "results": run(s, relaxed, target, k, radius, rerank)}
+        return {"query": q, "target": target, "bits": s.index.nbits, "sort": query.form.sort,
+                "results": run(s, relaxed, target, k, radius, rerank, query)}
 
     @app.post("/api/search/image")
     def search_image(request: Request, file: UploadFile = File(...),
@@ -155,7 +187,15 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
                                                 description="default: text, or image when the index has no texts"),
                      k: int = Query(12, ge=1, le=200), radius: int | None = Query(None, ge=0, le=128),
                      rerank: int | None = Query(None, ge=0, le=10000, description=RERANK_HELP),
-                     bits: int | None = None):
+                     bits: int | None = None, query: QueryForm = Depends(),
+                     q: str | None = Query(None, max_length=MAX_QUERY_CHARS,
+                                           description="a text to combine with the image: 'like this, but ...'"),
+                     mix: float = Query(DEFAULT_MIX, ge=0, le=1, description="the image's share when q is given")):
+        if q is not None and q.strip():
+            try:
+                check_query_texts([q])
+            except InvalidInput as e:
+                raise HTTPException(422, f"invalid request: q: {e}") from None
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
@@ -167,9 +207,39 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
             raise HTTPException(413, f"{file.filename or 'upload'}: {e}") from None
         except Exception:
             raise HTTPException(400, f"{file.filename or 'upload'} is not an image Pillow can read") from None
-        relaxed = batchers[fingerprints[s.index.nbits]].embed_image(img)
+        batcher = batchers[fingerprints[s.index.nbits]]
+        relaxed = batcher.embed_image(img)
+        if q is not None and q.strip():
+            relaxed = compose_query(batcher.embed_text(q), relaxed, mix)
         target = target or image_query_target(s.index)
-        return {"target": target, "bits": s.index.nbits, "results": run(s, relaxed, target, k, radius, rerank)}
+        return {"target": target, "bits": s.index.nbits, "sort": query.form.sort,
+                "results": run(s, relaxed, target, k, radius, rerank, query)}
+
+    @app.get("/api/folders")
+    def folders(bits: int | None = None, limit: int = Query(200, ge=1, le=5000)):
+        """Folders that hold indexed photos (or videos), with counts: the page's folder picker."""
+        s = pick(bits)
+        counts: dict[str, int] = {}
+        for meta in s.index.items_of("image"):
+            src = meta["source"]
+            if src and src.startswith("/"):
+                folder = display_text(src.rsplit("/", 1)[0])
+                counts[folder] = counts.get(folder, 0) + 1
+        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return {"folders": [{"folder": f, "count": n} for f, n in sorted(top)]}
+
+    @app.get("/api/duplicates")
+    def duplicates(bits: int | None = None, radius: int | None = Query(None, ge=0, le=128),
+                   min_cosine: float = Query(DEFAULT_MIN_COSINE, ge=-1, le=1), limit: int = Query(100, ge=1, le=1000)):
+        """Groups of near-duplicate photos, largest first (``crossmodal duplicates``)."""
+        s = pick(bits)
+        try:
+            groups = find_duplicates(s.index, "image", radius, min_cosine)
+        except InvalidInput as e:
+            raise HTTPException(422, f"invalid request: {e}") from None
+        return {"radius": default_radius(s.index.nbits) if radius is None else radius, "min_cosine": min_cosine,
+                "groups": [{**g.to_dict(), "keys": [display_text(k) for k in g.keys]} for g in groups[:limit]],
+                "total_groups": len(groups)}
 
     def lookup(item_id: str) -> dict:
         try:

@@ -120,6 +120,13 @@ class MetadataStore:
         for r in self.db.execute("SELECT id, key, source, extra FROM items WHERE modality = ?", (modality,)):
             yield {"id": r[0], "key": from_db(r[1]), "source": from_db(r[2]), "extra": json.loads(r[3] or "{}")}
 
+    def filter_rows(self, modality: str) -> Iterator[tuple[int, str | None, str | None]]:
+        """(id, path, date) of every item of a modality, for :class:`retrieval.filters.FilterColumns`:
+        the path is an image's file or a frame's video (``source``), the date ``extra["date"]``."""
+        q = "SELECT id, source, json_extract(extra, '$.date') FROM items WHERE modality = ?"
+        for r in self.db.execute(q, (modality,)):
+            yield r[0], from_db(r[1]), r[2] if isinstance(r[2], str) else None
+
     def count(self, modality: str | None = None) -> int:
         if modality is None:
             return self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]

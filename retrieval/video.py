@@ -22,7 +22,7 @@ from crossmodal.codes import hamming_distances
 from crossmodal.video import VideoError, sample_frames
 
 from .index import CrossModalIndex, IndexChanges, write_index
-from .store import Item
+from .store import Item, display_text
 
 
 @dataclass
@@ -35,7 +35,7 @@ class VideoAddReport:
     def summary(self) -> str:
         s = (f"{self.videos_added} video(s) added: {self.frames_kept} frames kept of {self.frames_sampled} sampled; "
              f"{len(self.failed)} failed")
-        return s + "".join(f"\n  failed: {msg}" for _, msg in self.failed)
+        return s + "".join(f"\n  failed: {display_text(msg)}" for _, msg in self.failed)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo, encode, evaluate, index, info, search, serve, train, video
+from . import demo, duplicates, encode, evaluate, index, info, search, serve, train, video
 from .common import HelpFormatter
 
 DESCRIPTION = """Search photos by what they show and captions by photo, with compact binary codes.
@@ -21,7 +21,7 @@ Start here (the bundled model, no training):
 """
 
 #: in the order ``crossmodal --help`` lists them
-COMMANDS = (train, encode, evaluate, demo, index, video, serve, search, info)
+COMMANDS = (train, encode, evaluate, demo, index, video, serve, search, duplicates, info)
 
 
 def _version_text() -> str:

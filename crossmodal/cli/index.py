@@ -19,38 +19,47 @@ EXAMPLES = {
   crossmodal index build --model models/f8k --data data/flickr8k --split test --bits 64 --out idx/f8k
   crossmodal index build --model models/f8k --data data/flickr8k --type ivf --param nlist=256 --out idx/ivf""",
     "sync": """examples:
-  crossmodal index sync --index idx/photos --images ~/Pictures""",
+  crossmodal index sync --index idx/photos --images ~/Pictures
+  crossmodal index sync --index idx/photos --images ~/Pictures/trip-2024 --prune-missing   # after a rename
+  crossmodal index sync --index idx/photos --prune-missing --dry-run""",
     "add": """examples:
   crossmodal index add --index idx/photos --images ~/Pictures/2026 new1.jpg
   crossmodal index add --index idx/f8k --texts "a dog on a beach" "two children at a table"\n""",
     "remove": """examples:
   crossmodal index remove --index idx/f8k --modality image photos/new1.jpg
-  crossmodal index remove --index idx/f8k --modality text "a dog on a beach"\n""",
+  crossmodal index remove --index idx/f8k --modality text "a dog on a beach"
+  crossmodal index remove --index idx/photos --under ~/Pictures/old-phone\n""",
     "info": """examples:
   crossmodal index info --index idx/f8k""",
 }
 
 
-def parse_params(pairs) -> dict:
-    """``--param NAME=VALUE`` pairs; integers become ints."""
+def parse_params(pairs, kind: str, bits: int | None = None) -> dict:
+    """``--param NAME=VALUE`` pairs, checked against index type ``kind`` (names, whole
+    numbers, ranges) before any work is done."""
+    from retrieval.index_types import index_params
+
     out = {}
     for p in pairs or []:
         if "=" not in p:
             raise InvalidInput(f"--param takes NAME=VALUE, got {p!r}")
         k, v = p.split("=", 1)
-        out[k] = int(v) if v.lstrip("-").isdigit() else v
-    return out
+        out[k.strip()] = v.strip()
+    index_params(kind, out, nbits=bits)  # refuse now: not after minutes of encoding
+    return {k: int(v) if v.lstrip("+-").isdigit() else v for k, v in out.items()}
 
 
 def run_build(args) -> dict:
     from crossmodal.model import CrossModalHasher
-    from retrieval.index import IndexChanges, check_index_destination, read_manifest
+    from retrieval.index import IndexChanges, check_index_destination, discard_empty_index, has_index, read_manifest
+    from retrieval.index_types import check_training_size, index_params
     from retrieval.ingest import build_index, embed_prepared
     from retrieval.photos import PhotoReport, index_photos, walk_photos
 
     if not (args.data or args.images):
         raise InvalidInput("index build: nothing to index: give --data DIR (a prepared dataset) and/or "
                            "--images DIR|FILE... (photo folders)")
+    params = parse_params(args.param, args.type, args.bits)
     check_index_destination(args.out)  # before minutes of feature extraction, not after
     model = CrossModalHasher.from_pretrained(args.model)
     if args.bits not in model.config.bits:
@@ -65,23 +74,38 @@ def run_build(args) -> dict:
     if args.images and not args.data and not photos:
         raise NothingDone(f"index build: no photos found under {', '.join(map(str, args.images))}; no index was "
                           f"written")
+    if args.images and not resumed:
+        check_training_size(args.type, index_params(args.type, params), min(len(photos), args.chunk_size))
     dataset_items = IndexChanges()
     if args.data:
         dataset_items, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
         print_screening(screening)
-    if resumed:
-        print(f"{args.out} already holds a build of these photos by this model: resuming (photos indexed before are "
-              f"not read again)")
-    else:
-        build_index(model, args.model, dataset_items, args.out, args.bits, index_type=args.type,
-                    params=parse_params(args.param), backend=args.backend, backend_options=backend_options(args),
-                    rerank=None if args.rerank_store == "none" else args.rerank_store, build_inputs=inputs,
-                    rerank_candidates=args.rerank)
-    if args.images:
-        warn_if_synthetic(args.model)
-        index_photos(args.out, model, photos, report, photo_options(args), update=True)
-        print(f"photos: {report.found} found, " + report.summary())
+        if not resumed:
+            check_training_size(args.type, index_params(args.type, params),
+                                min(dataset_items.added_counts().values(), default=0))
+    created = not has_index(args.out)
+    try:
+        if resumed:
+            print(f"{args.out} already holds a build of these photos by this model: resuming (photos indexed before "
+                  f"are not read again)")
+        else:
+            build_index(model, args.model, dataset_items, args.out, args.bits, index_type=args.type,
+                        params=params, backend=args.backend, backend_options=backend_options(args),
+                        rerank=None if args.rerank_store == "none" else args.rerank_store, build_inputs=inputs,
+                        rerank_candidates=args.rerank)
+        if args.images:
+            warn_if_synthetic(args.model)
+            index_photos(args.out, model, photos, report, photo_options(args), update=True)
+            print(report.summary())
+    except BaseException:
+        if created:  # a first build that failed leaves nothing that blocks the next attempt
+            discard_empty_index(args.out)
+        raise
     saved = read_manifest(args.out)["counts"]
+    if not any(saved.values()):
+        discard_empty_index(args.out)
+        raise NothingDone(f"index build: nothing could be indexed: {len(report.failed)} of {report.seen} photo(s) "
+                          f"unreadable (named above); no index was written")
     counts = {m: saved.get(m, 0) for m in ("image", "text")}
     print(f"index written to {args.out}: {counts['image']} images, {counts['text']} texts, "
           f"{args.bits}-bit {args.type} ({args.backend})")
@@ -103,11 +127,14 @@ def _existing_build(args, model, inputs: dict) -> bool:
     """Whether ``--out`` holds an interrupted photo build of the same inputs by the same
     model (resume it: True). Any other index there is refused unless ``--overwrite``."""
     from crossmodal.errors import UnsafeOutput
-    from retrieval.index import has_index, read_manifest
+    from retrieval.index import discard_empty_index, has_index, read_manifest
 
     if not has_index(args.out):
         return False
     manifest = read_manifest(args.out)
+    if not any(manifest.get("counts", {}).values()) and discard_empty_index(args.out):
+        print(f"{args.out}: removed the empty index an earlier build left there", file=sys.stderr)
+        return False
     if (args.images and not args.data and manifest.get("build_inputs") == inputs
             and manifest["model_fingerprint"] == model.fingerprint()):
         return True
@@ -177,13 +204,35 @@ def run_add(args) -> dict:
 def run_sync(args) -> dict:
     from crossmodal.model import CrossModalHasher
     from retrieval.index import read_manifest
-    from retrieval.photos import sync_photos
+    from retrieval.photos import prune_missing, sync_photos
 
+    if not args.images and not args.prune_missing:
+        raise InvalidInput("index sync: give --images DIR... (the folders to follow), --prune-missing, or both")
+    if args.dry_run and args.images:
+        raise InvalidInput("--dry-run shows what --prune-missing would remove: run it without --images")
+    if args.dry_run and not args.prune_missing:
+        raise InvalidInput("--dry-run goes with --prune-missing")
     model = CrossModalHasher.from_pretrained(args.model or read_manifest(args.index).get("model_path"))
-    report = sync_photos(args.index, model, args.images, photo_options(args))
-    print(report.sync_summary())
-    return {"added": report.added, "updated": report.updated, "removed": report.removed,
-            "unchanged": report.present, "failed": len(report.failed)}
+    out = {}
+    if args.images:
+        report = sync_photos(args.index, model, args.images, photo_options(args))
+        print(report.sync_summary())
+        out = {"added": report.added, "updated": report.updated, "removed": report.removed,
+               "unchanged": report.present, "failed": len(report.failed)}
+    if args.prune_missing:
+        gone = prune_missing(args.index, model, dry_run=args.dry_run)
+        for path in gone[:20]:
+            print(f"{'would remove' if args.dry_run else 'removed'}: {_shown(path)}", file=sys.stderr)
+        if len(gone) > 20:
+            print(f"... and {len(gone) - 20} more", file=sys.stderr)
+        print(f"{len(gone)} photo(s) whose files are gone {'would be removed (dry run: nothing was changed)' if args.dry_run else 'removed'}")
+        out["pruned"] = len(gone)
+    return out
+
+
+def _shown(path: str) -> str:
+    from retrieval.store import display_text
+    return display_text(path)
 
 
 def photo_options(args):
@@ -220,16 +269,33 @@ def resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]
 
 def run_remove(args) -> int:
     from retrieval.index import CrossModalIndex, IndexChanges, write_index
+    from retrieval.photos import remove_under
 
-    keys, missing = resolve_removal_keys(CrossModalIndex.load(args.index), args.modality, args.keys)
-    n = write_index(args.index, None, IndexChanges().remove_keys(args.modality, keys)).removed
-    for key in missing:
-        print(f"not in the index: {args.modality} {key!r}", file=sys.stderr)
-    if not n:
-        raise NothingDone(f"nothing removed from {args.index}: no {args.modality} item has the key(s) given "
-                          f"(image files are keyed by their absolute path, dataset items by their id, captions "
-                          f"by their text or '<id>#<n>'); no new version was written")
-    print(f"removed {n} {args.modality} item(s)")
+    if not (args.keys or args.under):
+        raise InvalidInput("index remove: give the keys of the items to remove, or --under DIR")
+    n = 0
+    if args.under:
+        removed = remove_under(args.index, args.under, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {removed['image']} photo(s) and {removed['frame']} video frame(s) under "
+              f"{', '.join(map(str, args.under))}{' (dry run: nothing was changed)' if args.dry_run else ''}")
+        n += sum(removed.values())
+    if args.keys:
+        keys, missing = resolve_removal_keys(CrossModalIndex.load(args.index), args.modality, args.keys)
+        for key in missing:
+            print(f"not in the index: {args.modality} {key!r}", file=sys.stderr)
+        if args.dry_run:
+            print(f"would remove {len(keys)} {args.modality} item(s) (dry run: nothing was changed)")
+            return n + len(keys)
+        removed_keys = write_index(args.index, None, IndexChanges().remove_keys(args.modality, keys)).removed
+        if removed_keys:
+            print(f"removed {removed_keys} {args.modality} item(s)")
+        n += removed_keys
+    if not n and not args.dry_run:
+        what = (f"no {args.modality} item has the key(s) given (image files are keyed by their absolute path, dataset "
+                f"items by their id, captions by their text or '<id>#<n>')" if args.keys else
+                "no photo or video frame lies under the folder(s) given")
+        raise NothingDone(f"nothing removed from {args.index}: {what}; no new version was written")
     return n
 
 
@@ -306,14 +372,21 @@ def register(sub) -> None:
     y = add_command(isub, "sync", "bring an index in line with photo folders: add new, re-encode changed, "
                                   "remove deleted", EXAMPLES["sync"])
     index_and_model_args(y)
-    y.add_argument("--images", nargs="+", required=True, metavar="DIR", help="the photo folders to follow")
+    y.add_argument("--images", nargs="+", default=None, metavar="DIR", help="the photo folders to follow")
+    y.add_argument("--prune-missing", action="store_true",
+                   help="also remove every photo whose file is gone, wherever it was (a renamed or deleted folder; "
+                        "a drive that is not plugged in counts as gone: try --dry-run first)")
+    y.add_argument("--dry-run", action="store_true", help="with --prune-missing: list what would go, change nothing")
     photo_args(y)
     y.set_defaults(func=run_sync)
 
     r = add_command(isub, "remove", "remove items by key", EXAMPLES["remove"])
     r.add_argument("--index", required=True, help="index folder")
     r.add_argument("--modality", default="image", choices=list(MODALITIES), help="which items the keys name")
-    r.add_argument("keys", nargs="+", help="image file paths, dataset item ids, caption texts or '<id>#<n>'")
+    r.add_argument("keys", nargs="*", help="image file paths, dataset item ids, caption texts or '<id>#<n>'")
+    r.add_argument("--under", action="append", metavar="DIR",
+                   help="remove every photo and video frame inside this folder (repeatable), present or not")
+    r.add_argument("--dry-run", action="store_true", help="say what would be removed, change nothing")
     r.set_defaults(func=run_remove)
 
     i = add_command(isub, "info", "what an index holds", EXAMPLES["info"])

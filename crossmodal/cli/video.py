@@ -40,6 +40,7 @@ def run_add(args):
 
 def run_search(args):
     from retrieval.search import Searcher
+    from retrieval.store import display_text
     from retrieval.video import image_to_moments, text_to_moments
 
     searcher = Searcher.open(args.index, args.model)
@@ -52,13 +53,14 @@ def run_search(args):
     else:
         print(f"{len(moments)} moment(s)")
         for n, m in enumerate(moments, 1):
-            print(f"{n:>3}. {m.video}  {clock(m.start)}-{clock(m.end)}  best d={m.best_distance}  "
+            print(f"{n:>3}. {display_text(m.video)}  {clock(m.start)}-{clock(m.end)}  best d={m.best_distance}  "
                   f"score={m.score:.3f}")
     return moments
 
 
 def run_captions(args):
     from retrieval.search import Searcher
+    from retrieval.store import display_text
     from retrieval.video import video_captions
 
     searcher = Searcher.open(args.index, args.model)
@@ -67,7 +69,7 @@ def run_captions(args):
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{args.video}: {len(res['segments'])} segment(s)")
+        print(f"{display_text(args.video)}: {len(res['segments'])} segment(s)")
         for seg in res["segments"]:
             best = seg["captions"][0] if seg["captions"] else None
             print(f"  {clock(seg['start'])}-{clock(seg['end'])}  " +
@@ -81,8 +83,9 @@ def run_captions(args):
 
 def sampling_args(p) -> None:
     p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many sampled frames per video")
-    p.add_argument("--dedup-radius", type=int, default=2, help="skip frames this close to the last kept one")
+    p.add_argument("--max-frames", type=count(1), default=None,
+                   help="stop after this many sampled frames per video (at least 1; leave it out for no limit)")
+    p.add_argument("--dedup-radius", type=count(0), default=2, help="skip frames this close to the last kept one")
 
 
 def register(sub) -> None:

@@ -57,8 +57,9 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, min_side: int | 
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 try:
                     img = Image.open(stream)
-                except Image.DecompressionBombError as e:
-                    raise ImageTooLarge(f"{e}; the limit is {limit / 1e6:.0f} MP") from None
+                except Image.DecompressionBombError:  # Pillow's own, far larger limit: name ours, once
+                    raise ImageTooLarge(f"image exceeds the limit of {limit / 1e6:.0f} MP (raise it with "
+                                        f"CROSSMODAL_MAX_PIXELS)") from None
             w, h = img.size
             if w * h > limit:
                 raise ImageTooLarge(f"image of {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of "
@@ -71,3 +72,27 @@ def open_image(source: str | os.PathLike | bytes | Image.Image, min_side: int | 
             stream.close()
     img = ImageOps.exif_transpose(img)
     return img if img.mode == "RGB" else img.convert("RGB")
+
+
+#: EXIF tags: the Exif sub-IFD, and the moment the picture was taken within it
+_EXIF_IFD, _DATE_TIME_ORIGINAL = 0x8769, 36867
+
+
+def photo_date(path: str | os.PathLike, mtime_ns: int) -> tuple[str, str]:
+    """When a photo was taken, as a naive ISO date-time, and where that came from:
+    ``("2023-07-14T10:22:03", "exif")`` from EXIF DateTimeOriginal (the camera's clock,
+    no time zone), else the file's modification time in this machine's local time
+    (``"mtime"``). Reads the header only, never the pixels."""
+    import datetime as dt
+
+    try:
+        with Image.open(path) as im:
+            raw = im.getexif().get_ifd(_EXIF_IFD).get(_DATE_TIME_ORIGINAL)
+        if isinstance(raw, bytes):
+            raw = raw.decode("ascii", "replace")
+        if isinstance(raw, str) and raw.strip():
+            taken = dt.datetime.strptime(raw.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
+            return taken.isoformat(), "exif"
+    except Exception:  # no EXIF, a damaged or blank tag ("0000:00:00 00:00:00"): the file's time
+        pass
+    return dt.datetime.fromtimestamp(mtime_ns / 1e9).replace(microsecond=0).isoformat(), "mtime"
