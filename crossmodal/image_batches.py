@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import open_cell, open_image
+from .data.images import look_hash, open_cell, open_image
 from .progress import progress
 
 #: batches each worker decodes ahead of the runtime
@@ -124,7 +124,7 @@ class _Decoding(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             img, digest = self.sources.open(i)
-            return i, self.transform(img), digest, None
+            return i, self.transform(img), (digest, look_hash(img)), None
         except Exception as e:  # Pillow raises many types for bad files; the batch goes on
             return i, None, None, decode_failure(e)
 
@@ -141,6 +141,7 @@ class EncodedBatch:
     outputs: np.ndarray | torch.Tensor
     digests: list[str | None]
     failed: list[tuple[int, str]] = field(default_factory=list)
+    looks: list[str] = field(default_factory=list)  #: :func:`~crossmodal.data.images.look_hash` of each image
 
 
 def decoded_pixels(sources: ImageSources, transform, positions: Sequence[int]) -> list[torch.Tensor | None]:
@@ -166,4 +167,5 @@ def encode_batches(sources: ImageSources, transform: Callable[[Image.Image], tor
         good = [(i, x, d) for i, x, d, why in batch if why is None]
         failed = [(i, why) for i, _, _, why in batch if why is not None]
         outputs = run(torch.stack([x for _, x, _ in good])) if good else None
-        yield EncodedBatch([i for i, _, _ in good], outputs, [d for _, _, d in good], failed)
+        yield EncodedBatch([i for i, _, _ in good], outputs, [d[0] for _, _, d in good], failed,
+                           [d[1] for _, _, d in good])

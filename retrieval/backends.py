@@ -30,6 +30,11 @@ from crossmodal.errors import CrossmodalError, InvalidInput
 
 from .index_types import INDEX_TYPES, index_params
 
+#: an approximate index answers a filter that keeps at most this share of its items
+#: exactly, over those items' codes; a wider filter widens its candidate list instead
+EXACT_SUBSET_SHARE = 0.1
+
+
 class UnsupportedOperation(CrossmodalError, RuntimeError):
     pass
 
@@ -49,8 +54,9 @@ class FaissBinaryIndex:
         if nbits % 8:
             raise InvalidInput(f"code length {nbits} is not a multiple of 8")
         self.nbits, self.kind = nbits, kind
-        self.params = index_params(kind, params)
+        self.params = index_params(kind, params, nbits=nbits)
         self.index = index if index is not None else self._new()
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # (ids sorted, their codes): filtered search
         self._apply_search_params()
 
     def _new(self):
@@ -121,6 +127,7 @@ class FaissBinaryIndex:
             raise ValueError(f"{len(ids)} ids for {len(codes)} codes")
         if not self.index.is_trained:
             self.train(codes)
+        self._by_id = None
         if self.kind != "ivf":
             # faiss appends ids one by one: size the id vector first so it does not grow by doubling
             old = self.index.id_map.size()
@@ -135,6 +142,7 @@ class FaissBinaryIndex:
             raise UnsupportedOperation(
                 f"a {self.kind} index cannot remove or update items (faiss does not support it); "
                 f"rebuild the index, or build it with --type flat or --type ivf, which can")
+        self._by_id = None
         return int(self.index.remove_ids(faiss.IDSelectorBatch(_ids(ids))))
 
     def stored_ids(self) -> np.ndarray:
@@ -154,6 +162,8 @@ class FaissBinaryIndex:
         if self.ntotal == 0 or (allowed is not None and not len(allowed)):
             return np.full((len(codes), k), -1, np.int32), np.full((len(codes), k), -1, np.int64)
         if allowed is not None and self.kind != "flat":
+            if len(allowed) <= EXACT_SUBSET_SHARE * self.ntotal:
+                return self._search_subset(codes, k, allowed)
             return widened_search(lambda c, kk: self.search(c, kk), codes, k, allowed, self.ntotal)
         D, I = self.index.search(codes, k, params=self._selecting(allowed))
         D = D.astype(np.int32)
@@ -184,6 +194,28 @@ class FaissBinaryIndex:
             out.append((d[pos], i[pos]))
         return out
 
+    def _search_subset(self, codes: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among a few allowed items (an approximate index would probe lists
+        that hold none of them): their codes, looked up by id, scanned by a flat index."""
+        import faiss
+
+        if self._by_id is None:
+            ids, all_codes = self.codes_of_all()
+            order = np.argsort(ids, kind="stable")
+            self._by_id = (ids[order], all_codes[order])
+        ids, all_codes = self._by_id
+        pos = np.minimum(np.searchsorted(ids, allowed), max(len(ids) - 1, 0))
+        pos = pos[ids[pos] == allowed] if len(ids) else pos[:0]
+        D = np.full((len(codes), k), -1, np.int32)
+        I = np.full((len(codes), k), -1, np.int64)
+        if len(pos):
+            flat = faiss.IndexBinaryFlat(self.nbits)
+            flat.use_heap = False
+            flat.add(np.ascontiguousarray(all_codes[pos]))
+            d, i = flat.search(codes, min(k, len(pos)))
+            D[:, :d.shape[1]], I[:, :i.shape[1]] = d, np.where(i >= 0, ids[pos][np.maximum(i, 0)], -1)
+        return D, I
+
     @staticmethod
     def _selecting(allowed: np.ndarray | None):
         """faiss search parameters that keep only ``allowed`` ids (a flat index), or None."""
@@ -213,7 +245,9 @@ class FaissBinaryIndex:
                 return np.zeros(0, np.int64), np.zeros((0, self.nbits // 8), np.uint8)
             return np.concatenate(ids), np.concatenate(codes)
         ids = self.stored_ids()
-        return ids, self.index.index.reconstruct_n(0, len(ids)).reshape(len(ids), self.nbits // 8)
+        inner = self._inner()
+        flat = inner if self.kind == "flat" else faiss.downcast_IndexBinary(inner.storage)  # hnsw, multihash
+        return ids, faiss.vector_to_array(flat.xb).reshape(len(ids), self.nbits // 8)
 
     # ---- persistence ----------------------------------------------------------------
     def write_into(self, folder: Path, modality: str) -> None:

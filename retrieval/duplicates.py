@@ -2,11 +2,15 @@
 pair confirmed by the cosine of the stored outputs.
 
 Copies of one photo (the same file twice, a re-saved JPEG, a resized copy) get codes a
-few bits apart, but so can two different photos of one kind of scene: the Hamming radius
-finds candidates cheaply, and the item's stored outputs (what the second stage of every
-search re-ranks by) confirm them, at a cosine far above what two different photos reach.
-Confirmed pairs are joined into groups (union-find), largest first. The defaults are
-chosen on planted copies among real photos (``benchmarks/bench_duplicates.py``).
+few bits apart, but so can two different photos of one kind of scene: the model's codes
+and outputs say what a photo shows, and three basketball players in white at one arena
+show the same thing. So the Hamming radius finds candidates cheaply, the stored outputs
+(what every search re-ranks by) must agree, and so must each photo's look: a 64-bit
+difference hash of its grey thumbnail kept at ingest (``extra["look"]``,
+:func:`crossmodal.data.images.look_hash`), which copies keep within a few bits and
+different photos do not. Photos indexed before looks were kept are confirmed by their
+outputs alone. Confirmed pairs are joined into groups (union-find), largest first. The
+defaults are chosen on planted copies among real photos (``benchmarks/bench_duplicates.py``).
 """
 from __future__ import annotations
 
@@ -18,14 +22,18 @@ from crossmodal.errors import InvalidInput
 
 from .rerank import unit_rows
 
-#: Hamming radius of the candidate search, by code length (about 1 bit in 6: see module doc)
-DEFAULT_RADIUS = {16: 2, 32: 5, 64: 10, 128: 20}
-#: cosine of the stored outputs a candidate pair needs to count as one photo
-DEFAULT_MIN_COSINE = 0.95
+#: Hamming radius of the candidate search, by code length: 14 of 64 bits chosen on planted
+#: copies among Flickr8k train photos (``benchmarks/bench_duplicates.py``, result file
+#: ``duplicates-*``); the other lengths keep the same share of the code
+DEFAULT_RADIUS = {16: 4, 32: 7, 64: 14, 128: 28}
+#: cosine of the stored outputs a candidate pair needs (chosen with the radius)
+DEFAULT_MIN_COSINE = 0.8
+#: bits of the two photos' 64-bit look hashes that may differ (chosen with the radius)
+DEFAULT_MAX_LOOK_DISTANCE = 8
 
 
 def default_radius(nbits: int) -> int:
-    return DEFAULT_RADIUS.get(nbits, max(1, nbits // 6))
+    return DEFAULT_RADIUS.get(nbits, max(1, round(nbits * 14 / 64)))
 
 
 @dataclass
@@ -63,11 +71,15 @@ class _Groups:
 
 
 def find_duplicates(index, modality: str = "image", radius: int | None = None,
-                    min_cosine: float | None = DEFAULT_MIN_COSINE, batch: int = 4096) -> list[DuplicateGroup]:
+                    min_cosine: float | None = DEFAULT_MIN_COSINE,
+                    max_look_distance: int | None = DEFAULT_MAX_LOOK_DISTANCE, batch: int = 4096
+                    ) -> list[DuplicateGroup]:
     """Groups of near-duplicate items of ``modality`` in ``index``: pairs within ``radius``
     bits (default: by code length), confirmed by a cosine of stored outputs of at least
-    ``min_cosine`` (None: codes alone, also for an index that keeps no outputs). Largest
-    groups first, then by their first key; within a group, items in index order."""
+    ``min_cosine`` (None: not by outputs, also for an index that keeps none) and by looks
+    at most ``max_look_distance`` bits apart where both items have one (None: not by
+    looks). Largest groups first, then by their first key; within a group, items in
+    index order."""
     if radius is None:
         radius = default_radius(index.nbits)
     if radius < 0:
@@ -87,6 +99,11 @@ def find_duplicates(index, modality: str = "image", radius: int | None = None,
     if store is not None:
         vectors, scales, found = store.lookup(ids)
         units = unit_rows(vectors * scales[:, None])
+    looks = None
+    if max_look_distance is not None:
+        by_id = {m["id"]: m["extra"].get("look") for m in index.items_of(modality)}
+        has_look = np.array([bool(by_id.get(int(i))) for i in ids])
+        looks = np.array([int(by_id[int(i)], 16) if has_look[n] else 0 for n, i in enumerate(ids)], dtype=np.uint64)
     for start in range(0, len(ids), batch):
         for q, (dist, found_ids) in enumerate(be.range_search(codes[start:start + batch], radius)):
             a = start + q
@@ -96,6 +113,9 @@ def find_duplicates(index, modality: str = "image", radius: int | None = None,
             if store is not None:
                 ok = found[others] & found[a] & ((units[others] @ units[a]) >= min_cosine)
                 others = others[ok]
+            if looks is not None and has_look[a] and len(others):
+                apart = np.unpackbits((looks[others] ^ looks[a]).view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+                others = others[~has_look[others] | (apart <= max_look_distance)]
             for b in others:
                 groups.join(a, int(b))
     members: dict[int, list[int]] = {}

@@ -168,10 +168,10 @@ def runtime_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 2) - workers)
 
 
-def _photo_item(p: PhotoFile, digest: str) -> Item:
+def _photo_item(p: PhotoFile, digest: str, look: str) -> Item:
     date, origin = photo_date(p.path, p.mtime_ns)
     return Item(key=p.path, source=p.path, extra={"size": p.size, "mtime_ns": p.mtime_ns, "hash": digest,
-                                                  "date": date, "date_from": origin})
+                                                  "look": look, "date": date, "date_from": origin})
 
 
 def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_BATCH,
@@ -187,7 +187,8 @@ def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_
     for batch in encode_batches(sources, enc.transform(train=False), runtime.relaxed, batch_size, workers,
                                 desc=desc, unit="photo"):
         relaxed = batch.outputs if batch.positions else np.zeros((0, model.config.output_width), np.float32)
-        yield ([_photo_item(photos[i], digest) for i, digest in zip(batch.positions, batch.digests)], relaxed,
+        yield ([_photo_item(photos[i], digest, look)
+                for i, digest, look in zip(batch.positions, batch.digests, batch.looks)], relaxed,
                [(photos[i].path, why) for i, why in batch.failed])
 
 

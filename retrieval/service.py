@@ -27,7 +27,7 @@ from crossmodal.errors import InvalidInput
 from .batching import EmbedBatcher
 from .index import MODALITIES, IndexChanges, write_index
 from .ingest import text_items
-from .duplicates import DEFAULT_MIN_COSINE, default_radius, find_duplicates
+from .duplicates import DEFAULT_MAX_LOOK_DISTANCE, DEFAULT_MIN_COSINE, default_radius, find_duplicates
 from .filters import SORTS, ItemFilter
 from .search import (DEFAULT_EXCLUDE_WEIGHT, DEFAULT_MIX, MAX_QUERY_CHARS, ResultForm, Searcher, check_query_texts,
                      compose_query, image_query_target)
@@ -230,11 +230,13 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
 
     @app.get("/api/duplicates")
     def duplicates(bits: int | None = None, radius: int | None = Query(None, ge=0, le=128),
-                   min_cosine: float = Query(DEFAULT_MIN_COSINE, ge=-1, le=1), limit: int = Query(100, ge=1, le=1000)):
+                   min_cosine: float = Query(DEFAULT_MIN_COSINE, ge=-1, le=1),
+                   max_look_distance: int = Query(DEFAULT_MAX_LOOK_DISTANCE, ge=0, le=64),
+                   limit: int = Query(100, ge=1, le=1000)):
         """Groups of near-duplicate photos, largest first (``crossmodal duplicates``)."""
         s = pick(bits)
         try:
-            groups = find_duplicates(s.index, "image", radius, min_cosine)
+            groups = find_duplicates(s.index, "image", radius, min_cosine, max_look_distance)
         except InvalidInput as e:
             raise HTTPException(422, f"invalid request: {e}") from None
         return {"radius": default_radius(s.index.nbits) if radius is None else radius, "min_cosine": min_cosine,

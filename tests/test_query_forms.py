@@ -75,6 +75,31 @@ def test_a_filtered_search_is_the_full_ranking_without_the_others(kind, params):
         assert {h.id for h in hits} <= allowed
 
 
+@pytest.mark.parametrize("kind,params", [("ivf", {"nlist": 16, "nprobe": 1}), ("hnsw", None),
+                                         ("multihash", {"nhash": 2, "b": 16})])
+def test_a_selective_filter_on_an_approximate_index_is_exact(kind, params):
+    """A filter keeping a few items: the approximate types search exactly among them (a
+    probe of 1 list in 16 would miss most of them)."""
+    from crossmodal.codes import sign_codes
+
+    idx, floats = _index(kind, params=params)
+    where = ItemFilter.parse(after="2020-03-01", before="2020-03-31")  # 30 of 600 items
+    allowed = set(idx.allowed_ids("image", where).tolist())
+    assert len(allowed) == 30
+    codes = sign_codes(floats[:4] - 0.2, 32)
+    brute = CrossModalIndex(32, "fp", "flat")
+    ids = sorted(allowed)
+    metas = idx.metadata.get(ids)
+    brute.add("image", [Item(metas[i]["key"], metas[i]["source"]) for i in ids],
+              idx.indexes["image"].codes_of_all()[1][[list(idx.indexes["image"].codes_of_all()[0]).index(i) for i in ids]])
+    expected = brute.search(codes, "image", k=10, rerank=0)
+    got = idx.search(codes, "image", k=10, rerank=0, where=where)
+    for e, g in zip(expected, got):
+        assert [h.distance for h in g] == [h.distance for h in e]
+        last = e[-1].distance
+        assert {h.key for h in g if h.distance < last} == {h.key for h in e if h.distance < last}
+
+
 def test_filter_columns_follow_changes_to_the_index():
     idx, floats = _index("flat", n=50)
     where = ItemFilter.parse(["/lib/new"])

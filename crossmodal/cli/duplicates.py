@@ -10,16 +10,18 @@ EXAMPLES = """examples:
   crossmodal duplicates --index idx/photos --radius 6 --json > groups.json"""
 
 
-def min_cosine(text: str):
-    """An argparse type: a cosine, or 'none' (codes alone)."""
+def or_none(kind: type, what: str):
+    """An argparse type: a number of ``kind``, or 'none' (that check off)."""
     import argparse
 
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a cosine from -1 to 1, or none; got {text!r}") from None
+    def parse(text: str):
+        if text.strip().lower() == "none":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, or none; got {text!r}") from None
+    return parse
 
 
 def run(args):
@@ -29,9 +31,10 @@ def run(args):
 
     index = CrossModalIndex.load(args.index)
     radius = default_radius(index.nbits) if args.radius is None else args.radius
-    groups = find_duplicates(index, "image", radius, args.min_cosine)
+    groups = find_duplicates(index, "image", radius, args.min_cosine, args.max_look_distance)
     if args.json:  # ensure_ascii: any file name, losslessly (surrogate escapes), never a crash
         print(json.dumps({"index": str(args.index), "radius": radius, "min_cosine": args.min_cosine,
+                          "max_look_distance": args.max_look_distance,
                           "groups": [g.to_dict() for g in groups]}, indent=2))
         return groups
     copies = sum(len(g.ids) - 1 for g in groups)
@@ -47,14 +50,17 @@ def run(args):
 
 
 def register(sub) -> None:
-    from retrieval.duplicates import DEFAULT_MIN_COSINE, DEFAULT_RADIUS
+    from retrieval.duplicates import DEFAULT_MAX_LOOK_DISTANCE, DEFAULT_MIN_COSINE, DEFAULT_RADIUS
 
     p = add_command(sub, "duplicates", "find groups of near-duplicate photos (copies, re-saved, resized)", EXAMPLES)
     p.add_argument("--index", required=True, help="index folder")
     p.add_argument("--radius", type=count(0), default=None,
                    help="Hamming radius of the candidates (default by code length: "
                         f"{', '.join(f'{b}: {r}' for b, r in DEFAULT_RADIUS.items())})")
-    p.add_argument("--min-cosine", type=min_cosine, default=DEFAULT_MIN_COSINE,
-                   help="cosine of the stored outputs that confirms a pair (none: codes alone)")
+    p.add_argument("--min-cosine", type=or_none(float, "a cosine from -1 to 1"), default=DEFAULT_MIN_COSINE,
+                   help="cosine of the stored outputs a pair needs (none: not checked)")
+    p.add_argument("--max-look-distance", type=or_none(int, "a number of bits from 0 to 64"),
+                   default=DEFAULT_MAX_LOOK_DISTANCE,
+                   help="bits of the photos' 64-bit look hashes that may differ (none: not checked)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

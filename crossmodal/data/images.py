@@ -96,3 +96,20 @@ def photo_date(path: str | os.PathLike, mtime_ns: int) -> tuple[str, str]:
     except Exception:  # no EXIF, a damaged or blank tag ("0000:00:00 00:00:00"): the file's time
         pass
     return dt.datetime.fromtimestamp(mtime_ns / 1e9).replace(microsecond=0).isoformat(), "mtime"
+
+
+def look_hash(img: Image.Image) -> str:
+    """A 64-bit difference hash (dHash) of how an image looks, as 16 hex digits: the
+    sign of each horizontal brightness step on a 9x8 grey thumbnail. Copies of one photo
+    (re-saved, resized) keep it within a few bits whatever the model thinks they show;
+    two photos of the same kind of scene, which the model's outputs cannot tell apart,
+    do not. Near-duplicate search confirms its pairs with it."""
+    import numpy as np
+
+    small = np.asarray(img.convert("L").resize((9, 8), Image.BILINEAR, reducing_gap=2.0), dtype=np.int16)
+    return np.packbits((small[:, 1:] > small[:, :-1]).ravel()).tobytes().hex()
+
+
+def look_distance(a: str, b: str) -> int:
+    """Bits that differ between two :func:`look_hash` values."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
