@@ -230,7 +230,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
 
     @app.get("/api/duplicates")
     def duplicates(bits: int | None = None, radius: int | None = Query(None, ge=0, le=128),
-                   min_cosine: float = Query(DEFAULT_MIN_COSINE, ge=-1, le=1),
+                   min_cosine: float | None = Query(DEFAULT_MIN_COSINE, ge=-1, le=1),
                    max_look_distance: int = Query(DEFAULT_MAX_LOOK_DISTANCE, ge=0, le=64),
                    limit: int = Query(100, ge=1, le=1000)):
         """Groups of near-duplicate photos, largest first (``crossmodal duplicates``)."""

@@ -41,17 +41,18 @@ def test_eval_label_protocol_against_other_splits(tiny_model, tiny_data, feature
     assert rep["protocol"]["relevance"] == "labels"
     assert rep["protocol"]["database"] == {"images": 64, "texts": 320}
     assert "NDCG@100" in rep["results"]["i2t"]["32"]
-    # label relevance over 64 items (16 queries with pairs are too few to rank methods): the trained
-    # 32-bit codes beat LSH (random hyperplanes over the same model's outputs, fitted on train) both
-    # ways. At 16 bits this briefly trained model's image side does not (0.21 vs 0.24 mAP): the demo
-    # test makes the 16-bit comparison on a model trained to convergence.
+    # No ranking of methods here: 16 label queries against 64 items from a briefly trained model
+    # put the trained codes and LSH 0.0004 mAP apart on one machine and the other way round on
+    # another (thread counts change the training). Quality comparisons are made where the margin
+    # is wide: the demo test, on a model trained until its dev score is perfect.
     assert rep["protocol"]["baselines_fitted_on"] == ["train"]
     # dev is in the database here, yet CCA's ridge is still chosen on it (dev against dev: no
     # test query takes part), not set to the grid's smallest for want of a split
     assert rep["protocol"]["cca_itq_ridge"]["on"].startswith("['dev']")
-    for direction in ("i2t", "t2i"):
-        trained, lsh = rep["results"][direction]["32"]["mAP"], rep["baselines"]["lsh"][direction]["32"]["mAP"]
-        assert trained > lsh, (direction, trained, lsh)
+    for direction in ("i2t", "t2i"):  # every method is scored on the same protocol
+        for method in ("lsh", "itq", "cca_itq"):
+            assert 0.0 < rep["baselines"][method][direction]["32"]["mAP"] <= 1.0, (method, direction)
+        assert 0.0 < rep["results"][direction]["32"]["mAP"] <= 1.0
 
 
 def test_eval_without_baselines_reports_none(tiny_model, tiny_data, feature_cache_dir, tmp_path):

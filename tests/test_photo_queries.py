@@ -243,3 +243,31 @@ def test_hand_edits_and_a_stray_lock_folder_are_one_line(tiny_model, tmp_path):
 def test_video_sampling_limits_are_checked(tiny_model, tmp_path):
     res = cli("video", "add", "--index", tmp_path / "idx", "clip.mp4", "--max-frames", "0")
     assert res.returncode == 2 and "--max-frames: must be at least 1" in res.stderr
+
+
+def test_duplicates_among_real_photos_find_every_planted_copy(tmp_path):
+    """Issue V's check: 30 real photos and 4 planted copies (2 exact, 1 re-encoded, 1
+    resized), the bundled model: four groups, each a copy with its original, no other."""
+    from conftest import shared_path
+
+    images = shared_path("flickr8k", "images")
+    names = sorted(p.name for p in images.iterdir())[:30]
+    lib = tmp_path / "Pictures"
+    for i, name in enumerate(names):
+        (lib / f"album{i % 3}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(images / name, lib / f"album{i % 3}" / name)
+    copies = lib / "from-phone"
+    copies.mkdir()
+    shutil.copy(images / names[0], copies / "exact-1.jpg")
+    shutil.copy(images / names[1], copies / "exact-2.jpg")
+    Image.open(images / names[2]).save(copies / "resaved.jpg", quality=50)
+    big = Image.open(images / names[3])
+    big.resize((big.width * 3 // 4, big.height * 3 // 4), Image.LANCZOS).save(copies / "smaller.jpg", quality=90)
+    idx = tmp_path / "idx"
+    assert cli("index", "build", "--images", lib, "--out", idx).returncode == 0
+    res = cli("duplicates", "--index", idx, "--json")
+    assert res.returncode == 0, res.stderr
+    groups = json.loads(res.stdout)["groups"]
+    got = sorted(tuple(sorted(Path(k).name for k in g["keys"])) for g in groups)
+    assert got == sorted([tuple(sorted(p)) for p in (("exact-1.jpg", names[0]), ("exact-2.jpg", names[1]),
+                                                     ("resaved.jpg", names[2]), ("smaller.jpg", names[3]))])

@@ -32,6 +32,13 @@ def run(args):
     index = CrossModalIndex.load(args.index)
     radius = default_radius(index.nbits) if args.radius is None else args.radius
     groups = find_duplicates(index, "image", radius, args.min_cosine, args.max_look_distance)
+    lookless = sum(1 for m in index.items_of("image") if "look" not in m["extra"])
+    if lookless and args.max_look_distance is not None:
+        import sys
+
+        print(f"{lookless} photo(s) were indexed before look hashes were kept: their pairs are confirmed by the "
+              f"model's outputs alone, which is less precise; rebuild the index (index build --overwrite) to give "
+              f"them looks", file=sys.stderr)
     if args.json:  # ensure_ascii: any file name, losslessly (surrogate escapes), never a crash
         print(json.dumps({"index": str(args.index), "radius": radius, "min_cosine": args.min_cosine,
                           "max_look_distance": args.max_look_distance,
