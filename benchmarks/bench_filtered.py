@@ -4,8 +4,10 @@ One index of N items (default 1M, 64-bit codes, int8 outputs for re-ranking), it
 spread over 100 folders and ten years of dates. Queries one at a time, as a user sends
 them, k = 10 and the index's default re-ranking (100 candidates): unfiltered, then
 filters that keep 1 %, 10 % and 50 % of the items (a folder, a date range, both). The
-flat index filters inside faiss' scan (an ``IDSelector``); the IVF index widens its
-candidate list. Reported as milliseconds per query and as the ratio to the unfiltered
+flat index filters inside faiss' scan (a bitmap ``IDSelector``); the IVF index searches
+a filter keeping up to 5 % exactly among its items' codes, and widens its candidate list
+for a wider one. The first query of a new filter (which makes its bitmap or gathers its
+items' codes) is timed apart from the steady state. Reported as milliseconds per query and as the ratio to the unfiltered
 query of the same index type in the same run; the one-off cost of the filter columns
 (built at the first filtered query of a loaded index) is reported apart.
 
@@ -88,20 +90,25 @@ def main() -> int:
         t = time.perf_counter()
         shares = {name: len(idx.allowed_ids("image", f)) / n for name, f in filters.items()}
         columns_s = time.perf_counter() - t
+        per_query_ms(idx, queries[:50], None)  # warm: page in the codes and the re-rank store
         base = per_query_ms(idx, queries, None)
         rows = {"unfiltered": {"ms_per_query": round(base, 3), "ratio": 1.0, "share": 1.0}}
         for name, f in filters.items():
+            first = per_query_ms(idx, queries[:1], f)  # a new filter: its bitmap or its items' codes are made once
             ms = per_query_ms(idx, queries, f)
-            rows[name] = {"ms_per_query": round(ms, 3), "ratio": round(ms / base, 3), "share": round(shares[name], 4)}
+            rows[name] = {"ms_per_query": round(ms, 3), "ratio": round(ms / base, 3), "share": round(shares[name], 4),
+                          "first_query_ms": round(first, 2)}
         metrics[kind] = {"rows": rows, "build_s": round(built, 1), "filter_columns_s": round(columns_s, 2)}
         print(kind, metrics[kind], flush=True)
         del idx
-    lines = ["| index | query | items kept | ms / query | × unfiltered |", "|---|---|---|---|---|"]
+    lines = ["| index | query | items kept | ms / query | × unfiltered | first query of the filter (ms) |",
+             "|---|---|---|---|---|---|"]
     for kind, m in metrics.items():
         for name, r in m["rows"].items():
-            lines.append(f"| {kind} | {name} | {100 * r['share']:.1f} % | {r['ms_per_query']:.2f} | {r['ratio']:.2f} |")
+            lines.append(f"| {kind} | {name} | {100 * r['share']:.1f} % | {r['ms_per_query']:.2f} | {r['ratio']:.2f} | "
+                         f"{r.get('first_query_ms', '')} |")
     summary = (f"{n:,} items, 64-bit codes, int8 outputs re-ranking 100 candidates, k = 10, {args.queries} queries "
-               f"one at a time. Filter columns built once per loaded index: "
+               f"one at a time after a warm-up. Filter columns built once per loaded index: "
                + ", ".join(f"{k} {m['filter_columns_s']:.1f} s" for k, m in metrics.items()) + ".\n\n"
                + "\n".join(lines))
     publish("filtered-search", "Filtered search at 1M items (folders, dates)", "synthetic", metrics, summary)

@@ -96,7 +96,7 @@ class CrossModalIndex:
         self.version: str | None = None  # the version folder it was loaded from
         self.changes = 0  # items added, removed or re-stamped since load: a commit with none writes nothing
         self._generation = 0  # bumped by every change: the filter columns are rebuilt after one
-        self._filter_columns: dict[str, tuple[int, FilterColumns]] = {}
+        self._filter_columns: dict[str, tuple[int, FilterColumns, dict]] = {}
 
     # ---- building ----------------------------------------------------------------------
     def _backend(self, modality: str) -> BinaryIndex:
@@ -218,9 +218,14 @@ class CrossModalIndex:
                                "--target image or frame with it")
         cached = self._filter_columns.get(modality)
         if cached is None or cached[0] != self._generation:
-            cached = (self._generation, FilterColumns(self.metadata.filter_rows(modality)))
+            cached = (self._generation, FilterColumns(self.metadata.filter_rows(modality)), {})
             self._filter_columns[modality] = cached
-        return cached[1].allowed(where)
+        answers = cached[2]  # the same filter asked again (a user paging, a server) is not worked out again
+        if where not in answers:
+            if len(answers) >= 32:
+                answers.pop(next(iter(answers)))
+            answers[where] = cached[1].allowed(where)
+        return answers[where]
 
     # ---- search ------------------------------------------------------------------------
     def search(self, codes: np.ndarray, modality: str, k: int = 10, radius: int | None = None,

@@ -33,6 +33,7 @@ def test_readme_python_snippet_runs(tiny_model, tiny_data, feature_cache_dir, tm
     from PIL import Image
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the snippets' ~/Pictures
     assert main(["index", "build", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test",
                  "--bits", "64", "--cache-dir", str(feature_cache_dir), "--out", "runs/demo/index"]) == 0
     photos = tmp_path / "Pictures"
@@ -45,8 +46,10 @@ def test_readme_python_snippet_runs(tiny_model, tiny_data, feature_cache_dir, tm
     for block in _blocks("python"):
         exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 5 + 5 + 3
+    assert len(out) == 5 + 3 + 5 + 3
     assert all(line.split()[1].startswith(str(photos)) for line in out[:5])
+    # the query forms' snippet: scores, photos under ~/Pictures, their dates
+    assert all(float(line.split()[0]) and line.split()[1].startswith(str(photos)) for line in out[5:8])
 
 
 def _imports(path: Path) -> set[str]:
