@@ -15,6 +15,25 @@ from torch import nn
 from .errors import InvalidInput
 
 
+def itq_rotation(v: np.ndarray, iterations: int = 50, seed: int = 0) -> np.ndarray:
+    """Iterative quantization (Gong & Lazebnik 2011): the orthogonal ``R`` [d, d] that
+    lowers ``||sign(V R) - V R||`` for centred rows ``v`` [n, d], from a seeded random
+    rotation, alternating ``B = sign(V R)`` and the orthogonal Procrustes step
+    ``R = U W^T`` from the SVD ``V^T B = U S W^T``.
+
+    Written here rather than taken from faiss: ``faiss.ITQMatrix`` (1.12 to 1.15) leaves
+    the quantisation loss where its random start put it (on points of a rotated
+    hypercube, where this finds the rotation, it stays at a random rotation's loss;
+    ``tests/test_heads_quantizers.py``)."""
+    v = np.asarray(v, dtype=np.float64)
+    d = v.shape[1]
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    for _ in range(iterations):
+        u, _, wt = np.linalg.svd(v.T @ np.where(v @ rotation >= 0, 1.0, -1.0))
+        rotation = u @ wt
+    return rotation.astype(np.float32)
+
+
 class Quantizer(nn.Module):
     """Base: maps relaxed [N, >=K] outputs to boolean bits [N, K]."""
 
@@ -53,17 +72,10 @@ class ITQQuantizer(Quantizer):
             self.register_buffer(f"mean_{b}", torch.zeros(b))
 
     def fit(self, relaxed: np.ndarray, iterations: int = 50, seed: int = 0) -> None:
-        import faiss
-
         for b in self.bits:
             x = np.ascontiguousarray(relaxed[:, :b], dtype=np.float32)
             mean = x.mean(0)
-            itq = faiss.ITQMatrix(b)
-            itq.max_iter = iterations
-            itq.seed = seed
-            itq.train(x - mean)
-            rot = faiss.vector_to_array(itq.A).reshape(b, b)  # faiss applies y = A x
-            getattr(self, f"rotation_{b}").copy_(torch.from_numpy(rot.T.copy()))
+            getattr(self, f"rotation_{b}").copy_(torch.from_numpy(itq_rotation(x - mean, iterations, seed)))
             getattr(self, f"mean_{b}").copy_(torch.from_numpy(mean))
 
     def project(self, relaxed: torch.Tensor, nbits: int) -> torch.Tensor:

@@ -61,7 +61,8 @@ def _open(path: str | os.PathLike):
     stream = container.streams.video[0]
     if stream.codec_context is None or not stream.codec_context.name or stream.codec_context.name == "none":
         container.close()
-        raise VideoError(f"{p}: unsupported video codec (FFmpeg has no decoder for it)")
+        raise VideoError(f"{p}: its video stream cannot be decoded: the file is damaged, or FFmpeg has no decoder "
+                         f"for its codec")
     return container, stream
 
 

@@ -15,9 +15,10 @@ multihash   IndexBinaryMultiHash (nhash, b,    yes / no / no  (rebuild, or use f
 Tie order (documented, deterministic): results are sorted by Hamming distance, and
 items at equal distance by their position in the index, i.e. the order they were
 added (an updated item counts as added at its update). For ``flat`` this holds at the
-cut-off too: faiss' counting-sort search (``use_heap = False``) scans in index order
-and keeps the earliest items of the boundary distance. Approximate indexes return the
-candidates they find, sorted the same way.
+cut-off too: faiss' heap search breaks ties between equal distances by position (its
+heaps compare the ids on a tie), the order its slower counting-sort search
+(``use_heap = False``, used until this release) gives; ``tests/test_index.py`` checks the
+two agree. Approximate indexes return the candidates they find, sorted the same way.
 """
 from __future__ import annotations
 
@@ -100,9 +101,7 @@ class FaissBinaryIndex:
 
     def _apply_search_params(self) -> None:
         inner = self._inner()
-        if self.kind == "flat":
-            inner.use_heap = False  # counting-sort search: ties in index order, also at the cut-off
-        elif self.kind == "ivf":
+        if self.kind == "ivf":
             inner.nprobe = int(self.params["nprobe"])
         elif self.kind == "hnsw":
             inner.hnsw.efSearch = int(self.params["efSearch"])
@@ -228,7 +227,6 @@ class FaissBinaryIndex:
             pos = np.minimum(np.searchsorted(ids, allowed), max(len(ids) - 1, 0))
             pos = pos[ids[pos] == allowed] if len(ids) else pos[:0]
             flat = faiss.IndexBinaryFlat(self.nbits)
-            flat.use_heap = False
             flat.add(np.ascontiguousarray(all_codes[pos]))
             self._subset = (allowed, flat, ids[pos])  # the same filter asked again scans at once
         _, flat, sub_ids = self._subset

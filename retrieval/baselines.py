@@ -4,7 +4,7 @@ costs and what learning to hash gains.
 * float ceiling: the model's continuous (pre-sign) outputs ranked by cosine similarity;
 * LSH of our floats: sign of seeded Gaussian random projections of those float outputs,
   a post-hoc quantiser of crossmodal's own outputs (not a cross-modal method);
-* ITQ of our floats: PCA + iterative quantization (faiss) of the same outputs, also post-hoc;
+* ITQ of our floats: PCA + iterative quantization of the same outputs, also post-hoc;
 * CCA+ITQ: the classical cross-modal hashing baseline on the *raw backbone features*:
   canonical correlation analysis fitted on training pairs, its ridge chosen on dev, then ITQ.
 
@@ -39,13 +39,13 @@ class LSH:
 
 
 class ITQ:
-    """PCA to ``nbits`` dimensions, then faiss' ITQ rotation."""
+    """PCA to ``nbits`` dimensions, then the ITQ rotation (``crossmodal.quantizers.itq_rotation``)."""
 
     def __init__(self, nbits: int, iterations: int = 50, seed: int = 0):
         self.nbits, self.iterations, self.seed = nbits, iterations, seed
 
     def fit(self, x: np.ndarray) -> "ITQ":
-        import faiss
+        from crossmodal.quantizers import itq_rotation
 
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.mean = x.mean(0)
@@ -56,11 +56,7 @@ class ITQ:
         if k < self.nbits:  # more bits than dimensions: pad with random directions
             extra = np.random.default_rng(self.seed).normal(size=(x.shape[1], self.nbits - k)).astype(np.float32)
             self.pca = np.concatenate([self.pca, extra], axis=1)
-        z = np.ascontiguousarray(xc @ self.pca, dtype=np.float32)
-        itq = faiss.ITQMatrix(self.nbits)
-        itq.max_iter, itq.seed = self.iterations, self.seed
-        itq.train(z)
-        self.rotation = faiss.vector_to_array(itq.A).reshape(self.nbits, self.nbits).T
+        self.rotation = itq_rotation(xc @ self.pca, self.iterations, self.seed)
         return self
 
     def project(self, x: np.ndarray) -> np.ndarray:

@@ -185,6 +185,9 @@ def read_current_version(folder: str | os.PathLike) -> str:
     """The live version's name; a clear :class:`NotAnIndex` when there is none. Cheap
     (one small file): a server calls it per request to notice a newer version."""
     folder = Path(folder)
+    if folder.is_file():
+        raise NotAnIndex(f"{folder} is a file, not an index: --index takes the folder that `crossmodal index build "
+                         f"--out DIR` wrote")
     if not folder.is_dir():
         raise NotAnIndex(f"{folder} does not exist; build an index with `crossmodal index build --out {folder}`")
     p = folder / "CURRENT"
@@ -336,8 +339,9 @@ def storage_error(folder: Path, e: BaseException) -> Exception:
     text = str(e)
     code = getattr(e, "errno", None)
     if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "disk is full" in text:
-        return Unavailable(f"{folder}: the disk is full ({text.splitlines()[0][:120]}); nothing was written and "
-                           f"the index is as it was: free some space and run the command again")
+        return Unavailable(f"{folder}: the disk is full ({text.splitlines()[0][:120]}); this commit was not written "
+                           f"and the index stays at its last version (with any chunk this command committed before): "
+                           f"free some space and run the command again, which goes on from there")
     if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
         return Unavailable(f"{folder} cannot be written here ({text.splitlines()[0][:120]}): searches work, but "
                            f"adding or removing needs write access to the folder (or a copy of it)")

@@ -47,6 +47,21 @@ def test_every_index_type_round_trips_with_identical_results(tmp_path, kind, par
     assert loaded.info()["counts"] == {"image": 500} and loaded.index_type == kind
 
 
+@pytest.mark.parametrize("nbits,k,queries", [(16, 500, 300), (32, 50, 1), (64, 100, 200)])
+def test_faiss_heap_search_breaks_ties_by_position_like_the_counting_sort(nbits, k, queries):
+    """The flat index searches with faiss' heap (faster for batches): its order at equal
+    distances, also at the cut-off, must be the counting sort's (index position)."""
+    import faiss
+
+    codes = _codes(20000, nbits // 8, seed=nbits)
+    heap, counting = faiss.IndexBinaryFlat(nbits), faiss.IndexBinaryFlat(nbits)
+    counting.use_heap = False
+    heap.add(codes)
+    counting.add(codes)
+    q = _codes(queries, nbits // 8, seed=7)
+    assert np.array_equal(heap.search(q, k)[1], counting.search(q, k)[1])
+
+
 def test_flat_search_is_exact_with_documented_tie_order():
     be = FaissBinaryIndex(32, "flat")
     codes = _codes(3000, 4, seed=1)

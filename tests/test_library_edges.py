@@ -86,6 +86,14 @@ def test_a_name_that_is_not_utf8_is_indexed_with_the_others(tiny_model, tmp_path
     assert os.fsdecode(odd) in {h["key"] for h in json.loads(res.stdout)["results"]}
     assert cli("index", "sync", "--index", idx, "--images", folder, "--workers", "0").returncode == 0
     assert len(image_keys(idx)) == 6  # unchanged: the odd name is recognised as already indexed
+    twin = os.path.join(os.fsencode(folder), b"copie-\xe9t\xe9.jpg")  # an exact copy under another odd name
+    shutil.copy(good[1], twin)
+    assert cli("index", "sync", "--index", idx, "--images", folder, "--workers", "0").returncode == 0
+    res = cli("duplicates", "--index", idx, "--json")  # lossless JSON (surrogate escapes), and the plain listing
+    assert res.returncode == 0 and [sorted(g["keys"]) for g in json.loads(res.stdout)["groups"]] == \
+        [sorted([os.fsdecode(twin), str(good[1])])]
+    res = cli("duplicates", "--index", idx)
+    assert res.returncode == 0 and "copie-\ufffdt\ufffd.jpg" in res.stdout
 
 
 def test_empty_build_exits_2_and_writes_nothing(tiny_model, tmp_path):

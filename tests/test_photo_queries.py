@@ -271,3 +271,17 @@ def test_duplicates_among_real_photos_find_every_planted_copy(tmp_path):
     got = sorted(tuple(sorted(Path(k).name for k in g["keys"])) for g in groups)
     assert got == sorted([tuple(sorted(p)) for p in (("exact-1.jpg", names[0]), ("exact-2.jpg", names[1]),
                                                      ("resaved.jpg", names[2]), ("smaller.jpg", names[3]))])
+
+
+def test_messages_say_what_is_true(dated_library, tmp_path):
+    """A file given as --index is named as a file; a query image that is not one is named,
+    not Pillow's in-memory buffer."""
+    root, idx = dated_library
+    afile = tmp_path / "notes.txt"
+    afile.write_text("hello")
+    one_line_error(cli("search", "--index", afile, "--text", "a dog"), "is a file, not an index")
+    bad = tmp_path / "query.jpg"
+    bad.write_text("not an image")
+    res = cli("search", "--index", idx, "--image", bad)
+    one_line_error(res, str(bad), "not an image file")
+    assert "BytesIO" not in res.stderr

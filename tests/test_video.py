@@ -127,7 +127,7 @@ def _bad_videos(root, good):
 
 
 EXPECTED = {"missing": "no such file", "truncated": "truncated", "corrupt": "not a readable video",
-            "audio only": "no video stream", "zero-length": "zero-length", "unsupported codec": "unsupported video codec"}
+            "audio only": "no video stream", "zero-length": "zero-length", "unsupported codec": "cannot be decoded: the file is damaged, or FFmpeg has no decoder"}
 
 
 def test_each_bad_video_gives_a_clear_error_naming_the_file(tmp_path, scene):

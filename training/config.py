@@ -49,6 +49,9 @@ class TrainConfig:
     #: epochs without a better validation score before stopping; long enough to reach the
     #: cosine schedule's low-rate tail, where the short codes settle
     patience: int = 20
+    #: stop as soon as the validation score reaches this (None: never early for that reason):
+    #: a run that is already perfect on dev has nothing left to learn there (the demo's shapes)
+    stop_at_score: float | None = None
     seed: int = 0
     train_split: str = "train"
     val_split: str = "dev"

@@ -310,6 +310,10 @@ class Trainer:
                 print(f"epoch {epoch + 1}: loss {record.get('loss_total', 0):.4f}  {shown}"
                       f"{'  *' if improved else ''}", flush=True)
             self._save_checkpoint(module, opt, sched, state)
+            if cfg.stop_at_score is not None and scores.get("score", -float("inf")) >= cfg.stop_at_score:
+                if self.rank == 0:
+                    print(f"stop: the validation score reached {cfg.stop_at_score}", flush=True)
+                break
             if state["bad_epochs"] >= cfg.patience:
                 if self.rank == 0:
                     print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)

@@ -23,8 +23,10 @@ def read_query_image(path: str, min_side: int | None = None):
         return open_image_checked(path, min_side=min_side)[1]
     except FileNotFoundError:
         raise MissingInput(f"no such image: {path}") from None
-    except Exception as e:  # Pillow raises many types for bad files
-        raise InvalidInput(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # Pillow raises many types for bad files; its own message names a buffer, not the file
+        from crossmodal.image_batches import decode_failure
+
+        raise InvalidInput(f"cannot read image {path}: {decode_failure(e)}") from None
 
 
 def result_form(args):
