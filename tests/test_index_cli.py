@@ -75,9 +75,9 @@ def test_add_images_skips_corrupt_and_dedups_then_remove(built_index, tmp_path, 
     assert main(["index", "add", "--index", str(built_index), "--images", str(good), str(bad),
                  str(tmp_path / "missing.png")]) == 0
     out = capsys.readouterr()
-    assert "added 1, already present 0, unreadable 2" in out.out and "bad.jpg" in out.err
+    assert "3 photo(s) seen: added 1, updated 0, already present 0, unreadable 2" in out.out and "bad.jpg" in out.err
     assert main(["index", "add", "--index", str(built_index), "--images", str(good)]) == 0
-    assert "added 0, already present 1" in capsys.readouterr().out
+    assert "1 photo(s) seen: added 0, updated 0, already present 1, unreadable 0" in capsys.readouterr().out
     assert CrossModalIndex.load(built_index).count("image") == 17
     assert main(["index", "remove", "--index", str(built_index), "--modality", "image", str(good.resolve())]) == 0
     assert CrossModalIndex.load(built_index).count("image") == 16

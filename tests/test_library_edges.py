@@ -288,7 +288,7 @@ def test_photos_and_captions_added_together_are_one_commit(tiny_model, tmp_path)
     assert int(after.split("-")[1]) == int(before.split("-")[1]) + 1  # photos and captions: one new version
     index = CrossModalIndex.load(idx)
     assert index.count("image") == 5 and index.count("text") == 2
-    assert "added 5" in res.stdout
+    assert "3 photo(s) seen: added 3" in res.stdout and "captions: added 2, already present 0" in res.stdout
     # captions alone (no photo needs a commit) still go in, by themselves
     res = cli("index", "add", "--index", idx, "--images", new[0].parent, "--texts", "a green tent", "--workers", "0")
     assert res.returncode == 0 and CrossModalIndex.load(idx).count("text") == 3

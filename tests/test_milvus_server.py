@@ -57,6 +57,29 @@ def test_server_search_equals_faiss_flat(milvus_server, kind, params):
     mv.drop()
 
 
+def test_server_filtered_search_and_all_codes_equal_faiss(milvus_server):
+    """Folder/date filters on the server backend (widened candidates) give faiss' filtered
+    answer, and the codes it holds come back whole (what near-duplicate search reads)."""
+    from retrieval.milvus import MilvusBinaryIndex, MilvusOptions
+
+    codes = _codes(3000, 8, seed=11)
+    ids = np.arange(3000) * 3 + 5
+    allowed = np.sort(ids[::40])  # 75 items: 2.5 %
+    fa = FaissBinaryIndex(64, "flat")
+    fa.add(ids, codes)
+    mv = MilvusBinaryIndex(64, "image", MilvusOptions(uri=milvus_server.uri, index_id="filtered"), "flat", {})
+    mv.add(ids, codes)
+    q = codes[:12] ^ np.uint8(9)
+    Df, If = fa.search(q, 10, allowed)
+    Dm, Im = mv.search(q, 10, allowed)
+    assert np.isin(Im, allowed).all() and np.isin(If, allowed).all()
+    _assert_same_results(Df, If, Dm, Im)
+    got_ids, got_codes = mv.codes_of_all()
+    order = np.argsort(got_ids)
+    assert np.array_equal(got_ids[order], ids) and np.array_equal(got_codes[order], codes)
+    mv.drop()
+
+
 def _build(tiny_model, tiny_data, cache, out, *extra):
     assert main(["index", "build", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test",
                  "--bits", "32", "--cache-dir", str(cache), "--out", str(out), *extra]) == 0

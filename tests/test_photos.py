@@ -74,7 +74,7 @@ def test_build_from_folders_counts_bad_files_and_searches(tiny_model, library, t
     assert main(["index", "build", "--model", str(tiny_model), "--images", str(library), str(tmp_path / "gone"),
                  "--bits", "32", "--out", str(out), "--workers", "1"]) == 0
     text = capsys.readouterr()
-    assert "photos: 8 found, added 7, already present 0, unreadable 2" in text.out
+    assert "9 photo(s) seen: added 7, updated 0, already present 0, unreadable 2" in text.out
     assert "broken.jpg" in text.err and "gone" in text.err
     broken = next(line for line in text.err.splitlines() if "broken.jpg" in line)
     assert "the image file is truncated" in broken and "BytesIO" not in broken  # the file named, in words

@@ -54,7 +54,7 @@ def test_two_concurrent_index_adds_keep_every_item(index_dir):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for b in batches]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert all("added 5" in o for o, _ in outs)
+    assert all("captions: added 5, already present 0" in o for o, _ in outs)
     assert texts_in(index_dir) == before | set(batches[0]) | set(batches[1])
 
 

@@ -194,10 +194,15 @@ def run_add(args) -> dict:
                                      riders=riders)
     if riders and not riders_in:
         report.written.merge(write_index(args.index, model, riders))
-    if not (report.written.added or report.present):
+    if not (report.written.added or report.present or report.written.skipped):
         raise NothingDone(f"nothing added to {args.index}: none of the {len(report.failed)} input(s) could be read; "
                           f"no new version was written")
-    print(report.summary())
+    if args.images:
+        print(report.summary())
+    if args.texts or args.data:  # what rode along: the captions (and a dataset's rows)
+        added, present = report.written.of("text", "added"), report.written.of("text", "skipped")
+        print(f"captions: added {added}, already present {present}"
+              + (" (dataset images are counted with the photos above)" if args.data and args.images else ""))
     return {"added": report.written.added, "skipped": report.present, "failed": len(report.failed)}
 
 
