@@ -192,3 +192,24 @@ def test_the_readme_quotes_the_served_numbers_and_the_defaults_chosen_on_dev():
         assert f"{by_bits['i2t']['64']['mAP']:.3f} / {by_bits['t2i']['64']['mAP']:.3f}" in README
     floats = fashion["baselines"]["float"]
     assert f"{floats['i2t']['mAP']:.3f} / {floats['t2i']['mAP']:.3f}" in README
+
+
+def _newest(name: str) -> dict:
+    return json.loads(sorted((ROOT / "benchmarks" / "results").glob(f"{name}-2*.json"))[-1].read_text())
+
+
+def test_the_readme_and_the_defaults_follow_the_query_form_results():
+    """The demo's time, the duplicates' defaults and the exclusion weight are the newest
+    result files' (chosen on train/dev there, not picked by hand)."""
+    from retrieval.duplicates import DEFAULT_MAX_LOOK_DISTANCE, DEFAULT_MIN_COSINE, DEFAULT_RADIUS
+    from retrieval.search import DEFAULT_EXCLUDE_WEIGHT
+
+    demo = _newest("demo-time")["metrics"]
+    assert f"took {demo['demo_s']:.0f} s" in README and f"{demo['ratio_to_imports']:.0f}x the bare import" in README
+    chosen = _newest("duplicates")["metrics"]["chosen"]
+    assert (chosen["radius"], chosen["max_look_distance"], chosen["min_cosine"]) == \
+        (DEFAULT_RADIUS[64], DEFAULT_MAX_LOOK_DISTANCE, DEFAULT_MIN_COSINE)
+    assert f"within {DEFAULT_RADIUS[64]} of 64" in README and f"are within {DEFAULT_MAX_LOOK_DISTANCE}" in README
+    exclusion = _newest("query-exclusion")
+    assert exclusion["split"].startswith("dev") and exclusion["metrics"]["chosen"] == f"subtract w={DEFAULT_EXCLUDE_WEIGHT}"
+    assert f"`--not-weight` ({DEFAULT_EXCLUDE_WEIGHT})" in README
