@@ -6,8 +6,11 @@ importing transformers' modelling code (it pulls in ``torch._dynamo`` and
 ``torch.distributed``) costs more than torch itself; ``crossmodal search --text`` paid
 that at every start. The graph is exported the first time a model loaded from a folder
 embeds text through PyTorch, checked against PyTorch on probe captions, and cached
-under ``~/.cache/crossmodal/onnx`` by the checksum of the encoder's weights (the one its
-model folder records), so every later process skips transformers altogether.
+under ``~/.cache/crossmodal/onnx`` by a key over everything the graph depends on (the
+checksum of the encoder's weights its model folder records, its tokenizer file, the
+export code's version, the torch, onnx and onnxruntime versions: :func:`cache_key`), so
+every later process skips transformers altogether, and a change to any of those exports
+again rather than reusing a stale graph.
 
 Only an encoder the folder references by checksum (frozen, with no weight of its own)
 qualifies: then the export stands for exactly the weights the model was trained over.
@@ -16,7 +19,9 @@ within that distance of zero.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +37,35 @@ PROBE_CAPTIONS = ["a dog", "Two dogs play in the snow near a red barn .", "Ein H
 TOLERANCE = 1e-4
 
 
-def export_path(cache_dir: Path, sha256: str) -> Path:
-    return Path(cache_dir) / f"text-{sha256[:24]}.onnx"
+#: the export code's version: raise it when a change to this module or to
+#: ``onnx_graphs.export_graph`` changes what a graph holds, so cached graphs are not reused
+EXPORT_VERSION = 2
+#: the packages whose versions a cached graph depends on
+GRAPH_PACKAGES = ("torch", "onnx", "onnxruntime")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in GRAPH_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def cache_key(sha256: str, cfg: TextEncoderConfig) -> str:
+    """What a cached graph stands for: the weights (their checksum), the tokenizer file's
+    bytes, the sequence length, :data:`EXPORT_VERSION` and :func:`package_versions`."""
+    tokenizer = tokenizer_file(cfg)
+    parts = [sha256, hashlib.sha256(tokenizer.read_bytes()).hexdigest() if tokenizer else "no tokenizer",
+             f"max_length={cfg.max_length}", f"export={EXPORT_VERSION}",
+             *(f"{k}={v}" for k, v in sorted(package_versions().items()))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def export_path(cache_dir: Path, sha256: str, cfg: TextEncoderConfig) -> Path:
+    return Path(cache_dir) / f"text-{cache_key(sha256, cfg)[:24]}.onnx"
 
 
 def tokenizer_file(cfg: TextEncoderConfig) -> Path | None:
@@ -81,7 +113,7 @@ class OnnxTextFeatures:
 
 def load_cached(cache_dir: Path, sha256: str, cfg: TextEncoderConfig) -> OnnxTextFeatures | None:
     """The engine for a referenced encoder with this checksum, if its export is cached."""
-    graph, tokenizer = export_path(cache_dir, sha256), tokenizer_file(cfg)
+    graph, tokenizer = export_path(cache_dir, sha256, cfg), tokenizer_file(cfg)
     if tokenizer is None or not graph.is_file():
         return None
     try:
@@ -119,6 +151,6 @@ def export(encoder, cfg: TextEncoderConfig, cache_dir: Path, sha256: str) -> boo
     probe = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
     dynamic = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
     # eval on the wrapper too: a training-mode export keeps dropout
-    graph = checked_graph(_Pooled(encoder).eval(), export_path(cache_dir, sha256), probe, within(TOLERANCE), dynamic,
+    graph = checked_graph(_Pooled(encoder).eval(), export_path(cache_dir, sha256, cfg), probe, within(TOLERANCE), dynamic,
                           "the text encoder", fallback="text queries keep using PyTorch")
     return graph is not None

@@ -39,7 +39,7 @@ def test_second_process_embeds_text_without_transformers_and_gives_pytorchs_code
     first = _embed(cache)  # PyTorch, and exports for the next process
     assert first["transformers"] and not first["onnx"]
     sha256 = json.loads(_default_config())["frozen_encoders"]["text_encoder"]["sha256"]
-    assert list((cache / "onnx").iterdir()) == [export_path(cache / "onnx", sha256)]
+    assert list((cache / "onnx").iterdir()) == [export_path(cache / "onnx", sha256, TextEncoderConfig())]
     second = _embed(cache)
     assert second["onnx"] and not second["transformers"]
     torch_only = _embed(tmp_path / "other", CROSSMODAL_NO_ONNX="1")
@@ -77,7 +77,7 @@ def test_tokens_match_transformers_in_every_script_and_truncate_alike(minilm, tm
 
 def test_a_damaged_cached_graph_is_dropped_and_pytorch_answers(tmp_path, capsys):
     cfg = TextEncoderConfig()
-    path = export_path(tmp_path, "b" * 64)
+    path = export_path(tmp_path, "b" * 64, cfg)
     path.write_bytes(b"not an onnx graph")
     assert load_cached(tmp_path, "b" * 64, cfg) is None
     assert "cannot load the cached text graph" in capsys.readouterr().err and not path.exists()
@@ -95,5 +95,39 @@ def test_an_export_that_disagrees_with_pytorch_is_not_cached(minilm, tmp_path, c
 
     monkeypatch.setattr(OnnxGraph, "run", lambda self, inputs: np.zeros((len(inputs["input_ids"]), 384), np.float32))
     assert not export(minilm, TextEncoderConfig(max_length=16), tmp_path, "c" * 64)
-    assert not export_path(tmp_path, "c" * 64).exists() and list(tmp_path.iterdir()) == []
+    assert not export_path(tmp_path, "c" * 64, TextEncoderConfig(max_length=16)).exists()
+    assert list(tmp_path.iterdir()) == []
     assert "differ from PyTorch" in capsys.readouterr().err
+
+
+def test_the_cache_key_covers_everything_a_graph_depends_on(minilm, tmp_path, monkeypatch):
+    """Weights, tokenizer file, export code and package versions: a change to any of them
+    makes the cached graph unusable, so the next text query exports again."""
+    import shutil
+
+    from crossmodal import onnx_text
+    from crossmodal.encoders.text import minilm_path
+
+    cfg = TextEncoderConfig(max_length=16)
+    assert export(minilm, cfg, tmp_path, "d" * 64)
+    assert load_cached(tmp_path, "d" * 64, cfg) is not None
+    assert load_cached(tmp_path, "e" * 64, cfg) is None  # other weights
+    assert load_cached(tmp_path, "d" * 64, TextEncoderConfig(max_length=32)) is None  # another length
+    folder = tmp_path / "minilm-copy"  # the same model with another tokenizer file
+    shutil.copytree(minilm_path(), folder)
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    tok.setdefault("added_tokens", []).append({"id": 99999, "content": "[NEW]", "single_word": False, "lstrip": False,
+                                               "rstrip": False, "normalized": False, "special": True})
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    assert export_path(tmp_path, "d" * 64, TextEncoderConfig(name=str(folder), max_length=16)) != \
+        export_path(tmp_path, "d" * 64, cfg)
+    monkeypatch.setattr(onnx_text, "EXPORT_VERSION", onnx_text.EXPORT_VERSION + 1)  # new export code
+    assert load_cached(tmp_path, "d" * 64, cfg) is None
+    monkeypatch.undo()
+    for package in onnx_text.GRAPH_PACKAGES:  # an upgrade of torch, onnx or onnxruntime
+        real = onnx_text.package_versions()
+        monkeypatch.setattr(onnx_text, "package_versions", lambda real=real, p=package: {**real, p: "99.0"})
+        assert load_cached(tmp_path, "d" * 64, cfg) is None, package
+        monkeypatch.undo()
+    assert load_cached(tmp_path, "d" * 64, cfg) is not None  # nothing changed: the same graph
+    assert export(minilm, cfg, tmp_path, "e" * 64) and len(list(tmp_path.glob("text-*.onnx"))) == 2  # re-export

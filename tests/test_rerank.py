@@ -149,3 +149,38 @@ def test_served_section_reaches_the_float_ceiling_with_every_item_reranked():
         assert served["bytes_per_item"] == 1 + 8 + 32 * 2 + 4 + 8 and served["rerank"] == 120
         hamming = some["results"][d]["8"]["mAP"]
         assert hamming < some["served"][d]["8"]["mAP"] < ceiling + 1e-9  # 8-bit codes rank worse than floats
+
+
+@pytest.mark.parametrize("kind,params,candidates", [("flat", [], 6), ("flat", [], 16),
+                                                   ("ivf", ["--param", "nlist=4", "--param", "nprobe=4"], 16)])
+def test_served_ranking_of_the_evaluator_is_what_the_searcher_returns(tiny_model, tiny_data, feature_cache_dir,
+                                                                      tmp_path, kind, params, candidates):
+    """`crossmodal eval`'s served numbers rank exactly as a built index answers: the same
+    items in the same order with the same scores, for every caption of a test split
+    (IVF scanning all its lists; at a cut-off inside a tie only the flat index keeps the
+    evaluator's insertion order, so IVF is compared with every image re-ranked)."""
+    from crossmodal.cli import main
+    from crossmodal.codes import hamming_distances
+    from retrieval.ingest import embed_prepared
+    from retrieval.rerank import served_ranking
+    from retrieval.search import Searcher
+
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--model", str(tiny_model), "--data", str(tiny_data), "--split", "test",
+                 "--bits", "32", "--type", kind, *params, "--cache-dir", str(feature_cache_dir),
+                 "--out", str(out)]) == 0
+    searcher = Searcher.open(out)
+    steps = {s.modality: s for s in embed_prepared(searcher.model, tiny_data, ["test"], feature_cache_dir)[0].steps}
+    images, texts = steps["image"], steps["text"]
+    q = texts.relaxed
+    hamming = hamming_distances(searcher.model.quantize(q, 32), searcher.model.quantize(images.relaxed, 32))
+    vectors, scales = compress(images.relaxed, "int8")
+    ranking = served_ranking(hamming, q, vectors, scales, candidates)
+    found = searcher.search_relaxed(q, "image", k=16, rerank=candidates)
+    unit_q = unit_rows(q)
+    for r, hits in enumerate(found):
+        assert [h.key for h in hits] == [images.items[i].key for i in ranking[r]], r
+        expected = cosines(unit_q[r:r + 1], vectors[ranking[r][:candidates]], scales[ranking[r][:candidates]])[0]
+        # the same cosines, to float32's rounding (BLAS sums a 6-row and a 16-row product alike only so far)
+        assert [h.score for h in hits[:candidates]] == pytest.approx([float(x) for x in expected], abs=1e-6)
+        assert all(h.score is None for h in hits[candidates:])
