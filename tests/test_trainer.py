@@ -84,13 +84,42 @@ def test_label_supervision_is_used_when_labels_exist(tiny_data, feature_cache_di
                                                                       cache_dir=str(feature_cache_dir)))
     pairs._prepare_data()
     assert pairs.loss_config.intra_image == pairs.loss_config.intra_text == 0.0
-    img, img2, txt, txt2, _ = pairs._batch_inputs(0, 0, pairs._batches(0)[0])
-    assert img2 is None and txt2 is None  # no second views computed for terms that are off
+    img, img2, txt, txt2, _, targets = pairs._batch_inputs(0, 0, pairs._batches(0)[0])
+    assert img2 is None and txt2 is None and targets == {}  # nothing computed for terms that are off
     explicit = Trainer(_frozen_model(), data, tmp_path / "e", TrainConfig(
         epochs=1, batch_size=16, supervision="pairs", cache_dir=str(feature_cache_dir),
         loss=LossConfig(intra_image=0.3)))
     explicit._prepare_data()
     assert explicit.loss_config.intra_image == 0.3 and explicit.loss_config.intra_text == 0.0
+
+
+def test_the_reconstruction_term_trains_decoders_that_the_model_does_not_keep(tiny_data, feature_cache_dir,
+                                                                              tmp_path):
+    """The autoencoder term: a decoder per modality learns to rebuild the clean cached
+    features from the relaxed code of their noisy copy; it lowers its loss, trains alone
+    (no pairs), and the saved model is the same set of tensors as without it."""
+    from safetensors import safe_open
+
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
+
+    def run(name, loss, epochs=8):
+        cfg = TrainConfig(epochs=epochs, batch_size=16, patience=epochs, cache_dir=str(feature_cache_dir), loss=loss)
+        trainer = Trainer(_frozen_model(), data, tmp_path / name, cfg, scorer=ValidationEvaluator())
+        trainer.fit()
+        log = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as f:
+            return trainer, log, set(f.keys())
+
+    trainer, log, keys = run("rec", LossConfig(reconstruction=1.0))
+    assert set(trainer.loss_config.__dict__) >= {"reconstruction"} and set(dict(trainer.model.named_parameters())) \
+        .isdisjoint({f"decoders.{k}" for k in ("image", "text")})
+    rec = [row["loss_reconstruction"] for row in log]
+    assert rec[-1] < 0.8 * rec[0], rec
+    _, _, plain_keys = run("plain", LossConfig(), epochs=1)
+    assert keys == plain_keys and not any("decoder" in k for k in keys)
+    _, alone, _ = run("alone", LossConfig(reconstruction=1.0, inter_contrastive=0.0), epochs=4)
+    assert "loss_inter" not in alone[0] or alone[0]["loss_inter"] == 0.0
+    assert alone[-1]["loss_reconstruction"] < alone[0]["loss_reconstruction"]
 
 
 def test_itq_quantizer_is_fitted_after_training(tiny_data, feature_cache_dir, tmp_path):

@@ -25,6 +25,13 @@ class LossConfig:
     margin: float = 0.2
     #: share of the contrastive/triplet terms computed on straight-through binary codes
     ste_weight: float = 0.5
+    #: denoising reconstruction (the autoencoder family): a training-only decoder per
+    #: modality maps the relaxed code back to the clean encoder features the head read
+    #: (corrupted by ``feature_noise``); the weight of its loss (fraction of the features'
+    #: variance left unexplained). 0: off. Alone (every other weight 0) it needs no pairs.
+    reconstruction: float = 0.0
+    #: hidden width of the reconstruction decoders
+    reconstruction_hidden: int = 512
 
 
 INTRA_WITH_LABELS = 0.2

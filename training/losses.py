@@ -95,10 +95,26 @@ def label_positives(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Ten
     return (labels_a.float() @ labels_b.float().T) > 0
 
 
-class HashingLoss(nn.Module):
-    """All terms together, evaluated at every code length (nested prefixes)."""
+def reconstruction_loss(decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the target's variance: the share of the clean features'
+    variance the decoded code leaves unexplained (0: perfect; 1: no better than the mean),
+    the same scale whatever the encoder's feature magnitudes."""
+    return (decoded - target).pow(2).mean() / target.var(0, unbiased=False).mean().clamp(min=1e-8)
 
-    def __init__(self, cfg: LossConfig, bits: tuple[int, ...]):
+
+def make_decoder(width: int, hidden: int, out_dim: int) -> nn.Module:
+    """The training-only decoder of the autoencoder term: relaxed code -> features."""
+    return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+
+class HashingLoss(nn.Module):
+    """All terms together, evaluated at every code length (nested prefixes). With
+    ``cfg.reconstruction`` it holds the decoders of the reconstruction term (``decoder_dims``:
+    modality -> feature width): they train with the heads, are checkpointed with the
+    loss, and are never part of the model."""
+
+    def __init__(self, cfg: LossConfig, bits: tuple[int, ...], code_width: int | None = None,
+                 decoder_dims: dict[str, int] | None = None):
         super().__init__()
         if cfg.intra_image is None or cfg.intra_text is None:
             cfg = resolve_loss_config(cfg, labelled=False)
@@ -106,6 +122,10 @@ class HashingLoss(nn.Module):
         self.bits = tuple(bits)
         self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)),
                                                 requires_grad=cfg.learn_temperature)
+        self.decoders = nn.ModuleDict()
+        if cfg.reconstruction and decoder_dims:
+            for modality, dim in decoder_dims.items():
+                self.decoders[modality] = make_decoder(code_width or max(self.bits), cfg.reconstruction_hidden, dim)
 
     @property
     def temperature(self) -> torch.Tensor:
@@ -127,7 +147,7 @@ class HashingLoss(nn.Module):
     def forward(self, image: torch.Tensor, text: torch.Tensor, pair_positives: torch.Tensor,
                 image_view2: torch.Tensor | None = None, text_positives: torch.Tensor | None = None,
                 text2: torch.Tensor | None = None, image_positives: torch.Tensor | None = None,
-                ) -> dict[str, torch.Tensor]:
+                targets: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """``image``: relaxed codes [B, Kmax]; ``text``: codes [k*B, Kmax] of k captions per
         image (caption round r of image i at row r*B + i); ``pair_positives``: [B, k*B]
         which image/text pairs count as positives (own captions, or shared labels).
@@ -135,7 +155,8 @@ class HashingLoss(nn.Module):
         when it is square).
         ``image_view2``: codes of a second augmented view of each image (intra-image).
         ``text2`` + ``text_positives``: codes of other captions and which are positives
-        of each caption (intra-text)."""
+        of each caption (intra-text). ``targets``: per modality ("image", "text"), the
+        clean features the (noisy) inputs came from, for the reconstruction term."""
         cfg = self.cfg
         parts: dict[str, torch.Tensor] = {}
         zero = image.new_zeros(())
@@ -164,5 +185,10 @@ class HashingLoss(nn.Module):
             parts["balance"] = cfg.balance * balance_loss(both)
         if cfg.decorrelation:
             parts["decorrelation"] = cfg.decorrelation * decorrelation_loss(both)
+        if cfg.reconstruction and targets:
+            codes = {"image": image, "text": text}
+            terms = [reconstruction_loss(self.decoders[m](codes[m]), t) for m, t in targets.items() if m in self.decoders]
+            if terms:
+                parts["reconstruction"] = cfg.reconstruction * sum(terms) / len(terms)
         parts["total"] = sum(parts.values())
         return parts

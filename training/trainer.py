@@ -56,7 +56,8 @@ class _TrainModule(nn.Module):
         self.model = model
         self.loss = loss
 
-    def forward(self, img_in, img2_in, txt_in, txt2_in, image_mode: str, text_mode: str, pos, item_pos):
+    def forward(self, img_in, img2_in, txt_in, txt2_in, image_mode: str, text_mode: str, pos, item_pos,
+                targets=None):
         m = self.model
         img_fn = {"features": m.image_relaxed_from_features, "trunk": m.image_relaxed_from_trunk,
                   "pixels": lambda x: m.image_relaxed(x, views="plain")}[image_mode]
@@ -67,7 +68,7 @@ class _TrainModule(nn.Module):
         txt = txt_fn(txt_in)
         txt2 = txt_fn(txt2_in) if txt2_in is not None else None
         return self.loss(img, txt, pos, image_view2=img2, text_positives=item_pos, text2=txt2,
-                         image_positives=item_pos)
+                         image_positives=item_pos, targets=targets)
 
 
 class Trainer:
@@ -119,6 +120,17 @@ class Trainer:
         if self.rank != 0:
             self.feats = compute_all()
         self._decoded: dict[int, object] = {}
+
+    def _decoder_dims(self) -> dict[str, int]:
+        """Feature widths the reconstruction term decodes to: the cached features of each
+        side that trains from them (a side trained end to end has no fixed target)."""
+        dims = {}
+        if self.loss_config.reconstruction:
+            if self.image_mode == "features":
+                dims["image"] = int(self.feats["train_img"].shape[-1])
+            if self.text_mode == "features":
+                dims["text"] = int(self.feats["train_txt"].shape[-1])
+        return dims
 
     def _image_inputs(self, idx: np.ndarray, views: np.ndarray, train: bool):
         if self.image_mode != "pixels":
@@ -175,7 +187,14 @@ class Trainer:
         if self.train_labels is not None:
             lab = self.train_labels[torch.from_numpy(idx)]
             pos = pos | label_positives(lab, lab)
-        return img, img2, txt, txt2, pos.to(self.device)
+        targets = {}  # the clean features the noisy inputs came from: what the reconstruction term decodes to
+        if lw.reconstruction:
+            if self.image_mode == "features":
+                targets["image"] = self.feats["train_img"][torch.from_numpy(idx), torch.from_numpy(v1)].to(
+                    self.device).float()
+            if self.text_mode == "features":
+                targets["text"] = self.feats["train_txt"][torch.from_numpy(cap1.reshape(-1))].to(self.device).float()
+        return img, img2, txt, txt2, pos.to(self.device), targets
 
     @staticmethod
     def _pair_positives(item_pos: torch.Tensor, captions_per_step: int) -> torch.Tensor:
@@ -243,7 +262,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model.to(self.device)
         self._prepare_data()
-        loss = HashingLoss(self.loss_config, self.model.config.trained_bits)
+        loss = HashingLoss(self.loss_config, self.model.config.trained_bits, self.model.config.output_width,
+                           self._decoder_dims())
         module = _TrainModule(self.model, loss).to(self.device)
         steps_per_epoch = len(self._batches(0))
         opt, sched = self._build_optimizer(module, steps_per_epoch * cfg.epochs)
@@ -273,9 +293,9 @@ class Trainer:
             done = 0  # batches run in this call (fewer than the epoch's after a resume)
             for b in bar:
                 torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
-                img, img2, txt, txt2, pos = self._batch_inputs(epoch, b, batches[b])
+                img, img2, txt, txt2, pos, targets = self._batch_inputs(epoch, b, batches[b])
                 parts = ddp(img, img2, txt, txt2, self.image_mode, self.text_mode,
-                            self._pair_positives(pos, self.captions_per_step), pos)
+                            self._pair_positives(pos, self.captions_per_step), pos, targets or None)
                 opt.zero_grad(set_to_none=True)
                 parts["total"].backward()
                 opt.step()
