@@ -42,13 +42,25 @@ def photo(path: Path, seed: int, taken: str | None = None, mtime: float | None =
     return path
 
 
+def two_years(root: Path, per_year: int, second_year: int) -> None:
+    """root/2021/a*.jpg taken in May 2021, root/<second_year>/b*.jpg taken from January on (EXIF)."""
+    for i in range(per_year):
+        photo(root / "2021" / f"a{i}.jpg", i, taken=f"2021:05:0{i + 1} 10:00:00")
+        photo(root / str(second_year) / f"b{i}.jpg", 10 + i, taken=f"{second_year}:0{i + 1}:15 12:00:00")
+
+
+def build_photo_index(model, root: Path) -> Path:
+    idx = root.parent / "idx"
+    res = cli("index", "build", "--model", model, "--images", root, "--workers", "0", "--bits", "32", "--out", idx)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return idx
+
+
 @pytest.fixture(scope="module")
 def dated_library(tiny_model, tmp_path_factory):
     """lib/2021 (EXIF 2021), lib/2022 (EXIF 2022), lib/scans (no EXIF: file times in 2019)."""
     root = tmp_path_factory.mktemp("dated") / "lib"
-    for i in range(3):
-        photo(root / "2021" / f"a{i}.jpg", i, taken=f"2021:05:0{i + 1} 10:00:00")
-        photo(root / "2022" / f"b{i}.jpg", 10 + i, taken=f"2022:0{i + 1}:15 12:00:00")
+    two_years(root, 3, 2022)
     for i in range(2):
         photo(root / "scans" / f"s{i}.jpg", 20 + i, mtime=1546300800 + 86400 * i)  # 2019-01-01, 2019-01-02 UTC
     idx = root.parent / "idx"

@@ -3,27 +3,21 @@ folder and date filters, date order, a score cut-off, the folder list and duplic
 groups; the page's controls driven in headless Chromium."""
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from test_photo_queries import cli, photo
+from test_photo_queries import build_photo_index, two_years
 from test_service import ARTIFACTS, _chromium, _free_port, _start
 
 
 @pytest.fixture(scope="module")
 def library_server(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("served") / "Pictures"
-    for i in range(4):
-        photo(root / "2021" / f"a{i}.jpg", i, taken=f"2021:05:0{i + 1} 10:00:00")
-        photo(root / "2023" / f"b{i}.jpg", 10 + i, taken=f"2023:0{i + 1}:15 12:00:00")
+    two_years(root, 4, 2023)
     shutil.copy(root / "2021" / "a0.jpg", root / "2023" / "copy-of-a0.jpg")  # a planted exact copy
-    idx = root.parent / "idx"
-    res = cli("index", "build", "--model", tiny_model, "--images", root, "--workers", "0", "--bits", "32",
-              "--out", idx)
-    assert res.returncode == 0, res.stderr[-2000:]
+    idx = build_photo_index(tiny_model, root)
     port = _free_port()
     proc = _start(["--index", str(idx)], port)
     yield f"http://127.0.0.1:{port}", root
