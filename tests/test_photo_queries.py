@@ -183,9 +183,10 @@ def test_bad_index_parameters_stop_before_encoding_and_leave_nothing(tiny_model,
               *extra, "--param", param, "--out", out)
     one_line_error(res, words)
     assert not out.exists()
-    ok = cli("index", "build", "--model", tiny_model, "--images", lib, "--workers", "0", "--type", "ivf",
-             "--param", "nlist=2", "--bits", "32", "--out", out)
-    assert ok.returncode == 0, ok.stderr[-1500:]
+    if param == "nlist=500":  # and the corrected command then builds (nothing was left to block it)
+        ok = cli("index", "build", "--model", tiny_model, "--images", lib, "--workers", "0", "--type", "ivf",
+                 "--param", "nlist=2", "--bits", "32", "--out", out)
+        assert ok.returncode == 0, ok.stderr[-1500:]
 
 
 def test_a_build_that_indexes_nothing_exits_2_and_leaves_no_index(tiny_model, tmp_path):

@@ -200,7 +200,7 @@ def test_several_captions_per_step_give_each_image_row_all_its_positives(tiny_da
     trainer = Trainer(_frozen_model(), data, tmp_path / "m", cfg, scorer=ValidationEvaluator())
     trainer._prepare_data()
     idx = trainer._batches(0)[0]
-    img, img2, txt, txt2, item_pos = trainer._batch_inputs(0, 0, idx)
+    img, img2, txt, txt2, item_pos, _ = trainer._batch_inputs(0, 0, idx)
     assert img.shape[0] == 8 and txt.shape[0] == 24
     pos = trainer._pair_positives(item_pos, 3)
     assert pos.shape == (8, 24) and pos.sum(1).tolist() == [3] * 8
