@@ -106,6 +106,11 @@ def test_photo_query_controls_in_headless_chromium(library_server):
         page.press("#q", "Enter")
         page.wait_for_function("document.querySelectorAll('.card.result').length == 9")
         page.screenshot(path=str(ARTIFACTS / "photo_queries.png"), full_page=True)
+        # an uploaded photo with the text box filled: one query of both ("like this, but ...")
+        page.fill("#not", "")
+        page.set_input_files("#file", str(root / "2021" / "a1.jpg"))
+        page.wait_for_selector("h2 .combined")
+        assert "a red circle" in page.text_content("h2 .combined") and page.locator(".card.result").count() == 8
         page.click("#dup-button")
         page.wait_for_selector(".dup-group")
         assert page.locator(".dup-group").count() == 1 and page.locator(".dup-group img").count() == 2
