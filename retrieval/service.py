@@ -240,6 +240,7 @@ def create_app(searchers: "dict[int, Searcher]", allow_writes: bool = False, tok
         except InvalidInput as e:
             raise HTTPException(422, f"invalid request: {e}") from None
         return {"radius": default_radius(s.index.nbits) if radius is None else radius, "min_cosine": min_cosine,
+                "max_look_distance": max_look_distance,
                 "groups": [{**g.to_dict(), "keys": [display_text(k) for k in g.keys]} for g in groups[:limit]],
                 "total_groups": len(groups)}
 
