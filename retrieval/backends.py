@@ -89,9 +89,8 @@ class FaissBinaryIndex:
 
     def _changed(self) -> None:
         """Forget what filtered search cached about the contents (they just changed)."""
-        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # ids sorted, their codes: approximate types
-        self._ids_by_position: np.ndarray | None = None
-        self._position_of: tuple[np.ndarray, np.ndarray] | None = None  # ids sorted, their positions: flat
+        self._by_position: tuple | None = None  # (ids, codes or None) by position: :meth:`_contents`
+        self._position_of: tuple[np.ndarray, np.ndarray] | None = None  # ids sorted, their positions
         self._selector: tuple | None = None  # (allowed array, bitmap, search parameters) of the last filter
         self._subset: tuple | None = None  # (allowed array, a flat index of its codes, their ids): approximate types
 
@@ -179,7 +178,7 @@ class FaissBinaryIndex:
             return widened_search(lambda c, kk: self.search(c, kk), codes, k, allowed, self.ntotal)
         if allowed is not None:  # flat: the scan itself skips what the filter does not allow
             D, positions = self._inner().search(codes, k, params=self._selecting(allowed))
-            I = np.where(positions >= 0, self._stored()[np.maximum(positions, 0)], -1)
+            I = np.where(positions >= 0, self._contents()[0][np.maximum(positions, 0)], -1)
         else:
             D, I = self.index.search(codes, k)
         D = D.astype(np.int32)
@@ -200,7 +199,7 @@ class FaissBinaryIndex:
         # faiss' binary range search keeps d < radius: ask for radius + 1 (distances are integers)
         if allowed is not None and self.kind == "flat":
             lims, D, positions = self._inner().range_search(codes, int(radius) + 1, params=self._selecting(allowed))
-            I = self._stored()[positions]
+            I = self._contents()[0][positions]
         else:
             lims, D, I = self.index.range_search(codes, int(radius) + 1)
         out = []
@@ -215,17 +214,12 @@ class FaissBinaryIndex:
 
     def _search_subset(self, codes: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among a few allowed items (an approximate index would probe lists
-        that hold none of them): their codes, looked up by id, scanned by a flat index."""
+        that hold none of them): their codes, in index order, scanned by a flat index."""
         import faiss
 
         if self._subset is None or self._subset[0] is not allowed:
-            if self._by_id is None:
-                ids, all_codes = self.codes_of_all()
-                order = np.argsort(ids, kind="stable")
-                self._by_id = (ids[order], all_codes[order])
-            ids, all_codes = self._by_id
-            pos = np.minimum(np.searchsorted(ids, allowed), max(len(ids) - 1, 0))
-            pos = pos[ids[pos] == allowed] if len(ids) else pos[:0]
+            ids, all_codes = self._contents()
+            pos = np.sort(self._positions(allowed))
             flat = faiss.IndexBinaryFlat(self.nbits)
             flat.add(np.ascontiguousarray(all_codes[pos]))
             self._subset = (allowed, flat, ids[pos])  # the same filter asked again scans at once
@@ -237,11 +231,24 @@ class FaissBinaryIndex:
             D[:, :d.shape[1]], I[:, :i.shape[1]] = d, np.where(i >= 0, sub_ids[np.maximum(i, 0)], -1)
         return D, I
 
-    def _stored(self) -> np.ndarray:
-        """Ids by position in a flat index (cached until the next change)."""
-        if self._ids_by_position is None:
-            self._ids_by_position = self.stored_ids()
-        return self._ids_by_position
+    def _contents(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ids, codes) by position, cached until the next change; a flat index, which
+        filters inside its own scan, needs only the ids."""
+        if self._by_position is None:
+            self._by_position = (self.stored_ids(), None) if self.kind == "flat" else self.codes_of_all()
+        return self._by_position
+
+    def _positions(self, allowed: np.ndarray) -> np.ndarray:
+        """Positions (in :meth:`_contents`) of the ``allowed`` ids this index holds."""
+        if self._position_of is None:
+            stored = self._contents()[0]
+            order = np.argsort(stored, kind="stable")
+            self._position_of = (stored[order], order)
+        ids, positions = self._position_of
+        if not len(ids):
+            return np.zeros(0, np.int64)
+        pos = np.minimum(np.searchsorted(ids, allowed), len(ids) - 1)
+        return positions[pos[ids[pos] == allowed]]
 
     def _selecting(self, allowed: np.ndarray):
         """faiss search parameters whose selector keeps only ``allowed`` ids: a bitmap over
@@ -251,18 +258,11 @@ class FaissBinaryIndex:
 
         if self._selector is not None and self._selector[0] is allowed:
             return self._selector[2]
-        stored = self._stored()
-        if self._position_of is None:
-            order = np.argsort(stored, kind="stable")
-            self._position_of = (stored[order], order)
-        ids, positions = self._position_of
-        pos = np.minimum(np.searchsorted(ids, allowed), max(len(ids) - 1, 0))
-        keep = positions[pos[ids[pos] == allowed]] if len(ids) else pos[:0]
-        mask = np.zeros(len(stored), bool)
-        mask[keep] = True
+        mask = np.zeros(len(self._contents()[0]), bool)
+        mask[self._positions(allowed)] = True
         bitmap = np.packbits(mask, bitorder="little")
         params = faiss.SearchParameters()
-        params.sel = faiss.IDSelectorBitmap(len(stored), faiss.swig_ptr(bitmap))
+        params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
         self._selector = (allowed, bitmap, params)  # the bitmap lives as long as the selector reads it
         return params
 

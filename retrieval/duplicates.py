@@ -1,5 +1,5 @@
 """Near-duplicate photos: a range query over the codes the index already holds, each
-pair confirmed by the cosine of the stored outputs.
+pair confirmed by the photos' looks.
 
 Copies of one photo (the same file twice, a re-saved JPEG, a resized copy) get codes a
 few bits apart, but so can two different photos of one kind of scene: the model's codes
@@ -14,8 +14,8 @@ The defaults are chosen on planted copies among real photos (``benchmarks/bench_
 result files ``duplicates-*``): codes and outputs alone reached a pair precision of 0.92 at
 best; with the look check 0.995, finding every exact, re-encoded and 75 % copy. A
 cosine check on the stored outputs is available (``min_cosine``) and off by default: on
-the benchmark it removed no false pair and cost recall on halved copies. Photos indexed
-before looks were kept are confirmed by the codes (and the cosine, if asked) alone.
+the benchmark it removed no false pair and cost recall on halved copies. A pair with a
+photo indexed before looks were kept needs outputs at ``LOOKLESS_MIN_COSINE`` instead.
 """
 from __future__ import annotations
 

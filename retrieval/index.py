@@ -597,24 +597,45 @@ class IndexChanges:
 
 @dataclass
 class WriteReport:
-    """What a commit did (counts over every step), and the version it wrote (None: none)."""
-    added: int = 0  #: new items, replacements included
-    replaced: int = 0  #: items that were there and were replaced (``update``)
-    skipped: int = 0  #: items already present, left as they were
-    restamped: int = 0
-    removed: int = 0
+    """What a commit did, per modality (``of``) and over all of them (``added`` ...), and
+    the version it wrote (None: none)."""
     version: str | None = None
     counts: dict = field(default_factory=dict)  #: items per modality after the commit
-    by_modality: dict = field(default_factory=dict)  #: modality -> {added, replaced, ...}: the same counts, split
+    by_modality: dict = field(default_factory=dict)  #: modality -> {added, replaced, skipped, restamped, removed}
 
     def count(self, modality: str, what: str, n: int) -> None:
-        setattr(self, what, getattr(self, what) + n)
         per = self.by_modality.setdefault(modality, {})
         per[what] = per.get(what, 0) + n
 
     def of(self, modality: str, what: str) -> int:
         """One count of one modality's items (photos apart from the captions of the same commit)."""
         return self.by_modality.get(modality, {}).get(what, 0)
+
+    def _total(self, what: str) -> int:
+        return sum(per.get(what, 0) for per in self.by_modality.values())
+
+    @property
+    def added(self) -> int:
+        """New items, replacements included."""
+        return self._total("added")
+
+    @property
+    def replaced(self) -> int:
+        """Items that were there and were replaced (``update``)."""
+        return self._total("replaced")
+
+    @property
+    def skipped(self) -> int:
+        """Items already present, left as they were."""
+        return self._total("skipped")
+
+    @property
+    def restamped(self) -> int:
+        return self._total("restamped")
+
+    @property
+    def removed(self) -> int:
+        return self._total("removed")
 
     def merge(self, other: "WriteReport") -> "WriteReport":
         for modality, per in other.by_modality.items():

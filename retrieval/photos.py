@@ -52,7 +52,6 @@ class PhotoReport:
     found: int = 0  #: image files listed under the roots
     unchanged: int = 0  #: already indexed with the same size and mtime (not read)
     walk_failures: int = 0  #: paths named or listed that could not be read at all (also in ``failed``)
-    dated: int = 0  #: of those, indexed before dates were kept: given their date (header read only)
     failed: list[tuple[str, str]] = field(default_factory=list)  #: (path, why)
     unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
     written: WriteReport = field(default_factory=WriteReport)  #: every commit's, merged
@@ -168,10 +167,15 @@ def runtime_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 2) - workers)
 
 
-def _photo_item(p: PhotoFile, digest: str, look: str) -> Item:
+def _date_fields(p: PhotoFile) -> dict:
+    """When the photo was taken, and from what (``crossmodal.data.images.photo_date``)."""
     date, origin = photo_date(p.path, p.mtime_ns)
+    return {"date": date, "date_from": origin}
+
+
+def _photo_item(p: PhotoFile, digest: str, look: str) -> Item:
     return Item(key=p.path, source=p.path, extra={"size": p.size, "mtime_ns": p.mtime_ns, "hash": digest,
-                                                  "look": look, "date": date, "date_from": origin})
+                                                  "look": look, **_date_fields(p)})
 
 
 def encode_photos(model, photos: Sequence[PhotoFile], batch_size: int = DEFAULT_BATCH,
@@ -226,8 +230,7 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
         has_index(index_dir) else {}
     todo = [p for p in photos if (_changed(p, known.get(p.path)) if update else p.path not in known)]
     report.unchanged += len(photos) - len(todo)
-    report.dated += _date_older_photos(index_dir, model, [p for p in photos if p.path in known and p not in todo],
-                                       known)
+    _date_older_photos(index_dir, model, [p for p in photos if p.path in known and p not in todo], known)
     pending_items: list[Item] = []
     pending_relaxed: list[np.ndarray] = []
 
@@ -259,20 +262,16 @@ def index_photos(index_dir: str | os.PathLike, model, photos: Sequence[PhotoFile
     return flush(last=True)
 
 
-def _date_older_photos(index_dir, model, photos: Sequence[PhotoFile], known: dict) -> int:
+def _date_older_photos(index_dir, model, photos: Sequence[PhotoFile], known: dict) -> None:
     """Photos indexed by a release that kept no date get one (read from the file's header,
-    no decoding), so date filters and sorting see them after one sync. Returns how many."""
+    no decoding), so date filters and sorting see them after one sync."""
     undated = [p for p in photos if "date" not in known[p.path]]
     if not undated:
-        return 0
-    items = []
-    for p in undated:
-        date, origin = photo_date(p.path, p.mtime_ns)
-        items.append(Item(key=p.path, source=p.path, extra={**known[p.path], "date": date, "date_from": origin}))
+        return
+    items = [Item(key=p.path, source=p.path, extra={**known[p.path], **_date_fields(p)}) for p in undated]
     write_index(index_dir, model, IndexChanges().restamp("image", items))
     for it in items:
         known[it.key] = it.extra
-    return len(items)
 
 
 def _photo_changes(items: list[Item], relaxed: np.ndarray, known: dict, update: bool) -> IndexChanges:
@@ -307,14 +306,15 @@ def sync_photos(index_dir: str | os.PathLike, model, roots: Sequence[str | os.Pa
     return report
 
 
-def _is_photo(meta: dict) -> bool:
-    return "mtime_ns" in meta["extra"]
+def _is_gone(meta: dict) -> bool:
+    """An item that came from a photo file no longer there (moved, renamed, deleted, or on
+    a drive that is not plugged in)."""
+    return "mtime_ns" in meta["extra"] and not os.path.exists(meta["key"])
 
 
 def missing_photos(index: CrossModalIndex) -> list[str]:
-    """Paths of indexed photo files that are no longer there (moved, renamed, deleted, or
-    on a drive that is not plugged in: the caller shows them before removing)."""
-    return sorted(m["key"] for m in index.items_of("image") if _is_photo(m) and not os.path.exists(m["key"]))
+    """Paths of indexed photo files that are no longer there (the caller shows them before removing)."""
+    return sorted(m["key"] for m in index.items_of("image") if _is_gone(m))
 
 
 def prune_missing(index_dir: str | os.PathLike, model, dry_run: bool = False) -> list[str]:
@@ -325,7 +325,7 @@ def prune_missing(index_dir: str | os.PathLike, model, dry_run: bool = False) ->
     gone: list[str] = []
 
     def is_gone(meta: dict) -> bool:
-        if _is_photo(meta) and not os.path.exists(meta["key"]):
+        if _is_gone(meta):
             gone.append(meta["key"])
             return True
         return False

@@ -183,6 +183,11 @@ class Searcher:
                              self.model.embed_images([image])[0] if image is not None else None, mix,
                              embedded[1 if text is not None else 0:] if exclude else None, exclude_weight)
 
+    def default_target(self, text: str | None, image: Image.Image | None) -> str:
+        """What a query looks for unless told: images for a text (with or without an
+        image), captions for an image alone (or images, in a photo library)."""
+        return "image" if text is not None or image is None else image_query_target(self.index)
+
     def search(self, text: str | None = None, image: Image.Image | None = None, target: str | None = None,
                k: int = 10, mix: float = DEFAULT_MIX, exclude: Sequence[str] = (),
                exclude_weight: float = DEFAULT_EXCLUDE_WEIGHT, form: ResultForm | None = None,
@@ -191,8 +196,7 @@ class Searcher:
         night"; without "people" (``exclude``); within folders and dates, newest first,
         above a score (``form``). ``target`` defaults to images for a text query, and to
         captions (or images, in a photo library) for an image."""
-        if target is None:
-            target = "image" if text is not None or image is None else image_query_target(self.index)
+        target = target or self.default_target(text, image)
         relaxed = self.query_vector(text, image, mix, exclude, exclude_weight)
         return self.search_relaxed(relaxed[None], target, k, radius, rerank, form)[0]
 

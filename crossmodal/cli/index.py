@@ -35,8 +35,8 @@ EXAMPLES = {
 
 
 def parse_params(pairs, kind: str, bits: int | None = None) -> dict:
-    """``--param NAME=VALUE`` pairs, checked against index type ``kind`` (names, whole
-    numbers, ranges) before any work is done."""
+    """``--param NAME=VALUE`` pairs over index type ``kind``'s defaults, checked (names,
+    whole numbers, ranges) before any work is done."""
     from retrieval.index_types import index_params
 
     out = {}
@@ -45,14 +45,13 @@ def parse_params(pairs, kind: str, bits: int | None = None) -> dict:
             raise InvalidInput(f"--param takes NAME=VALUE, got {p!r}")
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
-    index_params(kind, out, nbits=bits)  # refuse now: not after minutes of encoding
-    return {k: int(v) if v.lstrip("+-").isdigit() else v for k, v in out.items()}
+    return index_params(kind, out, nbits=bits)  # refuse now: not after minutes of encoding
 
 
 def run_build(args) -> dict:
     from crossmodal.model import CrossModalHasher
     from retrieval.index import IndexChanges, check_index_destination, discard_empty_index, has_index, read_manifest
-    from retrieval.index_types import check_training_size, index_params
+    from retrieval.index_types import check_training_size
     from retrieval.ingest import build_index, embed_prepared
     from retrieval.photos import PhotoReport, index_photos, walk_photos
 
@@ -75,14 +74,13 @@ def run_build(args) -> dict:
         raise NothingDone(f"index build: no photos found under {', '.join(map(str, args.images))}; no index was "
                           f"written")
     if args.images and not resumed:
-        check_training_size(args.type, index_params(args.type, params), min(len(photos), args.chunk_size))
+        check_training_size(args.type, params, min(len(photos), args.chunk_size))
     dataset_items = IndexChanges()
     if args.data:
         dataset_items, screening = embed_prepared(model, args.data, args.split.split(","), cache_dir(args))
         print_screening(screening)
         if not resumed:
-            check_training_size(args.type, index_params(args.type, params),
-                                min(dataset_items.added_counts().values(), default=0))
+            check_training_size(args.type, params, min(dataset_items.added_counts().values(), default=0))
     created = not has_index(args.out)
     try:
         if resumed:
@@ -210,6 +208,7 @@ def run_sync(args) -> dict:
     from crossmodal.model import CrossModalHasher
     from retrieval.index import read_manifest
     from retrieval.photos import prune_missing, sync_photos
+    from retrieval.store import display_text
 
     if not args.images and not args.prune_missing:
         raise InvalidInput("index sync: give --images DIR... (the folders to follow), --prune-missing, or both")
@@ -227,17 +226,12 @@ def run_sync(args) -> dict:
     if args.prune_missing:
         gone = prune_missing(args.index, model, dry_run=args.dry_run)
         for path in gone[:20]:
-            print(f"{'would remove' if args.dry_run else 'removed'}: {_shown(path)}", file=sys.stderr)
+            print(f"{'would remove' if args.dry_run else 'removed'}: {display_text(path)}", file=sys.stderr)
         if len(gone) > 20:
             print(f"... and {len(gone) - 20} more", file=sys.stderr)
         print(f"{len(gone)} photo(s) whose files are gone {'would be removed (dry run: nothing was changed)' if args.dry_run else 'removed'}")
         out["pruned"] = len(gone)
     return out
-
-
-def _shown(path: str) -> str:
-    from retrieval.store import display_text
-    return display_text(path)
 
 
 def photo_options(args):

@@ -52,8 +52,7 @@ def run(args):
     mix = 0.5 if args.mix is None else args.mix
     hits = searcher.search(args.text, img, args.target, args.k, mix, args.exclude or (), args.not_weight, form,
                            args.radius, args.rerank)
-    target = args.target or ("image" if args.text is not None else
-                             ("text" if searcher.index.count("text") else "image"))
+    target = args.target or searcher.default_target(args.text, img)
     query = {k: v for k, v in (("text", args.text), ("image", args.image)) if v is not None}
     if args.exclude:
         query["not"] = list(args.exclude)
