@@ -98,6 +98,10 @@ class ModelConfig:
     #: as the mean of these views' outputs (:mod:`crossmodal.views`). The weights do not
     #: change, so ``crossmodal eval --image-views`` measures it on any model first.
     image_views: str = "plain"
+    #: trained on photos without captions (``crossmodal train --images``): the image side
+    #: serves image search and duplicates; the text side is an untrained stub (a linear
+    #: head, the text encoder never loaded) and a text query is refused
+    image_only: bool = False
 
     def __post_init__(self) -> None:
         if self.image_encoder.pooling not in POOLINGS:
@@ -137,6 +141,8 @@ class ModelConfig:
         d["bits"] = list(self.bits)
         if d["image_views"] == "plain":
             del d["image_views"]  # the config (and so the fingerprint) of every model written before it existed
+        if not d["image_only"]:
+            del d["image_only"]  # likewise
         return d
 
     @classmethod
@@ -150,6 +156,7 @@ class ModelConfig:
             # configs written before head_width existed had heads exactly max(bits) wide
             head_width=d.get("head_width", max(d.get("bits", DEFAULT_BITS))),
             image_views=d.get("image_views", "plain"),
+            image_only=bool(d.get("image_only", False)),
         )
 
     def to_json(self) -> str:

@@ -89,6 +89,14 @@ class TokenStates(NamedTuple):
         return out, mask.long()
 
 
+def length_sorted_batches(captions: list[str], batch_size: int) -> list[list[int]]:
+    """Caption rows in batches of similar length (by characters, a proxy for tokens): a
+    batch is padded to its longest caption, so random batches of Flickr8k captions carried
+    about twice the tokens they needed. A caption's features do not depend on its batch."""
+    order = sorted(range(len(captions)), key=lambda r: (len(captions[r]), r))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 @torch.inference_mode()
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
                    desc: str = "image features", trunk_of: int = 0, views: str | None = None,
@@ -144,15 +152,16 @@ def text_trunk_states(encoder, encoder_cfg: dict, ds, captions: list[str], cache
     def compute() -> dict[str, torch.Tensor]:
         encoder.eval()
         dev = _device(encoder)
-        states, lengths = [], []
-        for s in progress(range(0, len(captions), batch_size), desc=desc, unit="batch"):
-            tok = {k: v.to(dev) for k, v in encoder.tokenize(captions[s:s + batch_size]).items()}
+        per_caption: list[torch.Tensor | None] = [None] * len(captions)
+        for rows in progress(length_sorted_batches(captions, batch_size), desc=desc, unit="batch"):
+            tok = {k: v.to(dev) for k, v in encoder.tokenize([captions[r] for r in rows]).items()}
             h = encoder.trunk(tok["input_ids"], tok["attention_mask"], trunk_of).half().cpu()
             mask = tok["attention_mask"].bool().cpu()
-            states.append(h[mask])
-            lengths.append(mask.sum(1))
-        lengths_all = torch.cat(lengths) if lengths else torch.zeros(0, dtype=torch.long)
-        return {"states": torch.cat(states) if states else torch.zeros(0, encoder.output_dim, dtype=torch.float16),
+            for j, r in enumerate(rows):
+                per_caption[r] = h[j][mask[j]]
+        lengths_all = torch.tensor([len(x) for x in per_caption], dtype=torch.long)
+        return {"states": torch.cat(per_caption) if captions else torch.zeros(0, encoder.output_dim,
+                                                                              dtype=torch.float16),
                 "offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths_all.cumsum(0)])}
 
     if cache_dir is None:
@@ -171,10 +180,53 @@ def text_features(encoder, encoder_cfg: dict, ds, captions: list[str], cache_dir
     def compute() -> torch.Tensor:
         encoder.eval()
         dev = _device(encoder)
-        out = [encoder(**{k: v.to(dev) for k, v in encoder.tokenize(captions[s:s + batch_size]).items()}).float().cpu()
-               for s in progress(range(0, len(captions), batch_size), desc=desc, unit="batch")]
-        return torch.cat(out) if out else torch.zeros(0, encoder.output_dim)
+        out = torch.zeros(len(captions), encoder.output_dim)
+        for rows in progress(length_sorted_batches(captions, batch_size), desc=desc, unit="batch"):
+            tokens = encoder.tokenize([captions[r] for r in rows])
+            out[torch.as_tensor(rows)] = encoder(**{k: v.to(dev) for k, v in tokens.items()}).float().cpu()
+        return out
 
     if cache_dir is None:
         return compute()
     return _load_or_compute(Path(cache_dir) / f"txt-{cache_key('text', encoder_cfg, ds)}.safetensors", compute)
+
+
+@torch.inference_mode()
+def photo_features(encoder, encoder_cfg: dict, paths: list[str], cache_dir: Path | None, batch_size: int = 32,
+                   desc: str = "photo features") -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
+    """Features of photo files for training on photos without captions: ([N, 2, D] plain
+    and mirrored views of the photos that decode, the positions in ``paths`` they are, and
+    ``(position, why)`` of those that do not). Cached like a prepared split's, keyed by the
+    encoder and each file's path, size and modification time, so a rerun (or an interrupted
+    run's rerun) reads them back and a changed folder is encoded again."""
+    from .image_batches import PhotoFiles, encode_batches
+    from .runtime import feature_extractor
+
+    def compute() -> dict[str, torch.Tensor]:
+        encoder.eval()
+        extract = feature_extractor(encoder, _digest({"kind": "image", "encoder": encoder_cfg}), 0,
+                                    "auto" if cache_dir is not None else "torch")
+        feats, kept, failed = [], [], []
+        for batch in encode_batches(PhotoFiles(paths, encoder.image_size), encoder.transform(train=False),
+                                    lambda x: extract(make_views(x, "flip")), batch_size, desc=desc, unit="photo"):
+            failed += batch.failed
+            if batch.positions:
+                feats.append(torch.stack(batch.outputs.float().chunk(2), dim=1))
+                kept += batch.positions
+        reasons = "\n".join(f"{p}\t{why}" for p, why in failed)
+        return {"features": torch.cat(feats) if feats else torch.zeros(0, 2, encoder.output_dim),
+                "positions": torch.tensor(kept, dtype=torch.long),
+                "failed": torch.frombuffer(bytearray(reasons.encode() or b"\n"), dtype=torch.uint8)}
+
+    if cache_dir is None:
+        t = compute()
+    else:
+        files = []
+        for p in paths:
+            st = os.stat(p)
+            files.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+        key = _digest({"kind": "photos", "encoder": encoder_cfg, "files": files, "v": 1})
+        t = _load_or_compute_tensors(Path(cache_dir) / f"img-{key}.safetensors", compute)
+    failed = [(int(p), why) for p, why in (line.split("\t", 1) for line in bytes(t["failed"].tolist()).decode()
+                                            .splitlines() if "\t" in line)]
+    return t["features"], t["positions"].tolist(), failed

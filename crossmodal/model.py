@@ -24,7 +24,7 @@ from torch import nn
 from .atomic import atomic_write_text
 from .errors import InvalidInput, MissingInput
 from .codes import pack_bits
-from .config import ModelConfig, parse_trainable
+from .config import HeadConfig, ModelConfig, parse_trainable
 from .encoders import create_image_encoder, create_text_encoder
 from .heads import HashHead
 from .quantizers import create_quantizer
@@ -58,7 +58,10 @@ class CrossModalHasher(nn.Module):
                 setattr(self, attr, create(cfg))
                 widths[attr] = getattr(self, attr).output_dim
         self.image_head = HashHead(widths["image_encoder"], config.output_width, config.head)
-        self.text_head = HashHead(widths["text_encoder"], config.output_width, config.head)
+        # an image-only model keeps a linear text head that never trains: the folder's shape stays
+        # that of every model, and a text query is refused before it is used (embed_texts)
+        text_head = HeadConfig(depth=1) if config.image_only else config.head
+        self.text_head = HashHead(widths["text_encoder"], config.output_width, text_head)
         self.quantizer = create_quantizer(config.quantizer, config.bits)
         #: set by save/load, cleared when the weights may change (``fingerprint()``)
         self._fingerprint: str | None = None
@@ -168,12 +171,19 @@ class CrossModalHasher(nn.Module):
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Relaxed (pre-sign) outputs for captions: float32 [N, output_width]."""
+        self.check_has_text()
         self.eval()
         texts = list(texts)
         features = self._text_features()
         out = [self.text_head(features(texts[s:s + batch_size]).to(self.device))
                for s in range(0, len(texts), batch_size)]
         return torch.cat(out).float().cpu().numpy() if out else np.zeros((0, self.config.output_width), np.float32)
+
+    def check_has_text(self) -> None:
+        """Refuse text on a model trained on photos without captions (``image_only``)."""
+        if self.config.image_only:
+            raise InvalidInput("this model was trained on photos without captions, so it has no text side: search "
+                               "it with an image (--image), or use a model trained on captions for text")
 
     def _text_features(self) -> Callable[[list[str]], torch.Tensor]:
         """Captions -> the text encoder's pooled features: through ONNX Runtime when

@@ -26,7 +26,7 @@ class ValidationEvaluator:
     picked by (``retrieval.protocol.selection_score``)."""
 
     def __init__(self, config: EvalConfig | None = None):
-        self.config = config or EvalConfig(baselines=False, rerank=0)
+        self.config = config or EvalConfig(baselines=False, rerank=0, detail=False)
 
     def __call__(self, image_relaxed: np.ndarray, text_relaxed: np.ndarray, split: FlatSplit,
                  labels: np.ndarray | None, nbits: int) -> dict[str, float]:

@@ -74,6 +74,10 @@ class EvalConfig:
     #: index uses at each code length (``retrieval.rerank.DEFAULT_CANDIDATES``)
     rerank: int | None = 0
     rerank_dtype: str = "int8"
+    #: False: each direction gets only what the selection score and its parts need (mAP,
+    #: R@K, and the tie-aware mAP with labels): validation runs after every epoch, and the
+    #: precision/radius curves a report shows cost it more than half of an epoch's time
+    detail: bool = True
 
 
 def check_no_leak(query: ItemSet, database: ItemSet) -> None:
@@ -98,6 +102,11 @@ def direction_metrics(dist: np.ndarray, rel: np.ndarray, cfg: EvalConfig, nbits:
     ranking = M.rank_by_distance(dist)
     out: dict = {}
     out.update({k: v for k, v in M.mean_average_precision(ranking, rel).items()})
+    if not cfg.detail:
+        out.update(M.recall_at_k(ranking, rel, cfg.recall_ks))
+        if nbits is not None and cfg.relevance == "labels":
+            out["mAP_tie_aware"] = M.tie_aware_map(dist, rel)["mAP_tie_aware"]
+        return out
     out[f"mAP@{cfg.map_k}"] = M.mean_average_precision(ranking, rel, cfg.map_k)[f"mAP@{cfg.map_k}"]
     out.update(M.recall_at_k(ranking, rel, cfg.recall_ks))
     out.update(M.precision_at_k(ranking, rel, cfg.precision_ks))

@@ -163,3 +163,28 @@ def test_bad_encoder_combinations_are_refused_clearly(tmp_path):
                                                 weights=str(tmp_path / "w.pth")))
     with pytest.raises(InvalidInput, match="pool on their own"):
         create_image_encoder(ImageEncoderConfig(name="efficientnet-lite0+efficientnet-lite2", pooling="attention"))
+
+
+def test_caption_features_do_not_depend_on_their_batch():
+    """Captions are encoded in batches of similar length (less padding): each caption's
+    features and token states equal those of the caption encoded alone."""
+    from crossmodal.features import TokenStates, length_sorted_batches, text_features, text_trunk_states
+
+    captions = ["a dog", "two children play football on a wide green field near the old school building",
+                "a red car", "", "a man in a blue shirt rides a bicycle down the hill", "cat"]
+    batches = length_sorted_batches(captions, 2)
+    assert sorted(r for b in batches for r in b) == list(range(len(captions)))
+    assert [len(captions[b[0]]) for b in batches] == sorted(len(captions[b[0]]) for b in batches)
+    enc = create_text_encoder(TextEncoderConfig(name="minilm"))
+    batched = text_features(enc, {}, None, captions, None, batch_size=2)
+    with torch.inference_mode():
+        alone = torch.cat([enc(**enc.tokenize([c])) for c in captions])
+    assert torch.allclose(batched, alone, atol=1e-5)
+    states = text_trunk_states(enc, {}, None, captions, None, trunk_of=1, batch_size=2)
+    assert isinstance(states, TokenStates) and len(states) == len(captions)
+    with torch.inference_mode():
+        for i, c in enumerate(captions):
+            tok = enc.tokenize([c])
+            own = enc.trunk(tok["input_ids"], tok["attention_mask"], 1)[0].half()
+            got, mask = states.batch([i])
+            assert torch.allclose(got[0][mask[0].bool()], own.float(), atol=2e-2)

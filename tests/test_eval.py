@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from crossmodal.cli import main
+from crossmodal.codes import sign_codes
 from retrieval.protocol import EvalConfig, ItemSet, Side, evaluate
 
 
@@ -207,3 +208,28 @@ def test_eval_on_dev_reports_the_score_that_picked_the_best_epoch(tiny_model, ti
                  "--no-baselines", "--rerank", "0", "--cache-dir", str(feature_cache_dir),
                  "--out", str(tmp_path / "t")]) == 0
     assert "validation_score" not in json.loads((tmp_path / "t" / "report.json").read_text())
+
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_validation_scores_equal_the_full_reports(with_labels):
+    """Validation computes only the score's parts (detail=False); each equals what the
+    full report gives for the same outputs, with pairs and with labels."""
+    from crossmodal.data.splits import FlatSplit
+    from retrieval.evaluation import ValidationEvaluator, split_sides
+
+    rng = np.random.default_rng(3)
+    n, per = 40, 3
+    split = FlatSplit(ids=[f"i{i}" for i in range(n)], captions=[f"c{j}" for j in range(n * per)],
+                      caption_item=np.repeat(np.arange(n), per), labels=[[f"l{i % 5}"] for i in range(n)])
+    images, texts = rng.normal(size=(n, 32)), rng.normal(size=(n * per, 32))
+    texts += np.repeat(images, per, axis=0)  # related, so the metrics are not all zero
+    labels = split.label_matrix([f"l{k}" for k in range(5)]) if with_labels else None
+    fast = ValidationEvaluator()(images, texts, split, labels, 32)
+    full = evaluate(sign_codes, ItemSet(*split_sides(split, images, texts, labels)), None,
+                    EvalConfig(bits=(32,), baselines=False, relevance="labels" if with_labels else "pairs"))
+    for key, value in fast.items():
+        if key == "score":
+            assert value == full["score"]["32"]
+        else:
+            direction, metric = key.split("_", 1)
+            assert value == full["results"][direction]["32"][metric], key
+    assert fast["score"] > 0

@@ -144,7 +144,7 @@ class HashingLoss(nn.Module):
                 total = total + w * triplet_w * max_violation_triplet(x, y, cfg.margin, positives)
         return total
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, pair_positives: torch.Tensor,
+    def forward(self, image: torch.Tensor, text: torch.Tensor | None, pair_positives: torch.Tensor | None,
                 image_view2: torch.Tensor | None = None, text_positives: torch.Tensor | None = None,
                 text2: torch.Tensor | None = None, image_positives: torch.Tensor | None = None,
                 targets: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -156,27 +156,30 @@ class HashingLoss(nn.Module):
         ``image_view2``: codes of a second augmented view of each image (intra-image).
         ``text2`` + ``text_positives``: codes of other captions and which are positives
         of each caption (intra-text). ``targets``: per modality ("image", "text"), the
-        clean features the (noisy) inputs came from, for the reconstruction term."""
+        clean features the (noisy) inputs came from, for the reconstruction term.
+        ``text=None``: photos without captions; only the image terms (the other view, the
+        reconstruction, the code-shape terms) apply."""
         cfg = self.cfg
         parts: dict[str, torch.Tensor] = {}
         zero = image.new_zeros(())
         if image_positives is None:
             image_positives = pair_positives
-        first_text = text[: len(image)]  # round 0: one caption per image, for the intra-text loss
+        first_text = text[: len(image)] if text is not None else None  # round 0, for the intra-text loss
         for k in self.bits:
-            a, b = image[:, :k], text[:, :k]
-            parts["inter"] = parts.get("inter", zero) + self._pair_terms(a, b, pair_positives,
-                                                                         cfg.inter_contrastive, cfg.triplet)
+            a = image[:, :k]
+            if text is not None:
+                parts["inter"] = parts.get("inter", zero) + self._pair_terms(a, text[:, :k], pair_positives,
+                                                                             cfg.inter_contrastive, cfg.triplet)
             if image_view2 is not None and (cfg.intra_image or cfg.intra_triplet):
                 # the other view of the same image is a positive, and so is any image sharing a label
                 parts["intra_image"] = parts.get("intra_image", zero) + self._pair_terms(
                     a, image_view2[:, :k], image_positives, cfg.intra_image, cfg.intra_triplet)
-            if text2 is not None and (cfg.intra_text or cfg.intra_triplet):
+            if text is not None and text2 is not None and (cfg.intra_text or cfg.intra_triplet):
                 parts["intra_text"] = parts.get("intra_text", zero) + self._pair_terms(
                     first_text[:, :k], text2[:, :k], text_positives, cfg.intra_text, cfg.intra_triplet)
         n = len(self.bits)
         parts = {k: v / n for k, v in parts.items()}
-        both = torch.cat([image, text])
+        both = torch.cat([image, text]) if text is not None else image
         if image_view2 is not None:
             both = torch.cat([both, image_view2])
         if cfg.quantization:
@@ -187,7 +190,8 @@ class HashingLoss(nn.Module):
             parts["decorrelation"] = cfg.decorrelation * decorrelation_loss(both)
         if cfg.reconstruction and targets:
             codes = {"image": image, "text": text}
-            terms = [reconstruction_loss(self.decoders[m](codes[m]), t) for m, t in targets.items() if m in self.decoders]
+            terms = [reconstruction_loss(self.decoders[m](codes[m]), t) for m, t in targets.items()
+                     if m in self.decoders and codes[m] is not None]
             if terms:
                 parts["reconstruction"] = cfg.reconstruction * sum(terms) / len(terms)
         parts["total"] = sum(parts.values())

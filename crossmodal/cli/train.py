@@ -9,7 +9,8 @@ from .common import add_command, bits_list, cache_dir_arg, choices_help, print_s
 
 EXAMPLES = """examples:
   crossmodal train --data data/flickr8k --out models/f8k
-  crossmodal train --data data/mine --text-encoder gru --image-trainable last:1 --out models/mine"""
+  crossmodal train --data data/mine --text-encoder gru --image-trainable last:1 --out models/mine
+  crossmodal train --images ~/Pictures --out models/my-photos   (no captions: image search, duplicates)"""
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -20,7 +21,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
     d, dl, m = TrainConfig(), LossConfig(), ModelConfig()
     img, txt, head = ImageEncoderConfig(), TextEncoderConfig(), HeadConfig()
-    p.add_argument("--data", required=True, help="prepared dataset folder (data_scripts/prepare_*.py)")
+    p.add_argument("--data", default=None, help="prepared dataset folder (data_scripts/prepare_*.py)")
+    p.add_argument("--images", action="append", default=None, metavar="DIR",
+                   help="instead of --data: photos without captions (folders, recursively; repeatable). The image "
+                        "side learns codes by reconstruction (a denoising autoencoder): the model serves image "
+                        "search and duplicates, not text")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--image-encoder", default=img.name, metavar="NAME", type=image_encoder_name,
                    help="image CNN: " + choices_help(describe_encoders("image")) +
@@ -125,6 +130,13 @@ def train_config_from_args(args):
 
 
 def run(args) -> dict:
+    from crossmodal.errors import InvalidInput
+
+    if (args.data is None) == (args.images is None):
+        raise InvalidInput("give either --data (a prepared dataset with captions) or --images DIR (photos without "
+                           "captions), not both or neither")
+    if args.images is not None:
+        return run_photos(args)
     from retrieval.evaluation import ValidationEvaluator
     from training import init_distributed_from_env, train_model
 
@@ -136,6 +148,32 @@ def run(args) -> dict:
         print(f"model written to {args.out} (best epoch {s['best_epoch']}, validation score {s['best_score']:.3f})")
         print_screening(result.screening)
     return result.summary
+
+
+def run_photos(args) -> dict:
+    """``--images``: an image-only model trained by reconstruction on the photos' features."""
+    from crossmodal.errors import InvalidInput
+    from retrieval.photos import PhotoReport, walk_photos
+    from training import LossConfig
+    from training.photos import PHOTO_LOSS, train_on_photos
+
+    report = PhotoReport()
+    photos = walk_photos(args.images, report)
+    if not photos:
+        raise InvalidInput(f"no photos found under {', '.join(args.images)} (JPEG, PNG, WebP, ... files); check the "
+                           f"folder")
+    config = train_config_from_args(args)  # checks --loss
+    # --loss changes the photo defaults (reconstruction, no pair terms), not the caption ones
+    loss = LossConfig(**{**asdict(PHOTO_LOSS), **(json.loads(args.loss) if args.loss else {})})
+    run = train_on_photos([p.path for p in photos], args.out, model_config_from_args(args), config, loss,
+                          card={"folders": [str(f) for f in args.images]})
+    s = run.summary
+    print(f"model written to {args.out} from {s['photos']['train']} photos, {s['photos']['dev']} held out (best "
+          f"epoch {s['best_epoch']}, held-out view score {s['best_score']:.2f}); unreadable: "
+          f"{s['photos']['unreadable'] + len(report.failed)}")
+    for path, why in run.failed:
+        print(f"skipped {path}: {why}")
+    return s
 
 
 def register(sub) -> None:
