@@ -101,10 +101,11 @@ def length_sorted_batches(captions: list[str], batch_size: int) -> list[list[int
 def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch_size: int = 64,
                    desc: str = "image features", trunk_of: int = 0, views: str | None = None,
                    workers: int | None = None) -> torch.Tensor:
-    """[N, 2, D] features of the split's images (view 0 plain, view 1 flipped); without a
-    cache only the plain view is computed, [N, 1, D] (nothing would reuse the flipped
-    one), unless ``views="flip"`` asks for both. ``views="crops"``: the five crops of
-    :func:`~crossmodal.views.make_views`, [N, 5, D], cached apart.
+    """[N, V, D] features of the split's images: the plain view, [N, 1, D] (default), or
+    ``views="flip"``: the plain and the mirrored view, [N, 2, D] (training with flips, the
+    intra-image term, a model that encodes both), or ``views="crops"``: the five crops of
+    :func:`~crossmodal.views.make_views`, [N, 5, D]. Each is cached apart; a cached pair
+    also answers for the plain view, so the CNN runs once for whichever came first.
 
     With ``trunk_of=N``: the activations before the encoder's last N stages instead,
     [N, 2, C, H, W] in float16 (the frozen trunk of a ``last:N`` fine-tune).
@@ -132,15 +133,21 @@ def image_features(encoder, encoder_cfg: dict, ds, cache_dir: Path | None, batch
             out.append(torch.stack(f.chunk(view_count(views)), dim=1))
         return torch.cat(out) if out else torch.zeros(0, view_count(views), encoder.output_dim)
 
-    if views != "crops":
-        views = "flip" if cache_dir is not None or views == "flip" else "plain"
+    views = views or "plain"
     kind = f"image-trunk{trunk_of}" if trunk_of else "image"
     graph_key = _digest({"kind": kind, "encoder": encoder_cfg})  # the exported graph: by config, not data
     if cache_dir is None:
         return compute()
+    both = Path(cache_dir) / f"img-{cache_key(kind, encoder_cfg, ds)}.safetensors"  # plain + mirrored
+    if views == "plain":
+        if both.is_file():  # the plain view is the first of a cached pair: nothing to compute
+            return _load_or_compute(both, compute)[:, :1]
+        return _load_or_compute(Path(cache_dir) / f"img-{cache_key(kind + '-plain', encoder_cfg, ds)}.safetensors",
+                                compute)
     if views == "crops":
-        kind += "-crops"
-    return _load_or_compute(Path(cache_dir) / f"img-{cache_key(kind, encoder_cfg, ds)}.safetensors", compute)
+        return _load_or_compute(Path(cache_dir) / f"img-{cache_key(kind + '-crops', encoder_cfg, ds)}.safetensors",
+                                compute)
+    return _load_or_compute(both, compute)
 
 
 @torch.inference_mode()

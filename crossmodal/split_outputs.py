@@ -44,13 +44,16 @@ class TrainingInputs(NamedTuple):
     text: torch.Tensor | TokenStates | None
 
 
-def training_inputs(model, ds, captions: list[str], cache_dir: Path, name: str) -> TrainingInputs:
-    """Fill (or read) the feature cache with split ``name``'s training inputs."""
+def training_inputs(model, ds, captions: list[str], cache_dir: Path, name: str,
+                    image_views: str = "flip") -> TrainingInputs:
+    """Fill (or read) the feature cache with split ``name``'s training inputs; the images'
+    ``image_views`` ("plain", or "flip" for the mirrored view as well)."""
     img_cfg, txt_cfg = encoder_key(model.config.image_encoder), encoder_key(model.config.text_encoder)
     image = text = None
     if model.image_input != "pixels":
         image = image_features(model.image_encoder, img_cfg, ds, cache_dir, desc=f"{name} image features",
-                               trunk_of=model.image_tail_stages if model.image_input == "trunk" else 0)
+                               trunk_of=model.image_tail_stages if model.image_input == "trunk" else 0,
+                               views=image_views)
     if model.text_input == "features":
         text = text_features(model.text_encoder, txt_cfg, ds, captions, cache_dir, desc=f"{name} text features")
     elif model.text_input == "trunk":

@@ -105,7 +105,7 @@ def test_flip_tta_is_the_mean_of_both_cached_views(tiny_model, tiny_data, featur
     captions = flatten_split(ds).captions
     plain = relaxed_outputs(model, ds, captions, feature_cache_dir)
     tta = relaxed_outputs(model, ds, captions, feature_cache_dir, views="flip")
-    feats = image_features(model.image_encoder, asdict(model.config.image_encoder), ds, feature_cache_dir)
+    feats = image_features(model.image_encoder, asdict(model.config.image_encoder), ds, feature_cache_dir, views="flip")
     with torch.no_grad():
         mirrored = model.image_relaxed_from_features(feats[:, 1]).numpy()
     assert np.allclose(tta.image_relaxed, (plain.image_relaxed + mirrored) / 2, atol=1e-5)

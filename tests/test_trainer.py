@@ -354,3 +354,39 @@ def test_text_tail_of_trunk_is_the_full_forward():
         batch, batch_mask = packed.batch([2, 0])
         assert batch.shape == (2, int(lengths[0]), states.shape[-1]) and batch_mask.sum(1).tolist() == [int(lengths[2]), int(lengths[0])]
         assert torch.allclose(enc.tail(batch, batch_mask, 1), full[[2, 0]], atol=1e-2)
+
+
+def test_the_mirrored_view_is_computed_only_when_training_uses_it(tiny_data, tmp_path):
+    """Without flips (and no intra-image term: pairs, not labels) the feature pass runs the CNN on the plain view
+    only and every step reads it; with flips the pair is cached, and it then also answers
+    for the plain view (no second file)."""
+    from safetensors.torch import load_file
+
+    data = PreparedSplits.open(tiny_data, ["train"], None, also_screen=["dev"])
+    cache = tmp_path / "cache"
+    plain = Trainer(_frozen_model(), data, tmp_path / "plain",
+                    TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache), flip_augment=False, feature_noise=0.0,
+                                supervision="pairs"),
+                    scorer=ValidationEvaluator())
+    plain.fit()
+    shapes = sorted(tuple(load_file(str(f))["features"].shape) for f in cache.glob("img-*.safetensors"))
+    assert [s[1] for s in shapes] == [1, 1]  # train and dev: one view each
+    idx = plain._batches(0)[0]
+    img, img2, *_ = plain._batch_inputs(0, 0, idx)
+    assert img2 is None and torch.equal(img, plain.feats["train_img"][torch.from_numpy(idx), 0])
+    flips = Trainer(_frozen_model(), data, tmp_path / "flips",
+                    TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache), feature_noise=0.0,
+                                supervision="pairs"),
+                    scorer=ValidationEvaluator())
+    flips.fit()
+    pairs = [f for f in cache.glob("img-*.safetensors") if load_file(str(f))["features"].shape[1] == 2]
+    assert len(pairs) == 1  # the training split's pair; dev stays plain
+    views = flips._batch_inputs(0, 0, idx)[0]
+    mirrored = flips.feats["train_img"][torch.from_numpy(idx), 1]
+    assert any(torch.equal(views[i], mirrored[i]) for i in range(len(idx)))  # some steps read the mirrored view
+    assert torch.equal(flips.feats["train_img"][:, 0], plain.feats["train_img"][:, 0])
+    files = set(cache.glob("img-*.safetensors"))
+    Trainer(_frozen_model(), data, tmp_path / "again", TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache),
+                                                                   flip_augment=False, supervision="pairs"),
+            scorer=ValidationEvaluator()).fit()
+    assert set(cache.glob("img-*.safetensors")) == files

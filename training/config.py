@@ -66,6 +66,10 @@ class TrainConfig:
     #: "auto": labels as positives when the dataset has labels; "pairs": only matched pairs
     supervision: str = "auto"
     feature_noise: float = 0.1
+    #: each step takes the plain or the mirrored view of each image at random (the feature
+    #: cache then holds both views: the CNN runs twice per image); without it only the plain
+    #: view is computed unless the intra-image term needs a second view
+    flip_augment: bool = True
     #: captions of each image in every step: the image-text loss sees k of them at once
     #: (an image's row then has k positives); images with fewer captions repeat theirs
     captions_per_step: int = 1

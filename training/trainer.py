@@ -105,11 +105,19 @@ class Trainer:
         self.image_mode, self.text_mode = m.image_input, m.text_input  # what each side trains from
         self.cache_dir = cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
 
+        lw = self.loss_config
+        #: the mirrored view is computed only where something uses it: flips as augmentation, the
+        #: intra-image term's second view, a trunk under a trained tail (its views are cached as a pair)
+        self.train_views = "flip" if (cfg.flip_augment or lw.intra_image or lw.intra_triplet
+                                      or self.image_mode == "trunk") else "plain"
+        val_views = "flip" if m.config.image_views == "flip" else "plain"
+
         def compute_all():
             out = {}
-            for name, ds, flat in (("train", self.train_ds, self.train), ("val", self.val_ds, self.val)):
+            for name, ds, flat, views in (("train", self.train_ds, self.train, self.train_views),
+                                          ("val", self.val_ds, self.val, val_views)):
                 if ds is not None:
-                    inputs = training_inputs(m, ds, flat.captions, cache, name)
+                    inputs = training_inputs(m, ds, flat.captions, cache, name, views)
                     out.update({f"{name}_img": inputs.image, f"{name}_txt": inputs.text})
             return out
 
@@ -177,7 +185,9 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.seed, epoch, b, 1])
         idx = idx[self.rank::self.world]
         cap1, cap2 = self._caption_choice(rng, idx)
-        v1 = rng.integers(0, 2, len(idx))
+        v1 = rng.integers(0, 2, len(idx))  # drawn either way: the rest of the batch's draws stay the same
+        if self.train_views == "plain":
+            v1[:] = 0
         lw = self.loss_config
         img = self._image_inputs(idx, v1, True)
         img2 = self._image_inputs(idx, 1 - v1, True) if (lw.intra_image or lw.intra_triplet) else None

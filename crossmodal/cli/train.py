@@ -64,6 +64,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=d.patience,
                    help="stop after this many epochs without a better validation score")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same model)")
+    p.add_argument("--flip-augment", action=argparse.BooleanOptionalAction, default=d.flip_augment,
+                   help="train on the plain or mirrored view of each image at random (the CNN then runs twice per "
+                        "image of the feature pass)")
     p.add_argument("--supervision", default=d.supervision, choices=["auto", "pairs", "labels"],
                    help="positives: image-caption pairs, shared labels, or labels when the data has them")
     p.add_argument("--val-split", default=d.val_split, help="split scored after each epoch to pick the best")
@@ -124,6 +127,7 @@ def train_config_from_args(args):
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, encoder_lr=args.encoder_lr,
                        patience=args.patience,
                        captions_per_step=args.captions_per_step, seed=args.seed, supervision=args.supervision,
+                       flip_augment=args.flip_augment,
                        val_split=args.val_split, cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
                        keep_checkpoint=args.keep_checkpoint, heads_dtype=args.heads_dtype,
                        device=args.device, loss=LossConfig(**loss))
