@@ -2,9 +2,13 @@
 each run kept (what the trainer selected on), written as an ablation result file.
 
     python benchmarks/compare_dev.py --name head-width runs/models/f8k-h1024 runs/models/f8k-h2048
+    python benchmarks/compare_dev.py --name recipe default=runs/r0,runs/r1,runs/r2 fast=runs/f0,runs/f1,runs/f2
 
 The dev numbers are the trainer's own validation (64-bit codes, R@1/5/10 both ways, and
 the score that picks the best epoch); test is measured once, for the configuration chosen.
+``NAME=RUN,RUN,...`` makes one row of several seeds of one recipe: each seed's values are
+kept, with their mean and standard deviation (differences between recipes smaller than the
+seeds' spread decide nothing).
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result  # noqa: E402
@@ -27,17 +33,38 @@ def dev_row(folder: Path) -> dict:
     best = next(e for e in epochs if e["epoch"] == summary["best_epoch"])
     config = json.loads((folder / "config.json").read_text())
     return {"best_epoch": summary["best_epoch"], "epochs_run": len(epochs), "head": config["head"],
+            "epochs_wall_s": epochs[-1]["time_s"],
             "epochs_planned": summary["train_config"]["epochs"],
             "image_encoder": config["image_encoder"]["name"], "text_encoder": config["text_encoder"]["name"],
             **{k: round(best[f"val_{k}"], 3) for k in KEYS}}
 
 
+def seed_row(folders: list[Path]) -> dict:
+    """One recipe over seeds: each run's row, and the mean and std of every number."""
+    runs = [dev_row(f) for f in folders]
+    seeds = [json.loads((f / "train_summary.json").read_text())["train_config"]["seed"] for f in folders]
+    out = {k: runs[0][k] for k in ("head", "image_encoder", "text_encoder", "epochs_planned")}
+    for k in (*KEYS, "best_epoch", "epochs_run", "epochs_wall_s"):
+        values = [r[k] for r in runs]
+        out[k] = {"mean": round(float(np.mean(values)), 3), "std": round(float(np.std(values)), 3),
+                  "per_seed": values}
+    out["seeds"] = seeds
+    out["train_config"] = json.loads((folders[0] / "train_summary.json").read_text())["train_config"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True, help="what the runs vary (the result's name: ablation-NAME)")
-    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("models", nargs="+", help="model folders, or NAME=FOLDER,FOLDER,... (one recipe, several seeds)")
     args = ap.parse_args()
-    rows = {m.name: dev_row(m) for m in args.models}
+    rows = {}
+    for spec in args.models:
+        if "=" in spec:
+            name, folders = spec.split("=", 1)
+            rows[name] = seed_row([Path(f) for f in folders.split(",")])
+        else:
+            rows[Path(spec).name] = dev_row(Path(spec))
     for name, row in rows.items():
         print(name, {k: row[k] for k in ("best_epoch", "score", "i2t_R@10", "t2i_R@10")})
     write_result(f"ablation-{args.name}", "ablation", "dev", rows)

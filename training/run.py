@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_confi
     passed in so that ``training`` never imports ``retrieval``). ``on_screened`` gets the
     screening before the slow part starts, to report skipped rows early. ``card`` adds
     to the model card written beside the model (e.g. that the data is synthetic)."""
+    started = time.perf_counter()
     data = PreparedSplits.open(data_dir, [config.train_split],
                                Path(config.cache_dir) if config.cache_dir else default_cache_dir(),
                                also_screen=[config.val_split] if config.val_split else [])
@@ -52,7 +54,8 @@ def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_confi
     summary = trainer.fit(resume=resume)
     summary["skipped"] = {split: r.counts() for split, r in screening.items()}
     if trainer.rank == 0:
-        record_training_data(Path(out), data_dir, summary["skipped"])
+        summary["wall_s"] = round(time.perf_counter() - started, 1)
+        record_training_data(Path(out), data_dir, summary["skipped"], summary["wall_s"])
         train_rows = {s: len(data[s]) for s in splits}
         write_card(out, {"name": Path(out).resolve().name, "fingerprint": trainer.model.fingerprint(),
                          "trained_on": {"data": str(Path(data_dir).resolve()), "split": config.train_split,
@@ -62,10 +65,11 @@ def train_model(data_dir: str | os.PathLike, out: str | os.PathLike, model_confi
     return TrainingRun(summary, screening, trainer.rank == 0)
 
 
-def record_training_data(out: Path, data_dir: str | os.PathLike, skipped: dict) -> None:
-    """Add what `crossmodal info` shows to train_summary.json: the data and when training ended."""
+def record_training_data(out: Path, data_dir: str | os.PathLike, skipped: dict, wall_s: float) -> None:
+    """Add what `crossmodal info` shows to train_summary.json: the data, how long the whole
+    run took (screening, features, epochs, writing) and when it ended."""
     path = out / "train_summary.json"
     summary = json.loads(path.read_text()) if path.is_file() else {}
-    summary.update(data=str(Path(data_dir).resolve()), skipped=skipped,
+    summary.update(data=str(Path(data_dir).resolve()), skipped=skipped, wall_s=wall_s,
                    finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     atomic_write_text(path, json.dumps(summary, indent=2))

@@ -271,7 +271,11 @@ class Trainer:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model.to(self.device)
+        #: wall seconds per phase, written to train_summary.json (where a run's time goes)
+        self.timings = {"features_s": 0.0, "steps_s": 0.0, "validation_s": 0.0, "checkpoints_s": 0.0, "write_s": 0.0}
+        t0 = time.perf_counter()
         self._prepare_data()
+        self.timings["features_s"] = time.perf_counter() - t0
         loss = HashingLoss(self.loss_config, self.model.config.trained_bits, self.model.config.output_width,
                            self._decoder_dims())
         module = _TrainModule(self.model, loss).to(self.device)
@@ -301,6 +305,7 @@ class Trainer:
                            unit="batch", disable=self.rank != 0)
             sums: dict[str, float] = {}
             done = 0  # batches run in this call (fewer than the epoch's after a resume)
+            t_steps = time.perf_counter()
             for b in bar:
                 torch.manual_seed(cfg.seed * 1_000_003 + state["step"])
                 img, img2, txt, txt2, pos, targets = self._batch_inputs(epoch, b, batches[b])
@@ -319,7 +324,10 @@ class Trainer:
                 if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < len(batches):
                     self._save_checkpoint(module, opt, sched, state)
             n = max(1, done)
+            t_val = time.perf_counter()
+            self.timings["steps_s"] += t_val - t_steps
             scores = self.validate()
+            self.timings["validation_s"] += time.perf_counter() - t_val
             score = scores.get("score", -float(sums.get("total", 0.0)) / n)
             record = {"epoch": epoch + 1, "step": state["step"], "time_s": round(time.time() - start, 1),
                       "lr": sched.get_last_lr()[0], "temperature": float(loss.temperature.detach()),
@@ -339,7 +347,9 @@ class Trainer:
                                   if k.startswith("val_") and isinstance(v, float))
                 print(f"epoch {epoch + 1}: loss {record.get('loss_total', 0):.4f}  {shown}"
                       f"{'  *' if improved else ''}", flush=True)
+            t_ckpt = time.perf_counter()
             self._save_checkpoint(module, opt, sched, state)
+            self.timings["checkpoints_s"] += time.perf_counter() - t_ckpt
             if cfg.stop_at_score is not None and scores.get("score", -float("inf")) >= cfg.stop_at_score:
                 if self.rank == 0:
                     print(f"stop: the validation score reached {cfg.stop_at_score}", flush=True)
@@ -351,18 +361,22 @@ class Trainer:
         return self._finish(state, best_dir)
 
     def _finish(self, state: dict, best_dir: Path) -> dict:
+        t0 = time.perf_counter()
         barrier(self.world)
         if (best_dir / "model.safetensors").is_file():
             self.model.load_saved_weights(best_dir)
         if self.model.quantizer.needs_fit:
             self._fit_quantizer()
-        summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "steps": state["step"]}
+        summary = {"best_epoch": state["best_epoch"], "best_score": state["best_score"], "steps": state["step"],
+                   "epochs_run": state["epoch"]}
         if self.rank == 0:
             self.model.save_pretrained(self.out, heads_dtype=self.cfg.heads_dtype)
             if self.val is not None and self.scorer is not None:
                 # the heads as stored (float16 or int8 round them) score a little differently from
                 # the float32 ones that picked the epoch: what `crossmodal eval` on dev will show
                 summary["saved_score"] = self.validate(CrossModalHasher.from_pretrained(self.out))["score"]
+            self.timings["write_s"] = time.perf_counter() - t0
+            summary["timings"] = {k: round(v, 1) for k, v in self.timings.items()}
             (self.out / "train_summary.json").write_text(json.dumps(
                 {**summary, "train_config": asdict(self.cfg), "loss_used": asdict(self.loss_config),
                  "label_vocab": self.vocab}, indent=2))

@@ -150,6 +150,10 @@ def run(args) -> dict:
     if result.is_main_process:
         s = result.summary
         print(f"model written to {args.out} (best epoch {s['best_epoch']}, validation score {s['best_score']:.3f})")
+        t = s.get("timings", {})
+        if t:
+            print(f"time: features {t['features_s']:.0f} s, steps {t['steps_s']:.0f} s, validation "
+                  f"{t['validation_s']:.0f} s, checkpoints {t['checkpoints_s']:.0f} s, writing {t['write_s']:.0f} s")
         print_screening(result.screening)
     return result.summary
 
