@@ -18,6 +18,7 @@ import csv
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--dev", type=int, default=1000)
     ap.add_argument("--test", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=80)
+    ap.add_argument("--epochs", type=int, default=None, help="default: what `crossmodal train --images` uses")
     ap.add_argument("--loss", default=None, help="the autoencoder's --loss override (JSON), e.g. intra-image on")
     args = ap.parse_args()
     if not FASHION.is_dir():
@@ -79,8 +80,8 @@ def main() -> None:
     from crossmodal.features import encoder_key, photo_features
     from crossmodal.model import CrossModalHasher
     from retrieval.baselines import ITQ, LSH
-    from training import LossConfig, TrainConfig
-    from training.photos import PHOTO_LOSS, train_on_photos
+    from training import LossConfig
+    from training.photos import PHOTO_LOSS, PHOTO_TRAIN, train_on_photos
 
     seeds = [int(s) for s in args.seeds.split(",")]
     bits = [int(b) for b in args.bits.split(",")]
@@ -102,7 +103,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             run = train_on_photos([p for p, _ in photos["train"]], Path(tmp) / f"dae{seed}", cfg,
-                                  TrainConfig(seed=seed, epochs=args.epochs), loss)
+                                  replace(PHOTO_TRAIN, seed=seed, epochs=args.epochs or PHOTO_TRAIN.epochs), loss)
             best_epochs.append(run.summary["best_epoch"])
             model = CrossModalHasher.from_pretrained(Path(tmp) / f"dae{seed}")
             with torch.inference_mode():
@@ -116,7 +117,7 @@ def main() -> None:
                     for metric, v in label_map(codes, labels).items():
                         per_seed.setdefault(name, {}).setdefault(str(b), {}).setdefault(metric, []).append(v)
     metrics = {"seeds": seeds, "photos": {k: len(v) for k, v in photos.items()}, "relevance": "same articleType",
-               "loss": loss.__dict__, "epochs": args.epochs, "methods": {}}
+               "loss": loss.__dict__, "epochs": args.epochs or PHOTO_TRAIN.epochs, "methods": {}}
     lines = [f"Image → image mAP on fashion {args.split} ({len(labels)} photos, each querying the others; relevant: "
              f"same articleType), codes learned or fitted on {len(photos['train'])} other photos; mean ± std over "
              f"seeds {seeds}.", "", "| method | " + " | ".join(f"{b} bits" for b in bits) + " |",

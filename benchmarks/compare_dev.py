@@ -56,6 +56,9 @@ def seed_row(folders: list[Path]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True, help="what the runs vary (the result's name: ablation-NAME)")
+    ap.add_argument("--chosen", default=None,
+                    help="the row chosen (a default follows it; recorded in the result, tests check the defaults)")
+    ap.add_argument("--note", default=None, help="why that row (recorded in the result)")
     ap.add_argument("models", nargs="+", help="model folders, or NAME=FOLDER,FOLDER,... (one recipe, several seeds)")
     args = ap.parse_args()
     rows = {}
@@ -67,7 +70,10 @@ def main() -> None:
             rows[Path(spec).name] = dev_row(Path(spec))
     for name, row in rows.items():
         print(name, {k: row[k] for k in ("best_epoch", "score", "i2t_R@10", "t2i_R@10")})
-    write_result(f"ablation-{args.name}", "ablation", "dev", rows)
+    if args.chosen is not None and args.chosen not in rows:
+        raise SystemExit(f"--chosen {args.chosen!r} is not one of the rows {sorted(rows)}")
+    extra = {"chosen": args.chosen, "note": args.note} if args.chosen else {}
+    write_result(f"ablation-{args.name}", "ablation", "dev", rows, **extra)
 
 
 if __name__ == "__main__":

@@ -93,8 +93,11 @@ def render_ablation(r: dict) -> str:
     score = lambda run: r["metrics"][run]["score"]["mean"] if isinstance(r["metrics"][run]["score"], dict) \
         else r["metrics"][run]["score"]  # noqa: E731
     best = max(r["metrics"], key=score)
-    return ("64-bit codes on Flickr8k dev (1,000 images, 5,000 captions); score = mean of the six recalls.\n\n"
+    text = ("64-bit codes on Flickr8k dev (1,000 images, 5,000 captions); score = mean of the six recalls.\n\n"
             + "\n".join(rows) + f"\n\nHighest dev score: **{best}**.")
+    if r.get("chosen"):
+        text += f" Chosen: **{r['chosen']}**" + (f": {r['note']}" if r.get("note") else ".")
+    return text
 
 
 def render_memory(records: list[dict]) -> str:

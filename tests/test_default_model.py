@@ -35,6 +35,30 @@ def test_info_default_prints_the_card(card, capsys):
     assert info["card"]["test"] == card["test"] and info["fingerprint"] == card["fingerprint"]
 
 
+def test_the_cards_recipe_is_what_crossmodal_train_does_by_default(card):
+    """No hidden flags: the card's command, parsed as `crossmodal train` parses it, gives the
+    model configuration of the bundled model and the training configuration that trained it
+    (where the data and the model go aside)."""
+    import shlex
+    from dataclasses import asdict
+
+    from crossmodal.cli import build_parser
+    from crossmodal.cli.train import model_config_from_args, train_config_from_args
+
+    argv = shlex.split(card["command"])
+    assert argv[:2] == ["crossmodal", "train"]
+    args = build_parser().parse_args(argv[1:])
+    model = CrossModalHasher.from_pretrained("default")
+    assert model_config_from_args(args).to_dict() == model.config.to_dict()
+    recorded = {k: v for k, v in card["train_config"].items() if k not in ("cache_dir",)}
+    assert recorded == {k: v for k, v in asdict(train_config_from_args(args)).items() if k != "cache_dir"}
+    assert set(argv[2:]) <= {"--data", "--out", args.data, args.out}  # nothing but where the data and model are
+    assert card["seed"] == args.seed and card["commit"] and card["versions"]["torch"]
+    spread = card["test"]["seed_spread"]
+    assert len(spread["seeds"]) >= 3 and card["seed"] == spread["seeds"][0]
+    assert spread["metrics"]["64"]["i2t"]["R@10"]["per_seed"][0] == card["test"]["metrics"]["64"]["i2t"]["R@10"]
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_bundled_model_reproduces_its_card_on_flickr8k_test(card, tmp_path):

@@ -213,3 +213,26 @@ def test_the_readme_and_the_defaults_follow_the_query_form_results():
     exclusion = _newest("query-exclusion")
     assert exclusion["split"].startswith("dev") and exclusion["metrics"]["chosen"] == f"subtract w={DEFAULT_EXCLUDE_WEIGHT}"
     assert f"`--not-weight` ({DEFAULT_EXCLUDE_WEIGHT})" in README
+
+
+def test_the_readme_and_the_training_defaults_follow_the_training_results():
+    """The training time the README gives is the newest cold-cache run's; the recipe's defaults
+    are the row the newest recipe ablation (dev, several seeds) chose; the photo section quotes
+    the newest autoencoder comparison (dev)."""
+    from training import TrainConfig
+
+    timing = _newest("train-time")
+    assert timing["metrics"]["cache"] == "cold" and timing["metrics"]["train_command"].strip().endswith("OUT")
+    assert f"{timing['metrics']['train_s'] / 60:.1f} min" in README
+    recipe = _newest("ablation-recipe")
+    assert recipe["split"] == "dev"
+    chosen = recipe["chosen"]
+    assert all(len(row["seeds"]) >= 3 for row in recipe["metrics"].values())
+    used = recipe["metrics"][chosen]["train_config"]
+    default = TrainConfig()
+    for field in ("epochs", "batch_size", "patience", "captions_per_step", "flip_augment", "lr"):
+        assert used[field] == getattr(default, field), field
+    dae = _newest("dae-fashion")
+    assert dae["split"] == "dev"
+    for method, row in dae["metrics"]["methods"].items():
+        assert f"{row['64']['mAP']['mean']:.3f}" in README, method

@@ -54,15 +54,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "passes); training is the same, so try it first with 'crossmodal eval --image-views'")
     p.add_argument("--head-depth", type=int, default=head.depth, help="layers of each hash head's MLP")
     p.add_argument("--head-hidden", type=int, default=head.hidden_dim, help="width of the hash heads' hidden layers")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split (at most)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    from training.photos import PHOTO_TRAIN
+
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training split (at most) (default: {d.epochs}; with --images: "
+                        f"{PHOTO_TRAIN.epochs})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"images per step (default: {d.batch_size}; with --images: {PHOTO_TRAIN.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the heads (and of a learned pool)")
     p.add_argument("--encoder-lr", type=float, default=d.encoder_lr,
                    help="learning rate of pretrained encoder blocks that train (last:N, full)")
     p.add_argument("--captions-per-step", type=int, default=d.captions_per_step,
                    help="captions of each image in every step (several positives per image row)")
-    p.add_argument("--patience", type=int, default=d.patience,
-                   help="stop after this many epochs without a better validation score")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"stop after this many epochs without a better validation score (default: {d.patience}; "
+                        f"with --images: {PHOTO_TRAIN.patience})")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same model)")
     p.add_argument("--flip-augment", action=argparse.BooleanOptionalAction, default=d.flip_augment,
                    help="train on the plain or mirrored view of each image at random (the CNN then runs twice per "
@@ -110,9 +116,13 @@ def model_config_from_args(args):
         image_views=args.image_views)
 
 
-def train_config_from_args(args):
+def train_config_from_args(args, base=None):
+    """The training configuration the flags give; flags left out take ``base``'s values
+    (default: ``TrainConfig()``; photos without captions: ``training.photos.PHOTO_TRAIN``)."""
     from crossmodal.errors import InvalidInput
     from training import LossConfig, TrainConfig
+
+    base = base or TrainConfig()
 
     loss = asdict(LossConfig())
     if args.loss:
@@ -124,8 +134,9 @@ def train_config_from_args(args):
         if unknown:
             raise InvalidInput(f"--loss: unknown field(s) {sorted(unknown)}; known: {sorted(loss)}")
         loss.update(override)
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, encoder_lr=args.encoder_lr,
-                       patience=args.patience,
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return TrainConfig(epochs=pick(args.epochs, base.epochs), batch_size=pick(args.batch_size, base.batch_size),
+                       lr=args.lr, encoder_lr=args.encoder_lr, patience=pick(args.patience, base.patience),
                        captions_per_step=args.captions_per_step, seed=args.seed, supervision=args.supervision,
                        flip_augment=args.flip_augment,
                        val_split=args.val_split, cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
@@ -163,21 +174,21 @@ def run_photos(args) -> dict:
     from crossmodal.errors import InvalidInput
     from retrieval.photos import PhotoReport, walk_photos
     from training import LossConfig
-    from training.photos import PHOTO_LOSS, train_on_photos
+    from training.photos import PHOTO_LOSS, PHOTO_TRAIN, train_on_photos
 
     report = PhotoReport()
     photos = walk_photos(args.images, report)
     if not photos:
         raise InvalidInput(f"no photos found under {', '.join(args.images)} (JPEG, PNG, WebP, ... files); check the "
                            f"folder")
-    config = train_config_from_args(args)  # checks --loss
+    config = train_config_from_args(args, PHOTO_TRAIN)  # checks --loss
     # --loss changes the photo defaults (reconstruction, no pair terms), not the caption ones
     loss = LossConfig(**{**asdict(PHOTO_LOSS), **(json.loads(args.loss) if args.loss else {})})
     run = train_on_photos([p.path for p in photos], args.out, model_config_from_args(args), config, loss,
                           card={"folders": [str(f) for f in args.images]})
     s = run.summary
     print(f"model written to {args.out} from {s['photos']['train']} photos, {s['photos']['dev']} held out (best "
-          f"epoch {s['best_epoch']}, held-out view score {s['best_score']:.2f}); unreadable: "
+          f"epoch {s['best_epoch']}, held-out score {s['best_score']:.2f}); unreadable: "
           f"{s['photos']['unreadable'] + len(report.failed)}")
     for path, why in run.failed:
         print(f"skipped {path}: {why}")
