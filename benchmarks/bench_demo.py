@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import publish  # noqa: E402
+from benchmarks.common import bare_imports_seconds, publish  # noqa: E402
 
 
 def wall(cmd: list[str], **kw) -> float:
@@ -28,7 +28,7 @@ def wall(cmd: list[str], **kw) -> float:
 
 
 def main() -> int:
-    imports = min(wall([sys.executable, "-c", "import torch, torchvision, transformers"]) for _ in range(3))
+    imports = bare_imports_seconds()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"
         env = {**__import__("os").environ, "CROSSMODAL_CACHE": str(Path(tmp) / "cache"), "HF_HUB_OFFLINE": "1"}

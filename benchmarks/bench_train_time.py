@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import publish  # noqa: E402
+from benchmarks.common import bare_imports_seconds, publish  # noqa: E402
 
 
 def compare_with_card(model_dir: Path, data: str) -> dict:
@@ -56,9 +56,7 @@ def main() -> int:
                          "(the rebuild check: the card's recipe must give the card's numbers)")
     ap.add_argument("train_args", nargs="*", help="more `crossmodal train` arguments (after --)")
     args = ap.parse_args()
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, torchvision, transformers"], check=True)
-    imports = time.perf_counter() - t
+    imports = bare_imports_seconds()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         if not args.warm:

@@ -82,3 +82,18 @@ def publish(name: str, title: str, split: str, metrics: dict, summary: str, kind
     it made from them in the same run; ``python benchmarks/render.py`` puts the summary of
     the newest result of each ``name`` under ``title`` in BENCHMARKS.md."""
     return write_result(name, kind, split, metrics, title=title, summary=summary, **extra)
+
+
+def bare_imports_seconds(repeats: int = 3) -> float:
+    """The floor any command pays: ``import torch, torchvision, transformers`` in a fresh
+    process, the fastest of ``repeats`` (timed commands are compared with it in one run)."""
+    import subprocess
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, torchvision, transformers"], check=True)
+        best = min(best, time.perf_counter() - t)
+    return best
+
