@@ -81,7 +81,8 @@ def main() -> None:
     from crossmodal.model import CrossModalHasher
     from retrieval.baselines import ITQ, LSH
     from training import LossConfig
-    from training.photos import PHOTO_LOSS, PHOTO_TRAIN, train_on_photos
+    from training.config import PHOTO_LOSS, PHOTO_TRAIN
+    from training.photos import train_on_photos
 
     seeds = [int(s) for s in args.seeds.split(",")]
     bits = [int(b) for b in args.bits.split(",")]

@@ -58,7 +58,7 @@ def test_defaults_show_in_help_and_registries_are_listed():
     assert "bundled ImageNet weights, offline" in train and "needs a download" in train
     from training import TrainConfig
 
-    from training.photos import PHOTO_TRAIN
+    from training.config import PHOTO_TRAIN
 
     assert f"(default: {TrainConfig().epochs}; with --images: {PHOTO_TRAIN.epochs})" in train  # --epochs
     assert "(default: efficientnet-lite0+efficientnet-lite1+efficientnet-lite2)" in train  # --image-encoder, from ImageEncoderConfig

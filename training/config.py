@@ -96,3 +96,12 @@ class TrainConfig:
         d = dict(d)
         loss = LossConfig(**d.pop("loss", {}))
         return cls(**d, loss=loss)
+
+
+#: the loss of a photo run when ``--loss`` says nothing: the reconstruction term and the
+#: code-shape terms; no pair terms (there are no captions)
+PHOTO_LOSS = LossConfig(inter_contrastive=0.0, intra_image=0.0, intra_text=0.0, reconstruction=1.0)
+#: the schedule of a photo run when the flags say nothing: a photo gives one input per epoch
+#: (a captioned image gives five pairs), so smaller batches and more epochs than the captioned
+#: recipe; on 3,000 fashion photos the codes still gained at 30 epochs of 128
+PHOTO_TRAIN = TrainConfig(epochs=40, batch_size=128, patience=8)

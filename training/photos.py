@@ -32,16 +32,9 @@ from crossmodal.model import CrossModalHasher
 from crossmodal.pretrained import write_card
 from crossmodal.progress import progress
 
-from .config import LossConfig, TrainConfig
+from .config import PHOTO_LOSS, LossConfig, TrainConfig
 from .losses import HashingLoss
 
-#: the loss of a photo run when ``--loss`` says nothing: the reconstruction term and the
-#: code-shape terms; no pair terms (there are no captions)
-PHOTO_LOSS = LossConfig(inter_contrastive=0.0, intra_image=0.0, intra_text=0.0, reconstruction=1.0)
-#: the schedule of a photo run when the flags say nothing: a photo gives one input per epoch
-#: (a captioned image gives five pairs), so smaller batches and more epochs than the captioned
-#: recipe; on 3,000 fashion photos the codes still gained at 30 epochs of 128
-PHOTO_TRAIN = TrainConfig(epochs=40, batch_size=128, patience=8)
 #: the held-out cut: this share of the photos, and never fewer than MIN_DEV of them
 DEV_SHARE = 0.1
 MIN_DEV = 4

@@ -54,7 +54,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "passes); training is the same, so try it first with 'crossmodal eval --image-views'")
     p.add_argument("--head-depth", type=int, default=head.depth, help="layers of each hash head's MLP")
     p.add_argument("--head-hidden", type=int, default=head.hidden_dim, help="width of the hash heads' hidden layers")
-    from training.photos import PHOTO_TRAIN
+    from training.config import PHOTO_TRAIN
 
     p.add_argument("--epochs", type=int, default=None,
                    help=f"passes over the training split (at most) (default: {d.epochs}; with --images: "
@@ -118,7 +118,7 @@ def model_config_from_args(args):
 
 def train_config_from_args(args, base=None):
     """The training configuration the flags give; flags left out take ``base``'s values
-    (default: ``TrainConfig()``; photos without captions: ``training.photos.PHOTO_TRAIN``)."""
+    (default: ``TrainConfig()``; photos without captions: ``training.config.PHOTO_TRAIN``)."""
     from crossmodal.errors import InvalidInput
     from training import LossConfig, TrainConfig
 
@@ -174,7 +174,8 @@ def run_photos(args) -> dict:
     from crossmodal.errors import InvalidInput
     from retrieval.photos import PhotoReport, walk_photos
     from training import LossConfig
-    from training.photos import PHOTO_LOSS, PHOTO_TRAIN, train_on_photos
+    from training.config import PHOTO_LOSS, PHOTO_TRAIN
+    from training.photos import train_on_photos
 
     report = PhotoReport()
     photos = walk_photos(args.images, report)
