@@ -61,7 +61,8 @@ def test_cached_training_learns_and_beats_untrained_model(tiny_data, tmp_path):
     files = sorted(cache.glob("*.safetensors"))
     assert [f.name[:4] for f in files].count("img-") == 2 and [f.name[:4] for f in files].count("txt-") == 2
     mtimes = [f.stat().st_mtime for f in files]
-    Trainer(_frozen_model(), data, tmp_path / "again", TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache)),
+    Trainer(_frozen_model(), data, tmp_path / "again", TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache),
+                                                                   supervision="pairs"),
             scorer=ValidationEvaluator()).fit()
     assert [f.stat().st_mtime for f in sorted(cache.glob("*.safetensors"))] == mtimes
 
@@ -376,7 +377,7 @@ def test_the_mirrored_view_is_computed_only_when_training_uses_it(tiny_data, tmp
     assert img2 is None and torch.equal(img, plain.feats["train_img"][torch.from_numpy(idx), 0])
     flips = Trainer(_frozen_model(), data, tmp_path / "flips",
                     TrainConfig(epochs=1, batch_size=16, cache_dir=str(cache), feature_noise=0.0,
-                                supervision="pairs"),
+                                supervision="pairs", flip_augment=True),
                     scorer=ValidationEvaluator())
     flips.fit()
     pairs = [f for f in cache.glob("img-*.safetensors") if load_file(str(f))["features"].shape[1] == 2]
