@@ -12,7 +12,6 @@ search, duplicates and every index command, and refuses text.
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -34,6 +33,7 @@ from crossmodal.progress import progress
 
 from .config import PHOTO_LOSS, LossConfig, TrainConfig
 from .losses import HashingLoss
+from .trainer import warmup_cosine
 
 #: the held-out cut: this share of the photos, and never fewer than MIN_DEV of them
 DEV_SHARE = 0.1
@@ -108,11 +108,7 @@ def train_on_photos(paths: list[str], out: str | Path, model_config: ModelConfig
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = min(cfg.batch_size, len(train_pos))
     steps_per_epoch = max(1, len(train_pos) // batch)
-    total = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup_fraction * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else
-                                              0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) /
-                                                                               max(1, total - warmup)))))
+    sched = warmup_cosine(opt, cfg.warmup_fraction, steps_per_epoch * cfg.epochs)
     out.mkdir(parents=True, exist_ok=True)
     best_dir, log_path = out / ".best", out / "train_log.jsonl"
     log_path.unlink(missing_ok=True)

@@ -231,15 +231,7 @@ class Trainer:
         if enc_params:
             groups.append({"params": enc_params, "lr": cfg.encoder_lr})
         opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-        warmup = max(1, int(cfg.warmup_fraction * total_steps))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return opt, warmup_cosine(opt, cfg.warmup_fraction, total_steps)
 
     # ---- validation -----------------------------------------------------------------
     def split_outputs(self, split: str, model: CrossModalHasher | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -387,6 +379,20 @@ class Trainer:
 
     def _fit_quantizer(self) -> None:
         self.model.fit_quantizer(*self.split_outputs("train"))
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, warmup_fraction: float, total_steps: int):
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to zero: the
+    schedule of every training run (captioned or photos)."""
+    warmup = max(1, int(warmup_fraction * total_steps))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
 def _frozen_to_eval(model: CrossModalHasher) -> None:
