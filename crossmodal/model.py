@@ -47,6 +47,9 @@ class CrossModalHasher(nn.Module):
         the CNNs and a photo run never loads the text transformer."""
         super().__init__()
         self.config = config
+        #: the folder this model was loaded from (None: built in memory, not saved): what an
+        #: encoding engine's workers load (``crossmodal.engines``)
+        self.source_dir: Path | None = None
         #: encoders not built yet: attribute -> factory (``__getattr__`` builds on first use)
         self._pending: dict[str, Callable[[], nn.Module]] = {}
         widths = {}
@@ -353,6 +356,7 @@ class CrossModalHasher(nn.Module):
         if config_sha != hashlib.sha256(config.to_json().encode()).hexdigest():
             stored_fingerprint = None  # the config was edited after saving: hash it all again when asked
         model._fingerprint = stored_fingerprint
+        model.source_dir = folder
         text_ref = refs.get("text_encoder")
         if text_ref and not verify and stored_fingerprint and not any(k.startswith("text_encoder.") for k in state):
             model._use_cached_text_graph(text_ref["sha256"])

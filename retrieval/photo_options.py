@@ -3,7 +3,9 @@ torch, so ``--help`` shows these defaults without loading it."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from crossmodal.engines import EngineOptions
 
 DEFAULT_CHUNK = 2000
 DEFAULT_BATCH = 32
@@ -16,6 +18,9 @@ class PhotoOptions:
     batch_size: int = DEFAULT_BATCH  #: photos per CNN batch
     workers: int | None = None  #: decoding processes (None: all cores but one; 0: in this process)
     runtime: str = "auto"  #: image encoding runtime (:mod:`crossmodal.runtime`)
+    #: where the batches run (:mod:`crossmodal.engines`): here, or on Ray actors (then
+    #: ``workers`` is unused: the engine's own ``workers`` counts the actors)
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 def default_workers() -> int:

@@ -19,6 +19,8 @@ from typing import Iterable
 import numpy as np
 
 from crossmodal.codes import hamming_distances
+from crossmodal.engines import EngineOptions
+from crossmodal.errors import InvalidInput, Unavailable
 from crossmodal.video import VideoError, sample_frames
 
 from .index import CrossModalIndex, IndexChanges, write_index
@@ -82,22 +84,64 @@ def encode_video(model, path: str, nbits: int, fps: float = 1.0, max_frames: int
     return kept, sampled
 
 
+def video_encoder(model, nbits: int, fps: float, max_frames: int | None, dedup_radius: int):
+    """``path -> (kept frames, sampled count)``, or the reason (a line) the video could not be read."""
+    def encode(path: str):
+        try:
+            return encode_video(model, path, nbits, fps, max_frames, dedup_radius)
+        except VideoError as e:
+            return str(e)
+    return encode
+
+
+def video_worker(model_dir: str, fingerprint: str, nbits: int, fps: float, max_frames: int | None,
+                 dedup_radius: int):
+    """A Ray worker's :func:`video_encoder`: the model loaded from ``model_dir``, refused
+    unless it is the driver's (``fingerprint``)."""
+    from crossmodal.model import CrossModalHasher
+    from crossmodal.engines import WorkerFailure
+
+    try:
+        model = CrossModalHasher.from_pretrained(model_dir)
+        if model.fingerprint() != fingerprint:
+            raise InvalidInput(f"the model at {model_dir} on this worker is not the driver's: install the same model "
+                               f"on every node")
+    except Exception as e:  # noqa: BLE001 — reported to the driver, which stops with it
+        failure = WorkerFailure(f"{type(e).__name__}: {e}")
+        return lambda path: failure
+    return video_encoder(model, nbits, fps, max_frames, dedup_radius)
+
+
 def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int | None = None,
-               dedup_radius: int = 2) -> VideoAddReport:
-    """Sample, encode and index the frames of videos into the searcher's index folder.
+               dedup_radius: int = 2, engine: EngineOptions | None = None) -> VideoAddReport:
+    """Sample, encode and index the frames of videos into the searcher's index folder
+    (``engine``: where the videos are encoded, one video per unit; here by default).
 
     Encoding (the slow part) runs outside the writer lock; the frames then go in as one
     serialised commit, which replaces the frames of a video added before."""
+    from crossmodal.engines import WorkerFailure, WorkerSpec, map_units
+
     if searcher.index_dir is None:
         raise ValueError("add_videos needs a Searcher opened from an index folder")
+    model, nbits = searcher.model, searcher.index.nbits
+    engine = engine or EngineOptions()
+    if engine.name == "ray" and model.source_dir is None:
+        raise InvalidInput("--engine ray loads the model in every worker from its folder: save the model first")
+    paths = list(paths)
+    spec = WorkerSpec("retrieval.video:video_worker", (str(model.source_dir), model.fingerprint(), nbits, fps,
+                                                        max_frames, dedup_radius))
+    results = dict(map_units(spec, paths, engine, local_run=video_encoder(model, nbits, fps, max_frames,
+                                                                          dedup_radius)))
     report = VideoAddReport()
     encoded = []
-    for path in paths:
-        try:
-            kept, sampled = encode_video(searcher.model, path, searcher.index.nbits, fps, max_frames, dedup_radius)
-        except VideoError as e:
-            report.failed.append((str(path), str(e)))
+    for position, path in enumerate(paths):  # in the order given, whatever order the engine finished in
+        result = results[position]
+        if isinstance(result, WorkerFailure):
+            raise Unavailable(f"a Ray worker could not encode videos: {result.why}; nothing was written")
+        if isinstance(result, str):
+            report.failed.append((str(path), result))
             continue
+        kept, sampled = result
         encoded.append((str(Path(path).resolve()), kept))
         report.videos_added += 1
         report.frames_sampled += sampled

@@ -84,6 +84,16 @@ def milvus_server(tmp_path_factory):
     assert not server.alive()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray instance for the whole session (``ray.init(num_cpus=2)``, started
+    once): commands in this process join it, and command processes join it by address."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed: pip install -e ".[test]" (or "crossmodal[ray]")')
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2 ** 20, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
 # ---- CI runs every test: a skip there is a failure ------------------------------------------
 _SKIPPED: list[str] = []
 

@@ -91,7 +91,7 @@ def test_help_and_version_import_no_torch():
              "for argv in %r:\n"
              "    with contextlib.redirect_stdout(io.StringIO()):\n"
              "        try:\n            main(argv)\n        except SystemExit:\n            pass\n"
-             "    heavy += [(argv, m) for m in ('torch', 'torchvision', 'transformers', 'faiss', 'datasets') "
+             "    heavy += [(argv, m) for m in ('torch', 'torchvision', 'transformers', 'faiss', 'datasets', 'ray') "
              "if m in sys.modules]\n"
              "print(heavy)\n" % (HELP_ARGVS,))
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)

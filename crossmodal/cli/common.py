@@ -91,3 +91,33 @@ def print_screening(screening: dict) -> None:
         line = report.summary()
         if line:
             print(line)
+
+
+def engine_args(p: argparse.ArgumentParser, workers_help: str) -> None:
+    """``--engine``, ``--ray-address`` and ``--workers`` (whose meaning is the engine's)."""
+    from crossmodal.engines import ENGINES
+
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="where encoding runs: this machine, or a Ray cluster (needs the extra: "
+                        "pip install \"crossmodal[ray]\")")
+    p.add_argument("--ray-address", default=None,
+                   help="with --engine ray: the cluster to join (auto, ray://HOST:PORT or HOST:PORT); left out: "
+                        "start a Ray instance on this machine for the run")
+    p.add_argument("--workers", type=count(0), default=None, help=workers_help)
+
+
+def engine_options(args):
+    """The engine the flags name, connected first under Ray, so a missing extra or an
+    address that answers nothing stops the command before anything is read or written."""
+    from crossmodal.engines import EngineOptions, connect
+    from crossmodal.errors import InvalidInput
+
+    if args.engine != "ray":
+        if args.ray_address is not None:
+            raise InvalidInput("--ray-address goes with --engine ray")
+        return EngineOptions()
+    if args.workers == 0:
+        raise InvalidInput("--workers counts Ray encoding actors under --engine ray: at least 1")
+    options = EngineOptions("ray", args.ray_address, args.workers)
+    connect(options)
+    return options

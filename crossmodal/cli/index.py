@@ -7,7 +7,8 @@ from pathlib import Path
 
 from crossmodal.errors import InvalidInput, NothingDone
 
-from .common import add_command, cache_dir, cache_dir_arg, count, index_and_model_args, model_arg, print_screening
+from .common import (add_command, cache_dir, cache_dir_arg, count, engine_args, engine_options, index_and_model_args,
+                     model_arg, print_screening)
 
 EXAMPLES = {
     "index": """examples:
@@ -59,6 +60,7 @@ def run_build(args) -> dict:
         raise InvalidInput("index build: nothing to index: give --data DIR (a prepared dataset) and/or "
                            "--images DIR|FILE... (photo folders)")
     params = parse_params(args.param, args.type, args.bits)
+    options = photo_options(args)
     check_index_destination(args.out)  # before minutes of feature extraction, not after
     model = CrossModalHasher.from_pretrained(args.model)
     if args.bits not in model.config.bits:
@@ -93,7 +95,7 @@ def run_build(args) -> dict:
                         rerank_candidates=args.rerank)
         if args.images:
             warn_if_synthetic(args.model)
-            index_photos(args.out, model, photos, report, photo_options(args), update=True)
+            index_photos(args.out, model, photos, report, options, update=True)
             print(report.summary())
     except BaseException:
         if created:  # a first build that failed leaves nothing that blocks the next attempt
@@ -171,6 +173,7 @@ def run_add(args) -> dict:
 
     if not (args.data or args.images or args.texts):
         raise InvalidInput("index add: nothing to add: give --images FILE..., --texts TEXT... or --data DIR")
+    options = photo_options(args)
     live = read_manifest(args.index)
     model_dir = args.model or live.get("model_path")
     model = CrossModalHasher.from_pretrained(model_dir)
@@ -188,7 +191,7 @@ def run_add(args) -> dict:
         warn_if_synthetic(model_dir)
         found = walk_photos(args.images, report)
         if found:  # captions and dataset items ride in the photos' last commit: one write, not two
-            riders_in = index_photos(args.index, model, found, report, photo_options(args), update=args.update,
+            riders_in = index_photos(args.index, model, found, report, options, update=args.update,
                                      riders=riders)
     if riders and not riders_in:
         report.written.merge(write_index(args.index, model, riders))
@@ -216,10 +219,11 @@ def run_sync(args) -> dict:
         raise InvalidInput("--dry-run shows what --prune-missing would remove: run it without --images")
     if args.dry_run and not args.prune_missing:
         raise InvalidInput("--dry-run goes with --prune-missing")
+    options = photo_options(args)
     model = CrossModalHasher.from_pretrained(args.model or read_manifest(args.index).get("model_path"))
     out = {}
     if args.images:
-        report = sync_photos(args.index, model, args.images, photo_options(args))
+        report = sync_photos(args.index, model, args.images, options)
         print(report.sync_summary())
         out = {"added": report.added, "updated": report.updated, "removed": report.removed,
                "unchanged": report.present, "failed": len(report.failed)}
@@ -235,8 +239,16 @@ def run_sync(args) -> dict:
 
 
 def photo_options(args):
+    """The photo run the flags ask for; under ``--engine ray`` the engine is connected here
+    (call it before anything is written)."""
     from retrieval.photo_options import PhotoOptions
-    return PhotoOptions(args.chunk_size, args.batch_size, args.workers, args.runtime)
+
+    if args.engine == "ray" and not args.images:
+        raise InvalidInput("--engine ray encodes photo folders (--images); a prepared dataset's features are "
+                           "computed here (leave out --engine)")
+    engine = engine_options(args)
+    return PhotoOptions(args.chunk_size, args.batch_size, args.workers if engine.name == "local" else None,
+                        args.runtime, engine)
 
 
 def photo_args(p) -> None:
@@ -246,8 +258,9 @@ def photo_args(p) -> None:
     p.add_argument("--chunk-size", type=count(1), default=DEFAULT_CHUNK,
                    help="photos per commit: a killed run loses at most this many and resumes after them")
     p.add_argument("--batch-size", type=count(1), default=DEFAULT_BATCH, help="photos encoded at once")
-    p.add_argument("--workers", type=count(0), default=default_workers(),
-                   help="processes decoding photos while the CNN runs (0: decode in this process)")
+    engine_args(p, f"--engine local: processes decoding photos while the CNN runs (0: decode in this process; "
+                   f"default: {default_workers()}); --engine ray: encoding actors (default: one per CPU of the "
+                   f"cluster, at most 8)")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="where the CNN runs for photos: ONNX Runtime when installed (auto; checked against PyTorch "
                         "before use), or PyTorch")

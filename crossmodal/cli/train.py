@@ -73,6 +73,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-augment", action=argparse.BooleanOptionalAction, default=d.flip_augment,
                    help="train on the plain or mirrored view of each image at random (the CNN then runs twice per "
                         "image of the feature pass)")
+    p.add_argument("--feature-noise", type=float, default=d.feature_noise,
+                   help="share of the cached encoder features dropped at random in each training step (a "
+                        "denoising input; 0: none)")
     p.add_argument("--supervision", default=d.supervision, choices=["auto", "pairs", "labels"],
                    help="positives: image-caption pairs, shared labels, or labels when the data has them")
     p.add_argument("--val-split", default=d.val_split, help="split scored after each epoch to pick the best")
@@ -138,7 +141,7 @@ def train_config_from_args(args, base=None):
     return TrainConfig(epochs=pick(args.epochs, base.epochs), batch_size=pick(args.batch_size, base.batch_size),
                        lr=args.lr, encoder_lr=args.encoder_lr, patience=pick(args.patience, base.patience),
                        captions_per_step=args.captions_per_step, seed=args.seed, supervision=args.supervision,
-                       flip_augment=args.flip_augment,
+                       flip_augment=args.flip_augment, feature_noise=args.feature_noise,
                        val_split=args.val_split, cache_dir=args.cache_dir, checkpoint_every=args.checkpoint_every,
                        keep_checkpoint=args.keep_checkpoint, heads_dtype=args.heads_dtype,
                        device=args.device, loss=LossConfig(**loss))

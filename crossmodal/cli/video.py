@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_command, count, index_and_model_args
+from .common import add_command, count, engine_args, engine_options, index_and_model_args
 from .search import read_query_image
 
 EXAMPLES = {
@@ -29,9 +29,10 @@ def run_add(args):
     from retrieval.search import Searcher
     from retrieval.video import add_videos
 
+    engine = engine_options(args)
     searcher = Searcher.open(args.index, args.model)
     report = add_videos(searcher, args.videos, fps=args.fps, max_frames=args.max_frames,
-                        dedup_radius=args.dedup_radius)
+                        dedup_radius=args.dedup_radius, engine=engine)
     print(report.summary())
     if report.failed and not report.videos_added:
         raise NothingDone("no video could be added; no new version was written")
@@ -95,6 +96,8 @@ def register(sub) -> None:
     index_and_model_args(v)
     v.add_argument("videos", nargs="+", help="video files (anything PyAV/FFmpeg reads)")
     sampling_args(v)
+    engine_args(v, "--engine ray: encoding actors, one video each at a time (default: one per CPU of the cluster, "
+                   "at most 8); unused here")
     v.set_defaults(func=run_add)
     v = add_command(vsub, "search", "find moments by text or image", EXAMPLES["search"])
     index_and_model_args(v)
