@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from crossmodal.cli import main
@@ -207,3 +206,14 @@ def test_ray_not_installed_names_the_extra(library, tmp_path):
     r = subprocess.run([*CLI, "index", "build", "-q", "--images", str(library / "home"), "--out", str(out)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_ray_build_onto_a_milvus_server_holds_the_local_codes(ray_cluster, milvus_server, library, local_index,
+                                                             tmp_path):
+    out = tmp_path / "idx"
+    assert main(["index", "build", "-q", "--images", str(library), "--out", str(out), "--backend", "milvus",
+                 "--milvus-uri", milvus_server.uri, "--milvus-prefix", "rayengine",
+                 *ray_flags(ray_cluster, "--batch-size", "8", "--chunk-size", "16")]) == 0
+    assert read_manifest(out)["backend"] == "milvus"
+    assert contents(out) == contents(local_index)
+    assert top5(out) == top5(local_index)
