@@ -52,8 +52,9 @@ IMAGE_VIEWS = ("plain", "flip", "crops")
 #: How relaxed outputs become bits (``crossmodal.quantizers`` implements each)
 QUANTIZER_NAMES = ("sign", "itq", "kmeans")
 #: Where a frozen CNN runs for new images (``crossmodal.runtime``): ONNX Runtime when it
-#: is installed and agrees with PyTorch on a probe batch (auto), PyTorch, or ONNX only.
-RUNTIMES = ("auto", "torch", "onnx")
+#: is installed and agrees with PyTorch on a probe batch (auto), PyTorch, ONNX only, or
+#: OpenVINO in bfloat16 (faster on CPUs with AMX, not the exact codes: asked for by name).
+RUNTIMES = ("auto", "torch", "onnx", "openvino-bf16")
 
 
 @dataclass

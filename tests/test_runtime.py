@@ -92,3 +92,24 @@ def test_a_damaged_cached_graph_is_dropped_and_exported_again(tiny_model, tmp_pa
     assert type(image_runtime(model, "auto", cache_dir=tmp_path)) is TorchImageRuntime
     assert "ONNX export of this model failed" in capsys.readouterr().err and not graph.exists()
     assert image_runtime(model, "auto", cache_dir=tmp_path).name == "onnx" and graph.stat().st_size > 1000
+
+
+def test_openvino_bf16_gives_nearly_the_codes_or_says_why_not(tiny_model, tmp_path):
+    """On a CPU that computes bfloat16 natively: codes within a few bits of PyTorch's (and
+    not asked for by ``auto``); elsewhere one line saying the CPU lacks it."""
+    import openvino as ov
+
+    model = CrossModalHasher.from_pretrained(tiny_model)
+    size = model.image_encoder.image_size
+    pixels = torch.from_numpy(np.random.default_rng(2).normal(0, 1, (16, 3, size, size)).astype(np.float32))
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(Unavailable, match="does not compute bfloat16 natively"):
+            image_runtime(model, "openvino-bf16", cache_dir=tmp_path)
+        return
+    bf16 = image_runtime(model, "openvino-bf16", cache_dir=tmp_path)
+    assert bf16.name == "openvino-bf16" and image_runtime(model, "auto", cache_dir=tmp_path).name == "onnx"
+    a, b = bf16.relaxed(pixels), TorchImageRuntime(model).relaxed(pixels)
+    assert a.shape == b.shape and not np.array_equal(a, b)  # computed in bfloat16, not the float graph
+    flipped = np.mean((a >= 0) != (b >= 0))
+    assert flipped < 0.05, flipped
+    assert np.abs(a - b).max() < 0.25

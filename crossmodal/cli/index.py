@@ -263,7 +263,9 @@ def photo_args(p) -> None:
                    f"cluster, at most 8)")
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="where the CNN runs for photos: ONNX Runtime when installed (auto; checked against PyTorch "
-                        "before use), or PyTorch")
+                        "before use), PyTorch, or openvino-bf16: OpenVINO in bfloat16 on a CPU with AMX or AVX-512 "
+                        "BF16, about 2.5x faster CNNs but not PyTorch's exact codes (pip install "
+                        "\"crossmodal[openvino]\"; BENCHMARKS.md 'Ingest runtimes')")
 
 
 def resolve_removal_keys(idx, modality: str, keys) -> tuple[list[str], list[str]]:
