@@ -3,7 +3,7 @@
 # on first use.
 VENV := .venv
 PY := $(VENV)/bin/python
-PYTEST := HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+PYTEST := HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider --durations=10
 
 .PHONY: install demo test test-no-browser bench
 install: $(VENV)/.installed

@@ -237,3 +237,18 @@ def test_the_readme_and_the_training_defaults_follow_the_training_results():
     assert dae["split"] == "dev"
     for method, row in dae["metrics"]["methods"].items():
         assert f"{row['64']['mAP']['mean']:.3f}" in README, method
+
+
+def test_the_readme_quotes_the_ingest_and_engine_results():
+    """The photo rates and the Ray overhead the README gives are the newest result files'."""
+    scale = _newest("ingest-scale")
+    largest = max(row["photos"] for row in scale["metrics"]["runs"].values())
+    for runtime in ("auto", "openvino-bf16"):
+        assert f"{scale['metrics']['runs'][f'{runtime}/{largest}']['photos_per_s']:.1f} photos/s" in README, runtime
+    engine = _newest("engine")
+    assert engine["metrics"]["identical_codes"] is True
+    assert f"{engine['metrics']['ray_overhead_at_2_workers']:+.0%} of the local engine's time" in README
+    commits, writer = engine["metrics"]["commit_seconds_of_2000_by_index_size"], \
+        engine["metrics"]["projection_10M"]["writer_hours_by_chunk_size"]
+    assert f"{commits['500000']:.2f} s for 2,000 photos into 500,000" in README
+    assert f"{writer['2000']} h in the default chunks of 2,000 and {writer['20000']} h in chunks of 20,000" in README

@@ -217,3 +217,15 @@ def test_ray_build_onto_a_milvus_server_holds_the_local_codes(ray_cluster, milvu
     assert read_manifest(out)["backend"] == "milvus"
     assert contents(out) == contents(local_index)
     assert top5(out) == top5(local_index)
+
+
+def test_ray_options_that_cannot_apply_are_refused_before_any_work(tiny_data, tmp_path, capsys):
+    out = tmp_path / "idx"
+    assert main(["index", "build", "--data", str(tiny_data), "--out", str(out), "--engine", "ray"]) == 2
+    assert "--engine ray encodes photo folders (--images)" in capsys.readouterr().err
+    assert main(["index", "build", "--images", str(tmp_path), "--out", str(out), "--ray-address", "auto"]) == 2
+    assert "--ray-address goes with --engine ray" in capsys.readouterr().err
+    assert main(["index", "build", "--images", str(tmp_path), "--out", str(out), "--engine", "ray",
+                 "--workers", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    assert not out.exists()
