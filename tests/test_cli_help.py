@@ -189,3 +189,13 @@ def build_parser_for_test() -> dict:
                     walk(sub, prefix + " " + name)
     walk(build_parser())
     return out
+
+
+def test_quiet_applies_to_its_command_only(monkeypatch):
+    """``-q`` in one in-process call leaves the next call (or the Python API) showing progress."""
+    from crossmodal.cli import main
+    from crossmodal.progress import quiet
+
+    monkeypatch.delenv("CROSSMODAL_QUIET", raising=False)
+    assert main(["-q", "index", "info", "--index", "/nonexistent-crossmodal-index"]) == 2
+    assert not quiet()

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from crossmodal.progress import quiet, set_quiet
 
     args = build_parser().parse_args(argv)
+    was_quiet = quiet()
     if args.quiet:
-        set_quiet(True)
+        set_quiet(True)  # for this command only: a caller in the same process keeps its own setting
     if quiet() or not sys.stderr.isatty():
         # datasets' own bars are frames of carriage returns in a log; the variable is read when
         # datasets is first imported, so a command that never reads a dataset never pays for it
@@ -89,4 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except CrossmodalError as e:
         print(f"crossmodal {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        set_quiet(was_quiet)
     return 0
