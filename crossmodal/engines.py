@@ -63,12 +63,30 @@ class WorkerSpec:
 @dataclass(frozen=True)
 class WorkerFailure:
     """A worker that could not start (the model folder missing on that node, another model
-    there): what each of its units returns, for the driver to stop on with this line
-    (raising in an actor's constructor would have Ray restart it without end)."""
+    there): what an actor returns for each of its units, for the driver to stop on with
+    this line (raising in an actor's constructor would have Ray restart it without end)."""
     why: str
 
 
-def local_map(spec: WorkerSpec, units: Sequence, run: Callable[[Any], Any] | None = None
+def model_for_workers(model) -> tuple[str, str]:
+    """What a worker needs to load ``model`` itself: its folder and its fingerprint."""
+    if model.source_dir is None:
+        raise InvalidInput("--engine ray loads the model in every worker from its folder: save the model first")
+    return str(model.source_dir), model.fingerprint()
+
+
+def worker_model(model_dir: str, fingerprint: str):
+    """The model a worker loads from ``model_dir``, refused unless it is the driver's."""
+    from .model import CrossModalHasher
+
+    model = CrossModalHasher.from_pretrained(model_dir)
+    if model.fingerprint() != fingerprint:
+        raise InvalidInput(f"the model at {model_dir} on this worker is not the driver's (fingerprint "
+                           f"{model.fingerprint()}, expected {fingerprint}): install the same model on every node")
+    return model
+
+
+def local_map(spec: WorkerSpec | None, units: Sequence, run: Callable[[Any], Any] | None = None
               ) -> Iterator[tuple[int, Any]]:
     """Each unit's result in this process, in order: ``(position, result)``. ``run``: the
     worker already built here (a loaded model need not load again)."""
@@ -80,7 +98,8 @@ def local_map(spec: WorkerSpec, units: Sequence, run: Callable[[Any], Any] | Non
 def ray_map(spec: WorkerSpec, units: Sequence, options: EngineOptions,
             cpus_per_worker: float = 1.0) -> Iterator[tuple[int, Any]]:
     """Each unit's result from an actor pool on Ray: ``(position, result)`` in order of
-    completion. Connects (or starts a local instance) first; see :func:`connect`."""
+    completion, every unit exactly once. Connects (or starts a local instance) first; see
+    :func:`connect`. A worker that could not start stops the run in one line."""
     ray = connect(options)
     import ray.data
 
@@ -97,16 +116,30 @@ def ray_map(spec: WorkerSpec, units: Sequence, options: EngineOptions,
     mapped = ds.map_batches(_UnitActor, fn_constructor_args=(pickle.dumps(spec),), batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=min(workers, len(rows))),
                             num_cpus=cpus_per_worker, batch_format="numpy")
+    seen: set[int] = set()
     for row in mapped.iter_rows():
-        yield int(row["position"]), pickle.loads(row["result"])
+        position, result = int(row["position"]), pickle.loads(row["result"])
+        if isinstance(result, WorkerFailure):
+            raise Unavailable(f"a Ray worker could not start: {result.why}; nothing of its work was written")
+        if position in seen:
+            raise RuntimeError(f"the Ray engine returned unit {position} twice")
+        seen.add(position)
+        yield position, result
+    if len(seen) != len(units):
+        raise RuntimeError(f"the Ray engine returned {len(seen)} of {len(units)} units")
 
 
 class _UnitActor:
     """A Ray Data actor: builds the worker (``spec``: a pickled :class:`WorkerSpec`) once,
-    then runs one unit per call."""
+    then runs one unit per call; a worker that could not be built answers every unit with
+    a :class:`WorkerFailure`."""
 
     def __init__(self, spec: bytes):
-        self.run = pickle.loads(spec).build()
+        try:
+            self.run = pickle.loads(spec).build()
+        except Exception as e:  # noqa: BLE001 — reported to the driver, which stops with it
+            failure = WorkerFailure(f"{type(e).__name__}: {e}")
+            self.run = lambda unit: failure
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -183,12 +216,13 @@ def _local_object_store_bytes() -> int:
     return 256 * 2 ** 20
 
 
-def map_units(spec: WorkerSpec, units: Sequence, options: EngineOptions | None = None,
+def map_units(spec: WorkerSpec | None, units: Sequence, options: EngineOptions | None = None,
               cpus_per_worker: float = 1.0, local_run: Callable[[Any], Any] | None = None
               ) -> Iterator[tuple[int, Any]]:
     """Run ``spec``'s worker over ``units`` on the engine ``options`` names: ``(position,
     result)`` pairs, every unit exactly once (in order locally; as completed on Ray).
-    ``local_run``: the same worker already built in this process, used by the local engine."""
+    ``local_run``: the same worker already built in this process, used by the local engine
+    (``spec`` may then be None)."""
     options = options or EngineOptions()
     if options.name == "ray":
         return ray_map(spec, units, options, cpus_per_worker)

@@ -29,7 +29,7 @@ import numpy as np
 
 from crossmodal.data.images import photo_date
 from crossmodal.image_batches import EncodedBatch, PhotoFiles, encode_batches
-from crossmodal.errors import InvalidInput, MissingInput, Unavailable
+from crossmodal.errors import InvalidInput, MissingInput
 from crossmodal.runtime import ImageRuntime, TorchImageRuntime, image_runtime
 
 from .index import CrossModalIndex, IndexChanges, NewIndex, WriteReport, has_index, write_index
@@ -197,7 +197,7 @@ def _batch_items(model, photos: Sequence[PhotoFile], batch: EncodedBatch) -> tup
     relaxed = batch.outputs if batch.positions else np.zeros((0, model.config.output_width), np.float32)
     return ([_photo_item(photos[i], digest, look) for i, digest, look in zip(batch.positions, batch.digests,
                                                                             batch.looks)],
-            np.asarray(relaxed), [(photos[i].path, why) for i, why in batch.failed])
+            relaxed, [(photos[i].path, why) for i, why in batch.failed])
 
 
 def encode_photos_on_ray(model, photos: Sequence[PhotoFile], options: PhotoOptions
@@ -206,22 +206,14 @@ def encode_photos_on_ray(model, photos: Sequence[PhotoFile], options: PhotoOptio
     batch holds the photos the local engine would put in it, encoded by the same batch
     encoder, runtime and preprocessing, so the outputs are the same; batches come back in
     order of completion."""
-    from crossmodal.engines import WorkerFailure, WorkerSpec, map_units
+    from crossmodal.engines import WorkerSpec, map_units, model_for_workers
 
-    if model.source_dir is None:
-        raise InvalidInput("--engine ray loads the model in every worker from its folder: save the model first")
     step = options.batch_size
     units = [(start, [p.path for p in photos[start:start + step]]) for start in range(0, len(photos), step)]
     spec = WorkerSpec("retrieval.photos:photo_batch_worker",
-                      (str(model.source_dir), model.fingerprint(), options.runtime, RAY_WORKER_THREADS))
-    done = 0
+                      (*model_for_workers(model), options.runtime, RAY_WORKER_THREADS))
     for _, batch in map_units(spec, units, options.engine, cpus_per_worker=RAY_WORKER_THREADS):
-        if isinstance(batch, WorkerFailure):
-            raise Unavailable(f"a Ray worker could not encode photos: {batch.why}; nothing of this batch was written")
-        done += len(batch.positions) + len(batch.failed)
         yield _batch_items(model, photos, batch)
-    if done != len(photos):  # every photo exactly once, or the run says so
-        raise RuntimeError(f"the Ray engine returned {done} of {len(photos)} photos")
 
 
 #: threads (and CPUs reserved) per Ray encoding actor: the local engine's CNN runs on one
@@ -230,30 +222,21 @@ RAY_WORKER_THREADS = 1
 
 
 def photo_batch_worker(model_dir: str, fingerprint: str, runtime: str, threads: int):
-    """A Ray worker's photo encoder: the model from ``model_dir`` (refused unless its
-    fingerprint is ``fingerprint``, the driver's), run on ``runtime``; returns a function
-    ``(start, paths) -> EncodedBatch`` whose positions count from ``start``."""
-    from crossmodal.engines import WorkerFailure
-    from crossmodal.model import CrossModalHasher
+    """A Ray worker's photo encoder: the driver's model (:func:`crossmodal.engines.worker_model`)
+    run on ``runtime``; returns a function ``(start, paths) -> EncodedBatch`` whose positions
+    count from ``start``."""
+    from crossmodal.engines import worker_model
 
-    try:
-        model = CrossModalHasher.from_pretrained(model_dir)
-        if model.fingerprint() != fingerprint:
-            raise InvalidInput(f"the model at {model_dir} on this worker is not the driver's (fingerprint "
-                               f"{model.fingerprint()}, expected {fingerprint}): install the same model on every node")
-        encoder = model.image_encoder
-        run = image_runtime(model, runtime, threads=threads).relaxed
-        transform = encoder.transform(train=False)
-    except Exception as e:  # noqa: BLE001 — reported to the driver, which stops with it
-        failure = WorkerFailure(f"{type(e).__name__}: {e}")
-        return lambda unit: failure
+    model = worker_model(model_dir, fingerprint)
+    encoder = model.image_encoder
+    run = image_runtime(model, runtime, threads=threads).relaxed
+    transform = encoder.transform(train=False)
 
     def encode(unit: tuple[int, list[str]]) -> EncodedBatch:
         start, paths = unit
         batch = next(encode_batches(PhotoFiles(paths, min_side=encoder.image_size), transform, run, len(paths)))
         batch.positions = [start + i for i in batch.positions]
         batch.failed = [(start + i, why) for i, why in batch.failed]
-        batch.outputs = np.asarray(batch.outputs) if batch.outputs is not None else None
         return batch
 
     return encode

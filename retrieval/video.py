@@ -20,7 +20,6 @@ import numpy as np
 
 from crossmodal.codes import hamming_distances
 from crossmodal.engines import EngineOptions
-from crossmodal.errors import InvalidInput, Unavailable
 from crossmodal.video import VideoError, sample_frames
 
 from .index import CrossModalIndex, IndexChanges, write_index
@@ -96,20 +95,11 @@ def video_encoder(model, nbits: int, fps: float, max_frames: int | None, dedup_r
 
 def video_worker(model_dir: str, fingerprint: str, nbits: int, fps: float, max_frames: int | None,
                  dedup_radius: int):
-    """A Ray worker's :func:`video_encoder`: the model loaded from ``model_dir``, refused
-    unless it is the driver's (``fingerprint``)."""
-    from crossmodal.model import CrossModalHasher
-    from crossmodal.engines import WorkerFailure
+    """A Ray worker's :func:`video_encoder`, on the driver's model
+    (:func:`crossmodal.engines.worker_model`)."""
+    from crossmodal.engines import worker_model
 
-    try:
-        model = CrossModalHasher.from_pretrained(model_dir)
-        if model.fingerprint() != fingerprint:
-            raise InvalidInput(f"the model at {model_dir} on this worker is not the driver's: install the same model "
-                               f"on every node")
-    except Exception as e:  # noqa: BLE001 — reported to the driver, which stops with it
-        failure = WorkerFailure(f"{type(e).__name__}: {e}")
-        return lambda path: failure
-    return video_encoder(model, nbits, fps, max_frames, dedup_radius)
+    return video_encoder(worker_model(model_dir, fingerprint), nbits, fps, max_frames, dedup_radius)
 
 
 def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int | None = None,
@@ -119,25 +109,21 @@ def add_videos(searcher, paths: Iterable[str], fps: float = 1.0, max_frames: int
 
     Encoding (the slow part) runs outside the writer lock; the frames then go in as one
     serialised commit, which replaces the frames of a video added before."""
-    from crossmodal.engines import WorkerFailure, WorkerSpec, map_units
+    from crossmodal.engines import WorkerSpec, map_units, model_for_workers
 
     if searcher.index_dir is None:
         raise ValueError("add_videos needs a Searcher opened from an index folder")
     model, nbits = searcher.model, searcher.index.nbits
     engine = engine or EngineOptions()
-    if engine.name == "ray" and model.source_dir is None:
-        raise InvalidInput("--engine ray loads the model in every worker from its folder: save the model first")
     paths = list(paths)
-    spec = WorkerSpec("retrieval.video:video_worker", (str(model.source_dir), model.fingerprint(), nbits, fps,
-                                                        max_frames, dedup_radius))
+    spec = WorkerSpec("retrieval.video:video_worker", (*model_for_workers(model), nbits, fps, max_frames,
+                                                        dedup_radius)) if engine.name == "ray" else None
     results = dict(map_units(spec, paths, engine, local_run=video_encoder(model, nbits, fps, max_frames,
                                                                           dedup_radius)))
     report = VideoAddReport()
     encoded = []
     for position, path in enumerate(paths):  # in the order given, whatever order the engine finished in
         result = results[position]
-        if isinstance(result, WorkerFailure):
-            raise Unavailable(f"a Ray worker could not encode videos: {result.why}; nothing was written")
         if isinstance(result, str):
             report.failed.append((str(path), result))
             continue

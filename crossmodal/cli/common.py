@@ -116,8 +116,6 @@ def engine_options(args):
         if args.ray_address is not None:
             raise InvalidInput("--ray-address goes with --engine ray")
         return EngineOptions()
-    if args.workers == 0:
-        raise InvalidInput("--workers counts Ray encoding actors under --engine ray: at least 1")
     options = EngineOptions("ray", args.ray_address, args.workers)
     connect(options)
     return options
